@@ -1,0 +1,168 @@
+//! The configuration file: CNCF Distribution's `config.yml` keys that Berth understands, plus a
+//! `berth:` section of its own. This is one of Berth's serialization boundaries.
+//!
+//! A file may hold only the keys it changes; everything else has a default. Keys Berth does not
+//! know in Distribution's sections are ignored, so an existing `config.yml` loads as it is;
+//! unknown keys in the `berth:` section are errors, because there a typo is certainly a mistake.
+//! Flags and environment variables override the file (see `cli`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct FileConfig {
+    /// Distribution's `version: 0.1`; accepted and ignored.
+    pub version: Option<serde_yaml_ng::Value>,
+    /// `log:`
+    pub log: LogSection,
+    /// `http:`
+    pub http: HttpSection,
+    /// `storage:`
+    pub storage: StorageSection,
+    /// `berth:`
+    pub berth: BerthSection,
+}
+
+/// `log:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct LogSection {
+    /// `log.level`: error, warn, info, debug.
+    pub level: Option<String>,
+}
+
+/// `http:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HttpSection {
+    /// `http.addr`, such as `:5000` or `127.0.0.1:5000`.
+    pub addr: Option<String>,
+    /// `http.tls`
+    pub tls: Option<TlsSection>,
+}
+
+/// `http.tls`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TlsSection {
+    /// PEM certificate chain.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+/// `storage:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct StorageSection {
+    /// `storage.filesystem`
+    pub filesystem: Option<FilesystemSection>,
+    /// `storage.delete`
+    pub delete: DeleteSection,
+    /// Other drivers and options (`cache`, `maintenance`, `s3`, …).
+    #[serde(flatten)]
+    pub other: BTreeMap<String, serde_yaml_ng::Value>,
+}
+
+/// `storage.filesystem`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct FilesystemSection {
+    /// `storage.filesystem.rootdirectory`
+    pub rootdirectory: Option<PathBuf>,
+}
+
+/// `storage.delete`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DeleteSection {
+    /// `storage.delete.enabled`. Berth's default is `true`: the trash makes deletes undoable.
+    pub enabled: Option<bool>,
+}
+
+/// `berth:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BerthSection {
+    /// Largest manifest accepted, in bytes (default 4 MiB).
+    pub max_manifest_bytes: Option<usize>,
+    /// fsync every write before acknowledging it (default true).
+    pub fsync: Option<bool>,
+}
+
+/// Drivers CNCF Distribution has and Berth does not (yet).
+const OTHER_DRIVERS: &[&str] = &["s3", "azure", "gcs", "swift", "oss", "inmemory"];
+
+impl FileConfig {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        FileConfig::parse(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Parses config text.
+    pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
+        let cfg: FileConfig = if text.trim().is_empty() { FileConfig::default() } else { serde_yaml_ng::from_str(text)? };
+        if let Some(driver) = OTHER_DRIVERS.iter().find(|d| cfg.storage.other.contains_key(**d)) {
+            bail!("storage driver {driver:?} is not supported; Berth stores on the filesystem (storage.filesystem)");
+        }
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_distribution_config_as_shipped_by_debian() {
+        let text = r#"
+version: 0.1
+log:
+  fields:
+    service: registry
+storage:
+  cache:
+    blobdescriptor: inmemory
+  filesystem:
+    rootdirectory: /var/lib/docker-registry
+  delete:
+    enabled: true
+http:
+  addr: :5000
+  headers:
+    X-Content-Type-Options: [nosniff]
+auth:
+  htpasswd:
+    realm: basic-realm
+    path: /etc/docker/registry
+health:
+  storagedriver:
+    enabled: true
+"#;
+        let cfg = FileConfig::parse(text).unwrap();
+        assert_eq!(cfg.http.addr.as_deref(), Some(":5000"));
+        assert_eq!(cfg.storage.filesystem.unwrap().rootdirectory.unwrap(), PathBuf::from("/var/lib/docker-registry"));
+        assert_eq!(cfg.storage.delete.enabled, Some(true));
+    }
+
+    #[test]
+    fn a_file_may_hold_only_what_it_changes() {
+        let cfg = FileConfig::parse("storage:\n  delete:\n    enabled: false\n").unwrap();
+        assert_eq!(cfg.storage.delete.enabled, Some(false));
+        assert!(cfg.http.addr.is_none());
+        assert!(FileConfig::parse("").is_ok());
+    }
+
+    #[test]
+    fn rejects_typos_in_berth_section_and_foreign_drivers() {
+        assert!(FileConfig::parse("berth:\n  fsnc: false\n").is_err());
+        let e = FileConfig::parse("storage:\n  s3:\n    bucket: x\n").unwrap_err();
+        assert!(e.to_string().contains("s3"), "{e}");
+    }
+}

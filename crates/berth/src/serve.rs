@@ -1,0 +1,100 @@
+//! `berth serve`: resolves settings, opens the root, serves until SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use berth_registry::Registry;
+use berth_server::AppState;
+use berth_storage::{FsBackend, FsOptions};
+
+use crate::cli::ServeArgs;
+use crate::config::FileConfig;
+
+/// Settings after flags, environment, file and defaults are merged.
+#[derive(Debug)]
+pub struct Settings {
+    pub root: PathBuf,
+    pub addr: String,
+    pub delete_enabled: bool,
+    pub max_manifest_bytes: usize,
+    pub fsync: bool,
+    pub log_level: String,
+}
+
+impl Settings {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
+        let file = match &args.config {
+            Some(p) => FileConfig::load(p)?,
+            None => FileConfig::default(),
+        };
+        if file.http.tls.as_ref().is_some_and(|t| t.certificate.is_some() || t.key.is_some()) {
+            bail!("http.tls is not supported yet; terminate TLS in front of Berth (e.g. with a reverse proxy)");
+        }
+        let defaults = berth_registry::Config::default();
+        Ok(Settings {
+            root: args
+                .root
+                .clone()
+                .or_else(|| file.storage.filesystem.as_ref().and_then(|f| f.rootdirectory.clone()))
+                .unwrap_or_else(|| PathBuf::from("./data")),
+            addr: args.addr.clone().or(file.http.addr.clone()).unwrap_or_else(|| ":5000".to_owned()),
+            delete_enabled: file.storage.delete.enabled.unwrap_or(true),
+            max_manifest_bytes: file.berth.max_manifest_bytes.unwrap_or(defaults.max_manifest_bytes),
+            fsync: file.berth.fsync.unwrap_or(true),
+            log_level: args.log_level.clone().or(file.log.level.clone()).unwrap_or_else(|| "info".to_owned()),
+        })
+    }
+}
+
+/// Binds `addr`; `:PORT` means every interface, as in Distribution.
+async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    if let Some(port) = addr.strip_prefix(':') {
+        let port: u16 = port.parse().with_context(|| format!("bad port in {addr:?}"))?;
+        // Dual-stack first; a host without IPv6 gets IPv4 only.
+        if let Ok(l) = tokio::net::TcpListener::bind(SocketAddr::from(([0u16; 8], port))).await {
+            return Ok(l);
+        }
+        return tokio::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], port)))
+            .await
+            .with_context(|| format!("binding {addr}"));
+    }
+    tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
+}
+
+pub fn run(settings: Settings) -> anyhow::Result<()> {
+    let backend = FsBackend::open(&settings.root, FsOptions { fsync: settings.fsync })
+        .with_context(|| format!("opening storage root {}", settings.root.display()))?;
+    let config = berth_registry::Config { max_manifest_bytes: settings.max_manifest_bytes };
+    let registry = Arc::new(Registry::new(Arc::new(backend), config));
+    let state = AppState { registry, metrics: Default::default(), delete_enabled: settings.delete_enabled };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let listener = bind(&settings.addr).await?;
+        let local = listener.local_addr()?;
+        tracing::info!(addr = %local, root = %settings.root.display(), delete_enabled = settings.delete_enabled, "berth listening on {local}");
+        berth_server::serve(listener, state, shutdown_signal()).await?;
+        tracing::info!("berth stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down; finishing requests in flight");
+}

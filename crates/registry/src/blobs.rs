@@ -1,0 +1,71 @@
+//! Blobs as a repository sees them: content in the shared blob store, visible in a repository
+//! only through that repository's `_layers` link.
+//!
+//! Never removes blob data (only GC may); never trusts a cache to say a blob exists.
+
+use std::io::Read;
+
+use berth_oci::{Digest, RepoName};
+use berth_storage::layout;
+
+use crate::error::{Result, RegistryError, storage};
+use crate::Registry;
+
+/// An open blob, positioned at the requested offset.
+pub struct BlobReader {
+    /// The bytes from the offset on.
+    pub reader: Box<dyn Read + Send>,
+    /// The blob's whole size.
+    pub size: u64,
+}
+
+impl Registry {
+    /// The size of a blob linked into `name`; `BlobUnknown` when it is not linked there or its
+    /// data is gone.
+    pub fn blob_stat(&self, name: &RepoName, digest: &Digest) -> Result<u64> {
+        if !self.layer_linked(name, digest)? {
+            return Err(RegistryError::BlobUnknown { digest: digest.clone() });
+        }
+        self.blob_size(digest)?.ok_or_else(|| RegistryError::BlobUnknown { digest: digest.clone() })
+    }
+
+    /// Opens a blob linked into `name` at `offset`.
+    pub fn blob_open(&self, name: &RepoName, digest: &Digest, offset: u64) -> Result<BlobReader> {
+        if !self.layer_linked(name, digest)? {
+            return Err(RegistryError::BlobUnknown { digest: digest.clone() });
+        }
+        match self.store().open(&layout::blob_data(digest), offset) {
+            Ok((reader, size)) => Ok(BlobReader { reader, size }),
+            Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown { digest: digest.clone() }),
+            Err(e) => Err(storage(e)),
+        }
+    }
+
+    /// Whether `name` has a `_layers` link for `digest`.
+    pub(crate) fn layer_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+        exists(self.store().stat(&layout::layer_link(name, digest)))
+    }
+
+    /// The size of the blob data, if present in the shared store.
+    pub(crate) fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self.store().stat(&layout::blob_data(digest)) {
+            Ok(m) => Ok(Some(m.size)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(storage(e)),
+        }
+    }
+
+    /// Links existing blob data into a repository.
+    pub(crate) fn link_layer(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        self.store().put(&layout::layer_link(name, digest), &layout::link_content(digest)).map_err(storage)
+    }
+}
+
+/// Turns a stat into "exists", keeping real failures as errors.
+pub(crate) fn exists<T>(r: berth_storage::Result<T>) -> Result<bool> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(storage(e)),
+    }
+}

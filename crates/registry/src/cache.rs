@@ -1,0 +1,46 @@
+//! A bounded in-memory cache of manifest bytes, keyed by digest.
+//!
+//! Content-addressed entries never go stale: the bytes under a digest cannot change. Whether a
+//! repository still holds a manifest is always asked of the store, never of this cache.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use berth_oci::Digest;
+
+use crate::manifests::StoredManifest;
+
+/// Total bytes of manifests kept; past it the cache starts over. Manifests are small (KiBs),
+/// so this holds tens of thousands of them.
+const BUDGET: usize = 64 << 20;
+
+#[derive(Debug, Default)]
+pub(crate) struct ManifestCache {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    map: HashMap<Digest, Arc<StoredManifest>>,
+    bytes: usize,
+}
+
+impl ManifestCache {
+    pub(crate) fn get(&self, d: &Digest) -> Option<Arc<StoredManifest>> {
+        self.inner.lock().expect("cache lock").map.get(d).cloned()
+    }
+
+    pub(crate) fn insert(&self, m: Arc<StoredManifest>) {
+        let mut inner = self.inner.lock().expect("cache lock");
+        if inner.bytes + m.bytes.len() > BUDGET {
+            // Dropping everything is crude but O(1) amortised and cannot thrash a hot set
+            // that fits the budget.
+            inner.map.clear();
+            inner.bytes = 0;
+        }
+        inner.bytes += m.bytes.len();
+        if let Some(old) = inner.map.insert(m.digest.clone(), m) {
+            inner.bytes -= old.bytes.len();
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! The list of repositories, and whether one exists.
+//!
+//! A repository exists while it holds a tag or a manifest; an empty repository folder (which
+//! CNCF Distribution leaves behind and keeps listing) does not count. Walking every folder for
+//! each `_catalog` call is slow on large roots, so the sorted list is cached in memory: built on
+//! first use and updated by this process's own pushes and deletes. It is derived data; the
+//! layout remains the truth.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use berth_oci::{Algorithm, RepoName};
+use berth_storage::layout;
+
+use crate::error::{Result, storage};
+use crate::Registry;
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The entries.
+    pub items: Vec<String>,
+    /// Whether more entries follow the last one.
+    pub more: bool,
+}
+
+impl Page {
+    /// The first `n` of `items` (all when `n` is `None`).
+    pub(crate) fn cut(mut items: Vec<String>, n: Option<usize>) -> Page {
+        match n {
+            Some(n) if items.len() > n => {
+                items.truncate(n);
+                Page { items, more: n > 0 }
+            }
+            _ => Page { items, more: false },
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct CatalogCache {
+    repos: Mutex<Option<BTreeSet<String>>>,
+}
+
+impl Registry {
+    /// Repository names in lexical order, after `last`, at most `n`.
+    pub fn catalog(&self, n: usize, last: Option<&str>) -> Result<Page> {
+        let mut guard = self.catalog.repos.lock().expect("catalog lock");
+        if guard.is_none() {
+            *guard = Some(self.walk_repositories()?.into_iter().map(|r| r.as_str().to_owned()).collect());
+        }
+        let repos = guard.as_ref().expect("filled above");
+        let after: Vec<String> = match last {
+            Some(l) => repos.range::<str, _>((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded)).take(n.saturating_add(1)).cloned().collect(),
+            None => repos.iter().take(n.saturating_add(1)).cloned().collect(),
+        };
+        Ok(Page::cut(after, Some(n)))
+    }
+
+    /// Every repository, walked fresh from storage (sorted).
+    pub fn repositories(&self) -> Result<Vec<RepoName>> {
+        let mut repos = self.walk_repositories()?;
+        repos.sort();
+        Ok(repos)
+    }
+
+    /// Whether `name` holds at least one tag or manifest.
+    pub fn repo_exists(&self, name: &RepoName) -> Result<bool> {
+        let any = |k| self.store().list(&k, None, 1).map(|l| !l.is_empty()).map_err(storage);
+        Ok(any(layout::tags_dir(name))?
+            || any(layout::revisions_dir(name, Algorithm::Sha256))?
+            || any(layout::revisions_dir(name, Algorithm::Sha512))?)
+    }
+
+    pub(crate) fn catalog_added(&self, name: &RepoName) {
+        if let Some(set) = self.catalog.repos.lock().expect("catalog lock").as_mut() {
+            set.insert(name.as_str().to_owned());
+        }
+    }
+
+    fn walk_repositories(&self) -> Result<Vec<RepoName>> {
+        let mut out = Vec::new();
+        let mut stack = vec![String::new()];
+        while let Some(path) = stack.pop() {
+            let Some(dir) = layout::repositories_child(&path) else { continue };
+            let children = self.store().list(&dir, None, usize::MAX).map_err(storage)?;
+            if children.iter().any(|c| c == "_manifests")
+                && let Ok(name) = path.parse::<RepoName>()
+                && self.repo_exists(&name)?
+            {
+                out.push(name);
+            }
+            for c in children.into_iter().filter(|c| !c.starts_with('_')) {
+                stack.push(if path.is_empty() { c } else { format!("{path}/{c}") });
+            }
+        }
+        Ok(out)
+    }
+}
+
+impl Registry {
+    /// Checks that storage answers: lists the repositories folder.
+    pub fn health(&self) -> Result<()> {
+        self.store().list(&layout::repositories_root(), None, 1).map(|_| ()).map_err(storage)
+    }
+}

@@ -1,0 +1,177 @@
+//! Manifests: validated on push, stored as blobs, linked into a repository by a revision link,
+//! served byte for byte.
+//!
+//! A push is accepted only when everything it references is already in the repository
+//! (invariant I1); it is written blob first, then revision link, then tag, so a crash at any
+//! point leaves at worst an untagged manifest, never a tag naming missing content (I5).
+//! Never converts a manifest: the digest a client sees is the digest of the bytes pushed.
+
+use std::sync::Arc;
+
+use berth_oci::manifest::Manifest;
+use berth_oci::{Algorithm, Digest, Reference, RepoName};
+use berth_storage::{StorageError, layout};
+use bytes::Bytes;
+
+use crate::blobs::exists;
+use crate::error::{Result, RegistryError, storage};
+use crate::Registry;
+
+/// A manifest as stored, with what Berth could read from it.
+#[derive(Debug)]
+pub struct StoredManifest {
+    /// Its digest (verified against the bytes when loaded).
+    pub digest: Digest,
+    /// The media type to serve it with.
+    pub media_type: String,
+    /// The exact bytes pushed.
+    pub bytes: Bytes,
+    /// The parsed manifest; `None` if the stored bytes are not a manifest Berth understands.
+    pub manifest: Option<Manifest>,
+}
+
+/// What a successful manifest push produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutManifest {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// Its `subject`, for the `OCI-Subject` header.
+    pub subject: Option<Digest>,
+}
+
+impl Registry {
+    /// The manifest `reference` names in `name`.
+    pub fn manifest_get(&self, name: &RepoName, reference: &Reference) -> Result<Arc<StoredManifest>> {
+        let digest = match reference {
+            Reference::Tag(t) => self.tag_get(name, t)?,
+            Reference::Digest(d) => Some(d.clone()),
+        };
+        let found = match digest {
+            Some(d) if self.revision_exists(name, &d)? => self.load_manifest(&d)?,
+            _ => None,
+        };
+        match found {
+            Some(m) => Ok(m),
+            None => Err(self.manifest_unknown(name, reference)),
+        }
+    }
+
+    /// Validates and stores a manifest under a tag or its digest.
+    pub fn manifest_put(
+        &self,
+        name: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        bytes: Bytes,
+    ) -> Result<PutManifest> {
+        let limit = self.config().max_manifest_bytes;
+        if bytes.len() > limit {
+            return Err(RegistryError::SizeInvalid {
+                reason: format!("the manifest has {} bytes; the limit is {limit}", bytes.len()),
+                too_large: true,
+            });
+        }
+        let algorithm = match reference {
+            Reference::Digest(d) => d.algorithm(),
+            Reference::Tag(_) => Algorithm::Sha256,
+        };
+        let digest = Digest::of(algorithm, &bytes);
+        if let Reference::Digest(d) = reference
+            && d != &digest
+        {
+            return Err(RegistryError::DigestInvalid {
+                reason: format!("the manifest's digest is {digest}, not {d} as in the URL"),
+            });
+        }
+        let manifest = Manifest::parse_for_put(&bytes, content_type)?;
+        self.check_complete(name, &manifest)?;
+
+        self.store().put_if_absent(&layout::blob_data(&digest), &bytes).map_err(storage)?;
+        self.store().put(&layout::revision_link(name, &digest), &layout::link_content(&digest)).map_err(storage)?;
+        let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
+        if let Some(s) = &subject {
+            self.referrers_record(name, s, &digest)?;
+        }
+        if let Reference::Tag(t) = reference {
+            self.tag_set(name, t, &digest)?;
+        }
+        self.manifests.insert(Arc::new(StoredManifest {
+            digest: digest.clone(),
+            media_type: manifest.media_type.clone(),
+            bytes,
+            manifest: Some(manifest),
+        }));
+        self.catalog_added(name);
+        Ok(PutManifest { digest, subject })
+    }
+
+    /// I1: refuses a manifest naming anything the repository does not hold.
+    fn check_complete(&self, name: &RepoName, m: &Manifest) -> Result<()> {
+        let mut missing: Vec<Digest> = Vec::new();
+        for d in m.references() {
+            if !missing.contains(&d.digest) && !(self.layer_linked(name, &d.digest)? && self.blob_size(&d.digest)?.is_some()) {
+                missing.push(d.digest.clone());
+            }
+        }
+        for c in &m.manifests {
+            if !missing.contains(&c.digest) && !(self.revision_exists(name, &c.digest)? && self.blob_size(&c.digest)?.is_some()) {
+                missing.push(c.digest.clone());
+            }
+        }
+        if missing.is_empty() { Ok(()) } else { Err(RegistryError::ManifestBlobUnknown { digests: missing }) }
+    }
+
+    /// Whether `name` holds the manifest `d` (has its revision link).
+    pub(crate) fn revision_exists(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        exists(self.store().stat(&layout::revision_link(name, d)))
+    }
+
+    /// Every manifest digest `name` holds.
+    pub(crate) fn revisions(&self, name: &RepoName) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let names = self.store().list(&layout::revisions_dir(name, alg), None, usize::MAX).map_err(storage)?;
+            out.extend(names.iter().filter_map(|hex| Digest::from_parts(alg.as_str(), hex)));
+        }
+        Ok(out)
+    }
+
+    /// Reads a manifest from the blob store, verifying its bytes against its digest (I3).
+    pub(crate) fn load_manifest(&self, d: &Digest) -> Result<Option<Arc<StoredManifest>>> {
+        if let Some(m) = self.manifests.get(d) {
+            return Ok(Some(m));
+        }
+        let key = layout::blob_data(d);
+        let bytes = match self.store().get(&key) {
+            Ok(b) => Bytes::from(b),
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(storage(e)),
+        };
+        let actual = Digest::of(d.algorithm(), &bytes);
+        if &actual != d {
+            tracing::error!(digest = %d, %actual, "stored manifest does not match its digest");
+            return Err(storage(StorageError::Io {
+                key,
+                source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("content hashes to {actual}")),
+            }));
+        }
+        let (media_type, manifest) = match Manifest::parse_stored(&bytes) {
+            Ok(m) => (m.media_type.clone(), Some(m)),
+            Err(e) => {
+                tracing::warn!(digest = %d, error = %e, "stored manifest is not one Berth understands; serving it as is");
+                ("application/octet-stream".to_owned(), None)
+            }
+        };
+        let stored = Arc::new(StoredManifest { digest: d.clone(), media_type, bytes, manifest });
+        self.manifests.insert(stored.clone());
+        Ok(Some(stored))
+    }
+
+    /// `NameUnknown` when the repository does not exist, else `ManifestUnknown`.
+    pub(crate) fn manifest_unknown(&self, name: &RepoName, reference: &Reference) -> RegistryError {
+        match self.repo_exists(name) {
+            Ok(false) => RegistryError::NameUnknown { name: name.clone() },
+            _ => RegistryError::ManifestUnknown { name: name.clone(), reference: reference.to_string() },
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The referrers API (OCI distribution 1.1): which manifests name a given manifest as their
+//! `subject`.
+//!
+//! Distribution's layout has no such index, so Berth keeps one under `berth/referrers/<name>/`:
+//! one link file per (subject, referrer) pair, written when a manifest with a subject is pushed.
+//! It is derived data: a repository without the `_indexed` marker (one written by another
+//! registry) is indexed from its revisions on first use. Entries whose manifest has left the
+//! repository are skipped, so a stale entry can hide nothing and show nothing.
+
+use std::collections::BTreeMap;
+
+use berth_oci::{Digest, RepoName};
+use berth_storage::layout;
+
+use crate::blobs::exists;
+use crate::error::{Result, storage};
+use crate::Registry;
+
+/// One entry of a referrers list: a descriptor of the referring manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Referrer {
+    /// Media type of the referring manifest.
+    pub media_type: String,
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Its `artifactType`, else its config's media type.
+    pub artifact_type: Option<String>,
+    /// Its annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Registry {
+    /// Manifests in `name` whose subject is `subject`, optionally only those of `artifact_type`.
+    /// An unknown subject or repository has no referrers (an empty list, not an error: clients
+    /// read a 404 as "referrers API unsupported").
+    pub fn referrers(&self, name: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
+        self.ensure_referrers_index(name)?;
+        let entries = self.store().list(&layout::referrers_of(name, subject), None, usize::MAX).map_err(storage)?;
+        let mut out = Vec::new();
+        for e in entries {
+            let Ok(d) = e.parse::<Digest>() else { continue };
+            if !self.revision_exists(name, &d)? {
+                continue;
+            }
+            let Some(stored) = self.load_manifest(&d)? else { continue };
+            let Some(m) = &stored.manifest else { continue };
+            if m.subject.as_ref().map(|s| &s.digest) != Some(subject) {
+                continue;
+            }
+            let at = m.effective_artifact_type().map(str::to_owned);
+            if artifact_type.is_some_and(|want| at.as_deref() != Some(want)) {
+                continue;
+            }
+            out.push(Referrer {
+                media_type: stored.media_type.clone(),
+                digest: d,
+                size: stored.bytes.len() as u64,
+                artifact_type: at,
+                annotations: m.annotations.clone(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records that `referrer` names `subject`.
+    pub(crate) fn referrers_record(&self, name: &RepoName, subject: &Digest, referrer: &Digest) -> Result<()> {
+        self.ensure_referrers_index(name)?;
+        self.store()
+            .put(&layout::referrer_entry(name, subject, referrer), &layout::link_content(referrer))
+            .map_err(storage)
+    }
+
+    fn ensure_referrers_index(&self, name: &RepoName) -> Result<()> {
+        let marker = layout::referrers_marker(name);
+        if exists(self.store().stat(&marker))? {
+            return Ok(());
+        }
+        for d in self.revisions(name)? {
+            if let Some(stored) = self.load_manifest(&d)?
+                && let Some(s) = stored.manifest.as_ref().and_then(|m| m.subject.as_ref())
+            {
+                self.store()
+                    .put(&layout::referrer_entry(name, &s.digest, &d), &layout::link_content(&d))
+                    .map_err(storage)?;
+            }
+        }
+        self.store().put(&marker, b"1").map_err(storage)
+    }
+}

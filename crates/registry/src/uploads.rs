@@ -1,0 +1,233 @@
+//! Blob uploads: sessions under `_uploads/<id>`, chunked or monolithic, and cross-repository
+//! mounts.
+//!
+//! Bytes are streamed to the session's `data` file as they arrive and hashed on the way, so no
+//! blob is ever held in memory and completion costs no second read. The running hash lives in
+//! memory; after a restart, or if the file and the hash disagree, it is recomputed from the file,
+//! so the file is the only truth. Completion verifies the digest, then renames the file into the
+//! blob store: the blob appears whole or not at all.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use berth_oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
+use berth_storage::layout;
+
+use crate::blobs::exists;
+use crate::error::{Result, RegistryError, storage};
+use crate::{Chunk, Registry};
+
+/// In-memory state of the uploads this process is serving.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    map: Mutex<HashMap<(RepoName, UploadId), Arc<Mutex<Session>>>>,
+}
+
+/// The SHA-256 state over the first `offset` bytes of an upload's data file.
+struct Session {
+    hasher: Option<DigestHasher>,
+    offset: u64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("offset", &self.offset).finish_non_exhaustive()
+    }
+}
+
+impl Sessions {
+    fn get(&self, name: &RepoName, id: &UploadId) -> Arc<Mutex<Session>> {
+        let mut map = self.map.lock().expect("sessions lock");
+        map.entry((name.clone(), id.clone()))
+            .or_insert_with(|| Arc::new(Mutex::new(Session { hasher: None, offset: 0 })))
+            .clone()
+    }
+
+    fn remove(&self, name: &RepoName, id: &UploadId) {
+        self.map.lock().expect("sessions lock").remove(&(name.clone(), id.clone()));
+    }
+}
+
+/// A blob now in the store and linked into a repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobInfo {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+}
+
+impl Registry {
+    /// Opens an upload session in `name`.
+    pub fn upload_start(&self, name: &RepoName) -> Result<UploadId> {
+        let id = UploadId::new_random(uuid::Uuid::new_v4().as_u128());
+        let started = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
+        self.store().put(&layout::upload_started(name, &id), started.as_bytes()).map_err(storage)?;
+        Ok(id)
+    }
+
+    /// Bytes received so far.
+    pub fn upload_status(&self, name: &RepoName, id: &UploadId) -> Result<u64> {
+        self.check_upload(name, id)?;
+        match self.store().stat(&layout::upload_data(name, id)) {
+            Ok(m) => Ok(m.size),
+            Err(e) if e.is_not_found() => Ok(0),
+            Err(e) => Err(storage(e)),
+        }
+    }
+
+    /// Appends a chunk. With `start`, the chunk must begin exactly where the upload stands
+    /// (else `RangeInvalid`, answered 416). Returns the new size.
+    pub fn upload_append(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        start: Option<u64>,
+        body: &mut dyn Iterator<Item = Chunk>,
+    ) -> Result<u64> {
+        self.check_upload(name, id)?;
+        let session = self.uploads.get(name, id);
+        let mut s = session.lock().expect("session lock");
+        self.append_locked(name, id, &mut s, start, body)
+    }
+
+    /// Finishes an upload with an optional last chunk (starting at `start`, if given); verifies
+    /// `digest` and moves the data into the blob store. On a mismatch the upload is discarded
+    /// and `DigestInvalid` returned.
+    pub fn upload_complete(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        digest: &Digest,
+        start: Option<u64>,
+        body: &mut dyn Iterator<Item = Chunk>,
+    ) -> Result<BlobInfo> {
+        self.check_upload(name, id)?;
+        let session = self.uploads.get(name, id);
+        let mut s = session.lock().expect("session lock");
+        let size = self.append_locked(name, id, &mut s, start, body)?;
+        let data = layout::upload_data(name, id);
+        let actual = match (digest.algorithm(), &s.hasher) {
+            (Algorithm::Sha256, Some(h)) => h.clone().finish(),
+            (alg, _) => self.hash_file(&data, alg, size)?.0,
+        };
+        if &actual != digest {
+            drop(s);
+            self.discard_upload(name, id)?;
+            return Err(RegistryError::DigestInvalid {
+                reason: format!("the uploaded content has digest {actual}, not {digest}"),
+            });
+        }
+        if size == 0 {
+            // An empty blob has no data file yet; make one so it can be moved into place.
+            self.store().writer(&data).and_then(|w| w.commit()).map_err(storage)?;
+        }
+        self.commit_blob(name, digest, &data)?;
+        drop(s);
+        self.discard_upload(name, id)?;
+        Ok(BlobInfo { digest: digest.clone(), size })
+    }
+
+    /// Cancels an upload and deletes what it received.
+    pub fn upload_cancel(&self, name: &RepoName, id: &UploadId) -> Result<()> {
+        self.check_upload(name, id)?;
+        self.discard_upload(name, id)
+    }
+
+    /// A monolithic upload: the whole blob in one body.
+    pub fn blob_put(&self, name: &RepoName, digest: &Digest, body: &mut dyn Iterator<Item = Chunk>) -> Result<BlobInfo> {
+        let id = self.upload_start(name)?;
+        let result = self.upload_complete(name, &id, digest, None, body);
+        if result.is_err() {
+            let _ = self.discard_upload(name, &id);
+        }
+        result
+    }
+
+    /// Links a blob of repository `from` into `name` without copying it. Returns `false` (and
+    /// changes nothing) when `from` does not hold the blob.
+    pub fn blob_mount(&self, name: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+        if !self.layer_linked(from, digest)? || self.blob_size(digest)?.is_none() {
+            return Ok(false);
+        }
+        self.link_layer(name, digest)?;
+        Ok(true)
+    }
+
+    fn check_upload(&self, name: &RepoName, id: &UploadId) -> Result<()> {
+        if exists(self.store().stat(&layout::upload_started(name, id)))? {
+            Ok(())
+        } else {
+            Err(RegistryError::BlobUploadUnknown { id: id.to_string() })
+        }
+    }
+
+    fn append_locked(
+        &self,
+        name: &RepoName,
+        id: &UploadId,
+        s: &mut Session,
+        start: Option<u64>,
+        body: &mut dyn Iterator<Item = Chunk>,
+    ) -> Result<u64> {
+        let data = layout::upload_data(name, id);
+        let mut w = self.store().writer(&data).map_err(storage)?;
+        let size = w.size();
+        if s.hasher.is_none() || s.offset != size {
+            // Restarted, or a previous write failed midway: the file is the truth.
+            let (_, h) = self.hash_file(&data, Algorithm::Sha256, size)?;
+            s.hasher = Some(h);
+            s.offset = size;
+        }
+        if let Some(start) = start
+            && start != size
+        {
+            return Err(RegistryError::RangeInvalid {
+                reason: format!("the chunk starts at byte {start}, but the upload holds {size} bytes"),
+                offset: size,
+            });
+        }
+        let hasher = s.hasher.as_mut().expect("set above");
+        for chunk in body {
+            let chunk = chunk.map_err(RegistryError::Body)?;
+            w.write_all(&chunk).map_err(storage)?;
+            hasher.update(&chunk);
+            s.offset += chunk.len() as u64;
+        }
+        w.commit().map_err(storage)
+    }
+
+    /// Hashes the first `len` bytes of an object; returns the digest and the hasher state.
+    fn hash_file(&self, key: &berth_storage::Key, alg: Algorithm, len: u64) -> Result<(Digest, DigestHasher)> {
+        let mut h = DigestHasher::new(alg);
+        if len > 0 {
+            let (r, _) = self.store().open(key, 0).map_err(storage)?;
+            let mut r = r.take(len);
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = r.read(&mut buf).map_err(|e| RegistryError::Storage(berth_storage::StorageError::Io { key: key.clone(), source: e }))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+        }
+        Ok((h.clone().finish(), h))
+    }
+
+    /// Moves verified upload data into the blob store (unless already there) and links it.
+    fn commit_blob(&self, name: &RepoName, digest: &Digest, data: &berth_storage::Key) -> Result<()> {
+        if self.blob_size(digest)?.is_none() {
+            self.store().rename(data, &layout::blob_data(digest)).map_err(storage)?;
+        }
+        self.link_layer(name, digest)
+    }
+
+    fn discard_upload(&self, name: &RepoName, id: &UploadId) -> Result<()> {
+        self.uploads.remove(name, id);
+        self.store().delete_prefix(&layout::upload_dir(name, id)).map_err(storage)?;
+        Ok(())
+    }
+}

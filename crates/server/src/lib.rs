@@ -1,0 +1,101 @@
+//! Berth's HTTP shell: the OCI distribution `/v2` API, `/metrics` and `/healthz` over a
+//! [`Registry`].
+//!
+//! A request is parsed into an endpoint ([`v2::route`]) with validated names and digests, the
+//! registry core is called on a blocking thread, and its result becomes a response; every error
+//! becomes a spec error body in [`error`], and nowhere else.
+//!
+//! Architecture invariant: handlers never see a storage path or a `StorageError`; everything
+//! they know of storage comes through `berth_registry`.
+
+mod body;
+pub mod error;
+pub mod metrics;
+pub mod v2;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get};
+use berth_registry::Registry;
+
+use crate::metrics::Metrics;
+
+/// Everything a handler can reach.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The registry core.
+    pub registry: Arc<Registry>,
+    /// Request and byte counters.
+    pub metrics: Arc<Metrics>,
+    /// Whether DELETE endpoints are enabled (`storage.delete.enabled`).
+    pub delete_enabled: bool,
+}
+
+/// The router for every endpoint Berth serves.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", get(v2::base))
+        .route("/v2/", get(v2::base))
+        .route("/v2/_catalog", get(v2::listing::catalog))
+        .route("/v2/{*path}", any(v2::dispatch))
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(health))
+        .fallback(|| async { error::ApiError::NotFound.into_response() })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+}
+
+static API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+
+/// Adds the API version header, strips bodies from HEAD answers, and records metrics.
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let kind = metrics::classify(req.uri().path());
+    let method = req.method().clone();
+    let mut resp = next.run(req).await;
+    resp.headers_mut().insert(API_VERSION.clone(), HeaderValue::from_static("registry/2.0"));
+    if method == Method::HEAD {
+        // Keep Content-Length (it describes the GET answer) but send no body.
+        let (parts, _) = resp.into_parts();
+        resp = Response::from_parts(parts, axum::body::Body::empty());
+    }
+    state.metrics.record(kind, method.as_str(), resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn render_metrics(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    let registry = state.registry.clone();
+    match body::blocking(move || registry.health()).await {
+        Ok(Ok(())) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}").into_response(),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "health check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"storage unavailable\"}")
+                .into_response()
+        }
+        Err(e) => e.into_response(),
+    }
+}

@@ -1,0 +1,116 @@
+//! Blob reads (end-2) and blob delete (end-10).
+
+use std::io::Read;
+
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_oci::{Digest, RepoName};
+use berth_registry::RegistryError;
+
+use super::{DOCKER_CONTENT_DIGEST, hv};
+use crate::AppState;
+use crate::body::{blocking, from_reader};
+use crate::error::ApiError;
+
+/// A byte range request, resolved against the blob's size.
+#[derive(Debug, PartialEq, Eq)]
+enum RangeReq {
+    /// No usable `Range`: serve everything.
+    Whole,
+    /// Inclusive bounds within the blob.
+    Part(u64, u64),
+    /// Outside the blob.
+    Unsatisfiable,
+}
+
+/// Parses a single-range `Range: bytes=…` header. Malformed or multi-range headers are ignored,
+/// as RFC 9110 allows, and the whole blob is served.
+fn parse_range(h: Option<&str>, size: u64) -> RangeReq {
+    let Some(spec) = h.and_then(|h| h.trim().strip_prefix("bytes=")) else { return RangeReq::Whole };
+    if spec.contains(',') {
+        return RangeReq::Whole;
+    }
+    let Some((a, b)) = spec.split_once('-') else { return RangeReq::Whole };
+    let (a, b) = (a.trim(), b.trim());
+    match (a.parse::<u64>(), b.parse::<u64>()) {
+        (Ok(start), Ok(end)) if start <= end => {
+            if start >= size { RangeReq::Unsatisfiable } else { RangeReq::Part(start, end.min(size - 1)) }
+        }
+        (Ok(_), Ok(_)) => RangeReq::Whole,
+        (Ok(start), Err(_)) if b.is_empty() => {
+            if start >= size { RangeReq::Unsatisfiable } else { RangeReq::Part(start, size - 1) }
+        }
+        (Err(_), Ok(suffix)) if a.is_empty() => {
+            if suffix == 0 || size == 0 { RangeReq::Unsatisfiable } else { RangeReq::Part(size.saturating_sub(suffix), size - 1) }
+        }
+        _ => RangeReq::Whole,
+    }
+}
+
+/// GET or HEAD of a blob, honouring `Range`.
+pub async fn get(st: AppState, name: RepoName, digest: Digest, h: &HeaderMap, head: bool) -> Result<Response, ApiError> {
+    let reg = st.registry.clone();
+    let (n, d) = (name.clone(), digest.clone());
+    let size = blocking(move || reg.blob_stat(&n, &d)).await??;
+    let range = parse_range(h.get(header::RANGE).and_then(|v| v.to_str().ok()), size);
+    let (status, start, len) = match range {
+        RangeReq::Whole => (StatusCode::OK, 0, size),
+        RangeReq::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b - a + 1),
+        RangeReq::Unsatisfiable => return Err(RegistryError::RangeNotSatisfiable { size }.into()),
+    };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_LENGTH, hv(&len.to_string()));
+    headers.insert(header::CONTENT_TYPE, hv("application/octet-stream"));
+    headers.insert(header::ACCEPT_RANGES, hv("bytes"));
+    headers.insert(header::ETAG, hv(&format!("\"{digest}\"")));
+    headers.insert(header::CACHE_CONTROL, hv("max-age=31536000"));
+    headers.insert(DOCKER_CONTENT_DIGEST.clone(), hv(&digest.to_string()));
+    if status == StatusCode::PARTIAL_CONTENT {
+        headers.insert(header::CONTENT_RANGE, hv(&format!("bytes {start}-{}/{size}", start + len - 1)));
+    }
+    if head {
+        return Ok((status, headers).into_response());
+    }
+    let reg = st.registry.clone();
+    let blob = blocking(move || reg.blob_open(&name, &digest, start)).await??;
+    st.metrics.blob_sent(len);
+    let reader: Box<dyn Read + Send> = Box::new(blob.reader.take(len));
+    Ok((status, headers, from_reader(reader, len)).into_response())
+}
+
+/// DELETE of a blob: unlinks it from the repository (deletion lands with the trash).
+pub async fn delete(st: AppState, _name: RepoName, _digest: Digest) -> Result<Response, ApiError> {
+    if !st.delete_enabled {
+        return Err(RegistryError::Unsupported { what: "deletes are disabled (storage.delete.enabled: false)".into() }.into());
+    }
+    Err(RegistryError::Unsupported { what: "blob delete is not implemented yet".into() }.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_table() {
+        use RangeReq::*;
+        let cases: &[(Option<&str>, u64, RangeReq)] = &[
+            (None, 10, Whole),
+            (Some("bytes=0-4"), 10, Part(0, 4)),
+            (Some("bytes=5-"), 10, Part(5, 9)),
+            (Some("bytes=-3"), 10, Part(7, 9)),
+            (Some("bytes=-30"), 10, Part(0, 9)),
+            (Some("bytes=8-100"), 10, Part(8, 9)),
+            (Some("bytes=10-"), 10, Unsatisfiable),
+            (Some("bytes=10-20"), 10, Unsatisfiable),
+            (Some("bytes=-0"), 10, Unsatisfiable),
+            (Some("bytes=0-0"), 0, Unsatisfiable),
+            (Some("bytes=5-2"), 10, Whole),
+            (Some("bytes=0-1,3-4"), 10, Whole),
+            (Some("items=0-1"), 10, Whole),
+            (Some("bytes=x-y"), 10, Whole),
+        ];
+        for (h, size, want) in cases {
+            assert_eq!(&parse_range(*h, *size), want, "{h:?} of {size}");
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! Manifest GET/HEAD (end-3), PUT (end-7) and DELETE (end-9).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use berth_oci::{Reference, RepoName};
+use berth_registry::{RegistryError, StoredManifest};
+
+use super::negotiate::{self, Choice};
+use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, hv};
+use crate::AppState;
+use crate::body::{blocking, read_limited};
+use crate::error::ApiError;
+
+/// GET or HEAD of a manifest by tag or digest (HEAD bodies are stripped by the middleware).
+pub async fn get(st: AppState, name: RepoName, reference: Reference, h: &HeaderMap) -> Result<Response, ApiError> {
+    let accept = negotiate::accepted(h);
+    let reg = st.registry.clone();
+    let stored: Arc<StoredManifest> = blocking(move || -> Result<_, RegistryError> {
+        let m = reg.manifest_get(&name, &reference)?;
+        match negotiate::choose(&m, &accept) {
+            Choice::Serve => Ok(m),
+            Choice::Child(d) => reg.manifest_get(&name, &Reference::Digest(d)),
+        }
+    })
+    .await??;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, hv(&stored.media_type));
+    headers.insert(header::CONTENT_LENGTH, hv(&stored.bytes.len().to_string()));
+    headers.insert(DOCKER_CONTENT_DIGEST.clone(), hv(&stored.digest.to_string()));
+    headers.insert(header::ETAG, hv(&format!("\"{}\"", stored.digest)));
+    Ok((StatusCode::OK, headers, Body::from(stored.bytes.clone())).into_response())
+}
+
+/// PUT of a manifest: validated, stored, tagged.
+pub async fn put(st: AppState, name: RepoName, reference: Reference, h: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+    let limit = st.registry.config().max_manifest_bytes;
+    let too_large = |n: String| {
+        ApiError::from(RegistryError::SizeInvalid { reason: format!("the manifest has {n} bytes; the limit is {limit}"), too_large: true })
+    };
+    if let Some(len) = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64
+    {
+        return Err(too_large(len.to_string()));
+    }
+    let bytes = read_limited(body, limit).await?.ok_or_else(|| too_large("more than that".into()))?;
+    let content_type = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let reg = st.registry.clone();
+    let n = name.clone();
+    let put = blocking(move || reg.manifest_put(&n, &reference, content_type.as_deref(), bytes)).await??;
+    let mut headers = HeaderMap::new();
+    headers.insert(header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", put.digest)));
+    headers.insert(DOCKER_CONTENT_DIGEST.clone(), hv(&put.digest.to_string()));
+    headers.insert(header::CONTENT_LENGTH, hv("0"));
+    if let Some(s) = &put.subject {
+        headers.insert(OCI_SUBJECT.clone(), hv(&s.to_string()));
+    }
+    Ok((StatusCode::CREATED, headers).into_response())
+}
+
+/// DELETE of a manifest or tag (deletion lands with the trash).
+pub async fn delete(st: AppState, _name: RepoName, _reference: Reference) -> Result<Response, ApiError> {
+    if !st.delete_enabled {
+        return Err(RegistryError::Unsupported { what: "deletes are disabled (storage.delete.enabled: false)".into() }.into());
+    }
+    Err(RegistryError::Unsupported { what: "manifest delete is not implemented yet".into() }.into())
+}

@@ -1,0 +1,80 @@
+//! The OCI distribution `/v2` API (spec end-1 … end-13, plus `_catalog`).
+//!
+//! [`dispatch`] parses the path once into an [`route::Endpoint`] and hands it, with the method,
+//! to the handler module that owns that kind of endpoint.
+
+mod blobs;
+pub mod listing;
+mod manifests;
+pub mod negotiate;
+pub mod route;
+mod uploads;
+mod wire;
+
+use std::collections::HashMap;
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::AppState;
+use crate::error::ApiError;
+use route::Endpoint;
+
+pub(crate) static DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
+pub(crate) static DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
+pub(crate) static OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
+pub(crate) static OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
+
+/// `GET /v2/`: the API version check (end-1).
+pub async fn base() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], "{}").into_response()
+}
+
+/// Every `/v2/<name>/...` request.
+pub async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+    // The raw path, not a percent-decoded one: an encoded '/' or '.' must fail validation
+    // rather than become a separator.
+    let path = uri.path().strip_prefix("/v2/").unwrap_or("");
+    let query = Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let result = match route::parse(path) {
+        Err(e) => Err(e.into()),
+        Ok(None) => Err(ApiError::NotFound),
+        Ok(Some(endpoint)) => handle(state, method, endpoint, query, headers, body).await,
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+type Q = HashMap<String, String>;
+
+async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, h: HeaderMap, body: Body) -> Result<Response, ApiError> {
+    match (ep, method) {
+        (Endpoint::Blob(n, d), Method::GET) => blobs::get(st, n, d, &h, false).await,
+        (Endpoint::Blob(n, d), Method::HEAD) => blobs::get(st, n, d, &h, true).await,
+        (Endpoint::Blob(n, d), Method::DELETE) => blobs::delete(st, n, d).await,
+        (Endpoint::UploadStart(n), Method::POST) => uploads::start(st, n, q, body).await,
+        (Endpoint::Upload(n, id), Method::GET) => uploads::status(st, n, id).await,
+        (Endpoint::Upload(n, id), Method::PATCH) => uploads::patch(st, n, id, &h, body).await,
+        (Endpoint::Upload(n, id), Method::PUT) => uploads::put(st, n, id, q, &h, body).await,
+        (Endpoint::Upload(n, id), Method::DELETE) => uploads::cancel(st, n, id).await,
+        (Endpoint::Manifest(n, r), Method::GET) => manifests::get(st, n, r, &h).await,
+        (Endpoint::Manifest(n, r), Method::HEAD) => manifests::get(st, n, r, &h).await,
+        (Endpoint::Manifest(n, r), Method::PUT) => manifests::put(st, n, r, &h, body).await,
+        (Endpoint::Manifest(n, r), Method::DELETE) => manifests::delete(st, n, r).await,
+        (Endpoint::Tags(n), Method::GET) => listing::tags(st, n, q).await,
+        (Endpoint::Referrers(n, d), Method::GET) => listing::referrers(st, n, d, q).await,
+        _ => Err(ApiError::MethodNotAllowed),
+    }
+}
+
+/// The `Range` header value of an upload holding `size` bytes (`0-<last byte>`; `0-0` when
+/// empty, as CNCF Distribution answers).
+pub(crate) fn upload_range(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+pub(crate) fn hv(s: &str) -> HeaderValue {
+    // Every value passed here is built from validated names, digests and numbers.
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
+}

@@ -1,0 +1,81 @@
+//! The storage contract every backend implements.
+
+use std::fmt;
+use std::io::Read;
+use std::time::SystemTime;
+
+use crate::Result;
+use crate::key::Key;
+
+/// What [`Backend::stat`] knows about an object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta {
+    /// Size in bytes.
+    pub size: u64,
+    /// Last modification time.
+    pub modified: SystemTime,
+}
+
+/// A key/bytes store.
+///
+/// # Contract
+///
+/// - **Atomic writes.** [`put`](Backend::put), [`put_if_absent`](Backend::put_if_absent) and
+///   [`rename`](Backend::rename) make an object appear whole or not at all; no reader ever sees
+///   a partial object at its final key, even after a crash. A successful return means the data
+///   is durable.
+/// - **Put-if-absent** never overwrites and reports whether it wrote.
+/// - **Staged objects.** [`writer`](Backend::writer) appends to an object in place; it is meant
+///   for upload staging areas, whose keys no reader trusts until they are renamed into place.
+/// - **Listing** returns the names of the immediate children of a prefix, sorted bytewise,
+///   after `start_after`, at most `limit`; a prefix with nothing below it lists as empty.
+/// - **Deleting** a missing key is not an error; it returns `false`.
+/// - **Keys** are [`Key`]s, so they cannot name anything outside the store.
+/// - No temporary object is left behind by a successful or failed call.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Reads a whole object. Meant for small objects: links and manifests.
+    fn get(&self, key: &Key) -> Result<Vec<u8>>;
+
+    /// Opens an object for streaming from `offset`; returns the reader and the object's size.
+    fn open(&self, key: &Key, offset: u64) -> Result<(Box<dyn Read + Send>, u64)>;
+
+    /// Size and modification time of an object.
+    fn stat(&self, key: &Key) -> Result<Meta>;
+
+    /// Writes an object atomically, replacing any previous one.
+    fn put(&self, key: &Key, data: &[u8]) -> Result<()>;
+
+    /// Writes an object atomically unless one exists; returns whether it wrote.
+    fn put_if_absent(&self, key: &Key, data: &[u8]) -> Result<bool>;
+
+    /// Opens a staged object for appending, creating it empty if absent.
+    fn writer(&self, key: &Key) -> Result<Box<dyn ObjectWriter>>;
+
+    /// Moves a (staged) object to `to` atomically, replacing what is there.
+    fn rename(&self, from: &Key, to: &Key) -> Result<()>;
+
+    /// Deletes one object; returns whether it existed.
+    fn delete(&self, key: &Key) -> Result<bool>;
+
+    /// Deletes every object below `prefix` (and `prefix` itself); returns whether any existed.
+    fn delete_prefix(&self, prefix: &Key) -> Result<bool>;
+
+    /// Lists child names below `prefix` (see the contract).
+    fn list(&self, prefix: &Key, start_after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+
+    /// Removes empty folders below `prefix`, and `prefix` itself if it ends up empty. Stores
+    /// without folders do nothing. Must not remove a folder that gains an object meanwhile.
+    fn prune_empty(&self, prefix: &Key) -> Result<()>;
+}
+
+/// Appends to a staged object.
+pub trait ObjectWriter: Send {
+    /// Appends bytes.
+    fn write_all(&mut self, buf: &[u8]) -> Result<()>;
+
+    /// The object's size so far.
+    fn size(&self) -> u64;
+
+    /// Makes everything written durable.
+    fn commit(self: Box<Self>) -> Result<u64>;
+}

@@ -1,0 +1,38 @@
+//! Storage failures, each naming the key it concerns.
+
+use crate::key::Key;
+
+/// A storage operation that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// No object at this key.
+    #[error("{key}: not found")]
+    NotFound {
+        /// The key.
+        key: Key,
+    },
+    /// The key does not satisfy [`Key`]'s rules.
+    #[error("invalid storage key {key:?}: {reason}")]
+    InvalidKey {
+        /// The rejected key.
+        key: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The underlying store failed.
+    #[error("{key}: {source}")]
+    Io {
+        /// The key.
+        key: Key,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StorageError {
+    /// Whether this says the object does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+}

@@ -1,0 +1,348 @@
+//! The filesystem backend: a [`Backend`] on a local directory.
+//!
+//! Atomicity comes from the classic protocol: write a temporary file under `<root>/berth/tmp`,
+//! fsync it, `rename` (replace) or `link` (put-if-absent) it into place, fsync the folder.
+//! Temporary files live outside Distribution's tree so neither registry ever lists them, and
+//! they are on the same filesystem as the root so the final step is a rename, not a copy.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use crate::backend::{Backend, Meta, ObjectWriter};
+use crate::error::StorageError;
+use crate::key::Key;
+use crate::{Result, layout};
+
+/// How the filesystem backend trades durability for speed.
+#[derive(Debug, Clone, Copy)]
+pub struct FsOptions {
+    /// fsync files and folders before a write is acknowledged. Turning it off is only for
+    /// throwaway roots (some tests); a crash may then lose acknowledged writes.
+    pub fsync: bool,
+}
+
+impl Default for FsOptions {
+    fn default() -> Self {
+        FsOptions { fsync: true }
+    }
+}
+
+/// A [`Backend`] storing each key as a file below a root folder.
+#[derive(Debug)]
+pub struct FsBackend {
+    root: PathBuf,
+    tmp: PathBuf,
+    opts: FsOptions,
+    counter: AtomicU64,
+}
+
+/// Temporary files older than this are leftovers of a crash and are removed at start.
+/// Generous, because another process (a CLI next to a server) may be using the same root.
+const STALE_TEMP: Duration = Duration::from_secs(3600);
+
+impl FsBackend {
+    /// Opens (creating if needed) a root folder.
+    pub fn open(root: impl Into<PathBuf>, opts: FsOptions) -> io::Result<FsBackend> {
+        let root = root.into();
+        let tmp = root.join(layout::TMP_DIR);
+        fs::create_dir_all(&tmp)?;
+        let backend = FsBackend { root, tmp, opts, counter: AtomicU64::new(0) };
+        backend.remove_stale_temps();
+        Ok(backend)
+    }
+
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path(&self, key: &Key) -> PathBuf {
+        // Safe: a Key has no empty, `.` or `..` segment and no leading `/`.
+        self.root.join(key.as_str())
+    }
+
+    fn remove_stale_temps(&self) {
+        let Ok(entries) = fs::read_dir(&self.tmp) else { return };
+        let now = SystemTime::now();
+        for e in entries.flatten() {
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .map(|t| now.duration_since(t).unwrap_or_default() > STALE_TEMP)
+                .unwrap_or(false);
+            if old {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+
+    fn write_temp(&self, key: &Key, data: &[u8]) -> Result<TempFile> {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let path = self.tmp.join(format!("{}-{}-{n}", std::process::id(), nanos()));
+        let temp = TempFile(Some(path));
+        let io = |e| StorageError::Io { key: key.clone(), source: e };
+        let mut f = OpenOptions::new().write(true).create_new(true).open(temp.path()).map_err(io)?;
+        f.write_all(data).map_err(io)?;
+        if self.opts.fsync {
+            f.sync_all().map_err(io)?;
+        }
+        Ok(temp)
+    }
+
+    fn sync_dir(&self, dir: &Path, key: &Key) -> Result<()> {
+        if self.opts.fsync {
+            File::open(dir).and_then(|d| d.sync_all()).map_err(|e| StorageError::Io { key: key.clone(), source: e })?;
+        }
+        Ok(())
+    }
+
+    /// Runs `op` (a rename or link into `target`), creating the parent folders first. Retries
+    /// when a concurrent [`Backend::prune_empty`] removed a parent in between.
+    fn into_place(&self, key: &Key, target: &Path, op: impl Fn() -> io::Result<()>) -> Result<()> {
+        let parent = target.parent().expect("keys are below the root");
+        let io = |e| StorageError::Io { key: key.clone(), source: e };
+        let mut attempts = 0;
+        loop {
+            fs::create_dir_all(parent).map_err(io)?;
+            match op() {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
+                other => {
+                    other.map_err(io)?;
+                    return self.sync_dir(parent, key);
+                }
+            }
+        }
+    }
+}
+
+fn nanos() -> u128 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+fn map_io(key: &Key, e: io::Error) -> StorageError {
+    // A folder where an object was expected is, to a key/bytes store, no object at all.
+    if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory) {
+        StorageError::NotFound { key: key.clone() }
+    } else {
+        StorageError::Io { key: key.clone(), source: e }
+    }
+}
+
+/// A temporary file removed on drop unless it was moved into place.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().expect("path is present until drop")
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+impl Backend for FsBackend {
+    fn get(&self, key: &Key) -> Result<Vec<u8>> {
+        fs::read(self.path(key)).map_err(|e| map_io(key, e))
+    }
+
+    fn open(&self, key: &Key, offset: u64) -> Result<(Box<dyn Read + Send>, u64)> {
+        let mut f = File::open(self.path(key)).map_err(|e| map_io(key, e))?;
+        let meta = f.metadata().map_err(|e| map_io(key, e))?;
+        if !meta.is_file() {
+            return Err(StorageError::NotFound { key: key.clone() });
+        }
+        if offset > 0 {
+            f.seek(SeekFrom::Start(offset)).map_err(|e| map_io(key, e))?;
+        }
+        Ok((Box::new(f), meta.len()))
+    }
+
+    fn stat(&self, key: &Key) -> Result<Meta> {
+        let m = fs::metadata(self.path(key)).map_err(|e| map_io(key, e))?;
+        if !m.is_file() {
+            return Err(StorageError::NotFound { key: key.clone() });
+        }
+        Ok(Meta { size: m.len(), modified: m.modified().map_err(|e| map_io(key, e))? })
+    }
+
+    fn put(&self, key: &Key, data: &[u8]) -> Result<()> {
+        let mut temp = self.write_temp(key, data)?;
+        let target = self.path(key);
+        self.into_place(key, &target, || fs::rename(temp.path(), &target))?;
+        temp.0 = None;
+        Ok(())
+    }
+
+    fn put_if_absent(&self, key: &Key, data: &[u8]) -> Result<bool> {
+        let target = self.path(key);
+        if target.exists() {
+            return Ok(false);
+        }
+        let temp = self.write_temp(key, data)?;
+        // link(2) fails with EEXIST instead of replacing, which makes the check atomic.
+        match self.into_place(key, &target, || fs::hard_link(temp.path(), &target)) {
+            Ok(()) => Ok(true),
+            Err(StorageError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn writer(&self, key: &Key) -> Result<Box<dyn ObjectWriter>> {
+        let path = self.path(key);
+        let io = |e| map_io(key, e);
+        fs::create_dir_all(path.parent().expect("keys are below the root")).map_err(io)?;
+        let file = OpenOptions::new().append(true).create(true).open(&path).map_err(io)?;
+        let size = file.metadata().map_err(io)?.len();
+        Ok(Box::new(FsWriter { file, size, key: key.clone(), fsync: self.opts.fsync }))
+    }
+
+    fn rename(&self, from: &Key, to: &Key) -> Result<()> {
+        let src = self.path(from);
+        if !src.is_file() {
+            return Err(StorageError::NotFound { key: from.clone() });
+        }
+        let target = self.path(to);
+        self.into_place(to, &target, || fs::rename(&src, &target))
+    }
+
+    fn delete(&self, key: &Key) -> Result<bool> {
+        match fs::remove_file(self.path(key)) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StorageError::Io { key: key.clone(), source: e }),
+        }
+    }
+
+    fn delete_prefix(&self, prefix: &Key) -> Result<bool> {
+        let path = self.path(prefix);
+        let res = match fs::symlink_metadata(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => Err(e),
+            Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+            Ok(_) => fs::remove_file(&path),
+        };
+        match res {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
+            Err(e) => Err(StorageError::Io { key: prefix.clone(), source: e }),
+        }
+    }
+
+    fn list(&self, prefix: &Key, start_after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let entries = match fs::read_dir(self.path(prefix)) {
+            Ok(e) => e,
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                return Ok(vec![]);
+            }
+            Err(e) => return Err(StorageError::Io { key: prefix.clone(), source: e }),
+        };
+        let mut names = Vec::new();
+        for e in entries {
+            let e = e.map_err(|e| StorageError::Io { key: prefix.clone(), source: e })?;
+            // Names that are not UTF-8 cannot be keys; nothing Berth or Distribution writes has one.
+            if let Ok(name) = e.file_name().into_string()
+                && start_after.is_none_or(|s| name.as_str() > s)
+            {
+                names.push(name);
+            }
+        }
+        names.sort_unstable();
+        names.truncate(limit);
+        Ok(names)
+    }
+
+    fn prune_empty(&self, prefix: &Key) -> Result<()> {
+        fn prune(dir: &Path) -> io::Result<()> {
+            let entries = match fs::read_dir(dir) {
+                Ok(e) => e,
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    prune(&e.path())?;
+                }
+            }
+            // rmdir(2) refuses a folder that is not empty, so a folder that gained an entry
+            // meanwhile survives; that is the whole concurrency story here.
+            match fs::remove_dir(dir) {
+                Ok(()) => Ok(()),
+                Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::DirectoryNotEmpty) => Ok(()),
+                Err(e) => Err(e),
+            }
+        }
+        prune(&self.path(prefix)).map_err(|e| StorageError::Io { key: prefix.clone(), source: e })
+    }
+}
+
+struct FsWriter {
+    file: File,
+    size: u64,
+    key: Key,
+    fsync: bool,
+}
+
+impl ObjectWriter for FsWriter {
+    fn write_all(&mut self, buf: &[u8]) -> Result<()> {
+        self.file.write_all(buf).map_err(|e| StorageError::Io { key: self.key.clone(), source: e })?;
+        self.size += buf.len() as u64;
+        Ok(())
+    }
+
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn commit(self: Box<Self>) -> Result<u64> {
+        if self.fsync {
+            self.file.sync_data().map_err(|e| StorageError::Io { key: self.key.clone(), source: e })?;
+        }
+        Ok(self.size)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance;
+
+    #[test]
+    fn conformance_with_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBackend::open(dir.path(), FsOptions { fsync: true }).unwrap();
+        conformance::run_all(&b);
+        conformance::assert_no_temp_files(dir.path());
+    }
+
+    #[test]
+    fn conformance_without_fsync() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBackend::open(dir.path(), FsOptions { fsync: false }).unwrap();
+        conformance::run_all(&b);
+        conformance::assert_no_temp_files(dir.path());
+    }
+
+    #[test]
+    fn stale_temp_files_are_removed_at_open_and_fresh_ones_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let tmp = dir.path().join(layout::TMP_DIR);
+        fs::create_dir_all(&tmp).unwrap();
+        let old = tmp.join("old");
+        let fresh = tmp.join("fresh");
+        fs::write(&old, b"x").unwrap();
+        fs::write(&fresh, b"x").unwrap();
+        let past = SystemTime::now() - Duration::from_secs(2 * 3600);
+        File::options().write(true).open(&old).unwrap().set_modified(past).unwrap();
+        FsBackend::open(dir.path(), FsOptions::default()).unwrap();
+        assert!(!old.exists());
+        assert!(fresh.exists(), "another process may still be writing it");
+    }
+}

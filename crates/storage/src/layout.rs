@@ -1,0 +1,202 @@
+//! CNCF Distribution's on-disk layout, and Berth's own state beside it.
+//!
+//! This is the only module that spells out `docker/registry/v2/…`. Keys are built from
+//! validated [`RepoName`], [`Tag`], [`Digest`] and [`UploadId`] values, so a key is always
+//! inside the tree it claims to be in:
+//!
+//! ```text
+//! docker/registry/v2/blobs/<alg>/<hex[0:2]>/<hex>/data
+//! docker/registry/v2/repositories/<name>/_layers/<alg>/<hex>/link                 "<alg>:<hex>"
+//! docker/registry/v2/repositories/<name>/_manifests/revisions/<alg>/<hex>/link
+//! docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/current/link
+//! docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link
+//! docker/registry/v2/repositories/<name>/_uploads/<id>/{data,startedat}
+//! berth/…                                                      Berth's own state, derived or journal
+//! ```
+
+use berth_oci::{Algorithm, Digest, RepoName, Tag, UploadId};
+
+use crate::key::Key;
+
+/// Where the filesystem backend keeps its temporary files.
+pub const TMP_DIR: &str = "berth/tmp";
+
+const V2: &str = "docker/registry/v2";
+
+fn key(s: String) -> Key {
+    Key::new(s).expect("layout keys are built from validated values")
+}
+
+/// `…/blobs`: the parent of every algorithm folder.
+pub fn blobs_root() -> Key {
+    key(format!("{V2}/blobs"))
+}
+
+/// `…/blobs/<alg>`.
+pub fn blob_algorithm_dir(algorithm: Algorithm) -> Key {
+    key(format!("{V2}/blobs/{}", algorithm.as_str()))
+}
+
+/// `…/blobs/<alg>/<hex[0:2]>/<hex>`: the folder of one blob.
+pub fn blob_dir(d: &Digest) -> Key {
+    key(format!("{V2}/blobs/{}/{}/{}", d.algorithm().as_str(), &d.hex()[..2], d.hex()))
+}
+
+/// `…/blobs/<alg>/<hex[0:2]>/<hex>/data`: the content of one blob (layers, configs, manifests).
+pub fn blob_data(d: &Digest) -> Key {
+    key(format!("{}/data", blob_dir(d)))
+}
+
+/// `…/repositories`: the parent of every repository.
+pub fn repositories_root() -> Key {
+    key(format!("{V2}/repositories"))
+}
+
+/// The folder of one repository.
+pub fn repo_dir(name: &RepoName) -> Key {
+    key(format!("{V2}/repositories/{name}"))
+}
+
+/// The folder of a repository-relative path written as `parts`, for listing nested names.
+pub fn repositories_child(path: &str) -> Option<Key> {
+    if path.is_empty() { Some(repositories_root()) } else { Key::new(format!("{V2}/repositories/{path}")).ok() }
+}
+
+/// `<repo>/_layers/<alg>`.
+pub fn layers_dir(name: &RepoName, algorithm: Algorithm) -> Key {
+    key(format!("{}/_layers/{}", repo_dir(name), algorithm.as_str()))
+}
+
+/// `<repo>/_layers/<alg>/<hex>/link`: the blob belongs to the repository.
+pub fn layer_link(name: &RepoName, d: &Digest) -> Key {
+    key(format!("{}/_layers/{}/{}/link", repo_dir(name), d.algorithm().as_str(), d.hex()))
+}
+
+/// `<repo>/_layers/<alg>/<hex>`: the folder holding a layer link.
+pub fn layer_link_dir(name: &RepoName, d: &Digest) -> Key {
+    key(format!("{}/_layers/{}/{}", repo_dir(name), d.algorithm().as_str(), d.hex()))
+}
+
+/// `<repo>/_manifests`.
+pub fn manifests_dir(name: &RepoName) -> Key {
+    key(format!("{}/_manifests", repo_dir(name)))
+}
+
+/// `<repo>/_manifests/revisions/<alg>`.
+pub fn revisions_dir(name: &RepoName, algorithm: Algorithm) -> Key {
+    key(format!("{}/_manifests/revisions/{}", repo_dir(name), algorithm.as_str()))
+}
+
+/// `<repo>/_manifests/revisions/<alg>/<hex>`: the folder of one revision link.
+pub fn revision_dir(name: &RepoName, d: &Digest) -> Key {
+    key(format!("{}/_manifests/revisions/{}/{}", repo_dir(name), d.algorithm().as_str(), d.hex()))
+}
+
+/// `<repo>/_manifests/revisions/<alg>/<hex>/link`: the manifest belongs to the repository.
+pub fn revision_link(name: &RepoName, d: &Digest) -> Key {
+    key(format!("{}/link", revision_dir(name, d)))
+}
+
+/// `<repo>/_manifests/tags`.
+pub fn tags_dir(name: &RepoName) -> Key {
+    key(format!("{}/_manifests/tags", repo_dir(name)))
+}
+
+/// `<repo>/_manifests/tags/<tag>`.
+pub fn tag_dir(name: &RepoName, tag: &Tag) -> Key {
+    key(format!("{}/_manifests/tags/{tag}", repo_dir(name)))
+}
+
+/// `<repo>/_manifests/tags/<tag>/current/link`: the digest the tag points at now.
+pub fn tag_current_link(name: &RepoName, tag: &Tag) -> Key {
+    key(format!("{}/current/link", tag_dir(name, tag)))
+}
+
+/// `<repo>/_manifests/tags/<tag>/index/<alg>/<hex>/link`: the tag has pointed at this digest.
+pub fn tag_index_link(name: &RepoName, tag: &Tag, d: &Digest) -> Key {
+    key(format!("{}/index/{}/{}/link", tag_dir(name, tag), d.algorithm().as_str(), d.hex()))
+}
+
+/// `<repo>/_uploads`.
+pub fn uploads_dir(name: &RepoName) -> Key {
+    key(format!("{}/_uploads", repo_dir(name)))
+}
+
+/// `<repo>/_uploads/<id>`.
+pub fn upload_dir(name: &RepoName, id: &UploadId) -> Key {
+    key(format!("{}/_uploads/{id}", repo_dir(name)))
+}
+
+/// `<repo>/_uploads/<id>/data`: the bytes received so far.
+pub fn upload_data(name: &RepoName, id: &UploadId) -> Key {
+    key(format!("{}/data", upload_dir(name, id)))
+}
+
+/// `<repo>/_uploads/<id>/startedat`: RFC 3339 start time, as Distribution writes it.
+pub fn upload_started(name: &RepoName, id: &UploadId) -> Key {
+    key(format!("{}/startedat", upload_dir(name, id)))
+}
+
+/// `berth`: the root of Berth's own state.
+pub fn berth_dir() -> Key {
+    key("berth".to_owned())
+}
+
+/// `berth/referrers/<name>`: the referrers index of one repository (derived data).
+pub fn referrers_dir(name: &RepoName) -> Key {
+    key(format!("berth/referrers/{name}"))
+}
+
+/// `berth/referrers/<name>/_indexed`: present once the repository's index is complete.
+pub fn referrers_marker(name: &RepoName) -> Key {
+    key(format!("berth/referrers/{name}/_indexed"))
+}
+
+/// `berth/referrers/<name>/_subjects/<subject>`: referrers of one subject.
+pub fn referrers_of(name: &RepoName, subject: &Digest) -> Key {
+    key(format!("berth/referrers/{name}/_subjects/{subject}"))
+}
+
+/// `berth/referrers/<name>/_subjects/<subject>/<referrer>`: the referrer's descriptor (JSON).
+pub fn referrer_entry(name: &RepoName, subject: &Digest, referrer: &Digest) -> Key {
+    key(format!("berth/referrers/{name}/_subjects/{subject}/{referrer}"))
+}
+
+/// The content of a link file for `d`.
+pub fn link_content(d: &Digest) -> Vec<u8> {
+    d.to_string().into_bytes()
+}
+
+/// Reads a link file's content; `None` when it does not hold a valid digest.
+pub fn parse_link(bytes: &[u8]) -> Option<Digest> {
+    std::str::from_utf8(bytes).ok().and_then(|s| s.trim().parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_match_distribution() {
+        let name: RepoName = "library/alpine".parse().unwrap();
+        let tag: Tag = "3.19".parse().unwrap();
+        let d = Digest::sha256_of(b"x");
+        let hex = d.hex();
+        let repo = "docker/registry/v2/repositories/library/alpine";
+        assert_eq!(blob_data(&d).as_str(), format!("docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]));
+        assert_eq!(layer_link(&name, &d).as_str(), format!("{repo}/_layers/sha256/{hex}/link"));
+        assert_eq!(revision_link(&name, &d).as_str(), format!("{repo}/_manifests/revisions/sha256/{hex}/link"));
+        assert_eq!(tag_current_link(&name, &tag).as_str(), format!("{repo}/_manifests/tags/3.19/current/link"));
+        assert_eq!(tag_index_link(&name, &tag, &d).as_str(), format!("{repo}/_manifests/tags/3.19/index/sha256/{hex}/link"));
+        let id: UploadId = "3f5e1a2b-0000-4000-8000-000000000000".parse().unwrap();
+        assert_eq!(upload_data(&name, &id).as_str(), format!("{repo}/_uploads/{id}/data"));
+    }
+
+    #[test]
+    fn links_round_trip_and_tolerate_a_newline() {
+        let d = Digest::sha256_of(b"x");
+        assert_eq!(parse_link(&link_content(&d)), Some(d.clone()));
+        assert_eq!(parse_link(format!("{d}\n").as_bytes()), Some(d));
+        assert_eq!(parse_link(b"garbage"), None);
+    }
+}

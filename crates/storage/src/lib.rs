@@ -1,0 +1,28 @@
+//! Where Berth's bytes live: a key/bytes [`Backend`] contract, the filesystem backend
+//! [`FsBackend`], and [`layout`], the one module that knows CNCF Distribution's on-disk layout.
+//!
+//! The trait is deliberately not a filesystem interface. It speaks of keys and whole objects
+//! with a written contract (see [`Backend`]) so an object store can implement it later; the
+//! registry's meaning (manifests, tags, links) is built once above it, in `berth-registry`.
+//! The trait is synchronous: the filesystem is, and callers run it on blocking threads.
+//!
+//! Architecture invariant: nothing here knows HTTP, manifests or tags beyond the key names that
+//! [`layout`] builds from validated `berth-oci` types, and no key can leave the root ([`Key`]).
+#![warn(missing_docs)]
+
+mod backend;
+mod error;
+mod fs;
+mod key;
+pub mod layout;
+
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
+
+pub use backend::{Backend, Meta, ObjectWriter};
+pub use error::StorageError;
+pub use fs::{FsBackend, FsOptions};
+pub use key::Key;
+
+/// Result of a storage operation.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
