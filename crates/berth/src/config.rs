@@ -107,7 +107,8 @@ impl FileConfig {
 
     /// Parses config text.
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
-        let cfg: FileConfig = if text.trim().is_empty() { FileConfig::default() } else { serde_yaml_ng::from_str(text)? };
+        let cfg: FileConfig =
+            if text.trim().is_empty() { FileConfig::default() } else { serde_yaml_ng::from_str(text)? };
         if let Some(driver) = OTHER_DRIVERS.iter().find(|d| cfg.storage.other.contains_key(**d)) {
             bail!("storage driver {driver:?} is not supported; Berth stores on the filesystem (storage.filesystem)");
         }

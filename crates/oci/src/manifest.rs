@@ -163,8 +163,9 @@ impl Manifest {
             return Err(invalid("Docker schema 1 manifests are deprecated and not accepted"));
         }
         let kind = match (&declared, given_kind) {
-            (Some(d), _) => Kind::from_media_type(d)
-                .ok_or_else(|| invalid(format!("unsupported manifest media type {d:?}")))?,
+            (Some(d), _) => {
+                Kind::from_media_type(d).ok_or_else(|| invalid(format!("unsupported manifest media type {d:?}")))?
+            }
             (None, Some(k)) => k,
             (None, None) => match &given {
                 Some(g) if g != "application/json" && g != "application/octet-stream" => {
@@ -226,7 +227,9 @@ impl Manifest {
     /// Every digest this manifest needs to be whole: config and layers, or child manifests.
     /// Foreign layers that carry `urls` are left out, since the registry does not hold them.
     pub fn references(&self) -> impl Iterator<Item = &Descriptor> {
-        self.config.iter().chain(self.layers.iter().filter(|l| !(media::is_foreign_layer(&l.media_type) && !l.urls.is_empty())))
+        self.config
+            .iter()
+            .chain(self.layers.iter().filter(|l| !(media::is_foreign_layer(&l.media_type) && !l.urls.is_empty())))
     }
 
     /// The artifact type the referrers API reports: `artifactType`, else the config's media
@@ -308,14 +311,12 @@ fn build(raw: RawManifest, kind: Kind, strict: bool) -> Result<Manifest, ParseEr
 }
 
 fn descriptors(raw: Vec<RawDescriptor>, field: &str) -> Result<Vec<Descriptor>, ParseError> {
-    raw.into_iter()
-        .enumerate()
-        .map(|(i, d)| descriptor(d, &format!("{field}[{i}]")))
-        .collect()
+    raw.into_iter().enumerate().map(|(i, d)| descriptor(d, &format!("{field}[{i}]"))).collect()
 }
 
 fn descriptor(raw: RawDescriptor, field: &str) -> Result<Descriptor, ParseError> {
-    let media_type = raw.media_type.filter(|m| !m.is_empty()).ok_or_else(|| invalid(format!("{field} has no mediaType")))?;
+    let media_type =
+        raw.media_type.filter(|m| !m.is_empty()).ok_or_else(|| invalid(format!("{field} has no mediaType")))?;
     let digest = raw.digest.ok_or_else(|| invalid(format!("{field} has no digest")))?;
     let digest = Digest::parse(&digest).map_err(|e| invalid(format!("{field}: {e}")))?;
     let size = raw.size.ok_or_else(|| invalid(format!("{field} has no size")))?;
@@ -373,7 +374,11 @@ mod tests {
         check_put("not json", Some(media::OCI_MANIFEST), Err("not valid JSON"));
         check_put("[1,2]", Some(media::OCI_MANIFEST), Err("JSON object"));
         check_put(r#"{"schemaVersion":2,"layers":[]}"#, Some(media::OCI_MANIFEST), Err("needs a config"));
-        check_put(r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}"#, None, Err("manifests array"));
+        check_put(
+            r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json"}"#,
+            None,
+            Err("manifests array"),
+        );
         check_put(r#"{"schemaVersion":1,"fsLayers":[]}"#, None, Err("schema 1"));
         check_put(&image(None).replace("\"size\":10", "\"size\":-1"), None, Err("negative size"));
         check_put(&image(None).replace(D2, "sha256:xyz"), None, Err("layers[0]"));
@@ -399,7 +404,9 @@ mod tests {
 
     #[test]
     fn stored_schema1_lists_unique_fs_layers() {
-        let s1 = format!(r#"{{"schemaVersion":1,"name":"a","tag":"b","fsLayers":[{{"blobSum":"{D1}"}},{{"blobSum":"{D1}"}},{{"blobSum":"{D2}"}}],"signatures":[]}}"#);
+        let s1 = format!(
+            r#"{{"schemaVersion":1,"name":"a","tag":"b","fsLayers":[{{"blobSum":"{D1}"}},{{"blobSum":"{D1}"}},{{"blobSum":"{D2}"}}],"signatures":[]}}"#
+        );
         let m = Manifest::parse_stored(s1.as_bytes()).unwrap();
         assert_eq!(m.kind, Kind::DockerV1);
         assert_eq!(m.media_type, media::DOCKER_V1_SIGNED);

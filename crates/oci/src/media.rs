@@ -26,8 +26,7 @@ pub const MANIFEST_TYPES: [&str; 6] =
 /// Whether layers of this media type may be absent from the registry when they carry `urls`
 /// (Docker foreign layers and OCI non-distributable layers).
 pub fn is_foreign_layer(media_type: &str) -> bool {
-    media_type == DOCKER_FOREIGN_LAYER
-        || media_type.starts_with("application/vnd.oci.image.layer.nondistributable.")
+    media_type == DOCKER_FOREIGN_LAYER || media_type.starts_with("application/vnd.oci.image.layer.nondistributable.")
 }
 
 /// The media type without parameters (`; charset=...`) and surrounding blanks, lower-cased.

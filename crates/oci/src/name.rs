@@ -43,10 +43,8 @@ impl FromStr for RepoName {
         }
         for component in s.split('/') {
             if !is_component(component) {
-                return Err(bad(
-                    "each /-separated component must be lowercase letters and digits, \
-                     joined by '.', '_', '__' or dashes, and must not be empty",
-                ));
+                return Err(bad("each /-separated component must be lowercase letters and digits, \
+                     joined by '.', '_', '__' or dashes, and must not be empty"));
             }
         }
         Ok(RepoName(s.to_owned()))

@@ -8,8 +8,8 @@ use std::io::Read;
 use berth_oci::{Digest, RepoName};
 use berth_storage::layout;
 
-use crate::error::{Result, RegistryError, storage};
 use crate::Registry;
+use crate::error::{RegistryError, Result, storage};
 
 /// An open blob, positioned at the requested offset.
 pub struct BlobReader {

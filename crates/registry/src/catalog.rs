@@ -12,8 +12,8 @@ use std::sync::Mutex;
 use berth_oci::{Algorithm, RepoName};
 use berth_storage::layout;
 
-use crate::error::{Result, storage};
 use crate::Registry;
+use crate::error::{Result, storage};
 
 /// One page of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +51,11 @@ impl Registry {
         }
         let repos = guard.as_ref().expect("filled above");
         let after: Vec<String> = match last {
-            Some(l) => repos.range::<str, _>((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded)).take(n.saturating_add(1)).cloned().collect(),
+            Some(l) => repos
+                .range::<str, _>((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded))
+                .take(n.saturating_add(1))
+                .cloned()
+                .collect(),
             None => repos.iter().take(n.saturating_add(1)).cloned().collect(),
         };
         Ok(Page::cut(after, Some(n)))

@@ -78,3 +78,6 @@ impl Registry {
         &*self.backend
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -13,9 +13,9 @@ use berth_oci::{Algorithm, Digest, Reference, RepoName};
 use berth_storage::{StorageError, layout};
 use bytes::Bytes;
 
-use crate::blobs::exists;
-use crate::error::{Result, RegistryError, storage};
 use crate::Registry;
+use crate::blobs::exists;
+use crate::error::{RegistryError, Result, storage};
 
 /// A manifest as stored, with what Berth could read from it.
 #[derive(Debug)]
@@ -109,12 +109,16 @@ impl Registry {
     fn check_complete(&self, name: &RepoName, m: &Manifest) -> Result<()> {
         let mut missing: Vec<Digest> = Vec::new();
         for d in m.references() {
-            if !missing.contains(&d.digest) && !(self.layer_linked(name, &d.digest)? && self.blob_size(&d.digest)?.is_some()) {
+            if !missing.contains(&d.digest)
+                && !(self.layer_linked(name, &d.digest)? && self.blob_size(&d.digest)?.is_some())
+            {
                 missing.push(d.digest.clone());
             }
         }
         for c in &m.manifests {
-            if !missing.contains(&c.digest) && !(self.revision_exists(name, &c.digest)? && self.blob_size(&c.digest)?.is_some()) {
+            if !missing.contains(&c.digest)
+                && !(self.revision_exists(name, &c.digest)? && self.blob_size(&c.digest)?.is_some())
+            {
                 missing.push(c.digest.clone());
             }
         }

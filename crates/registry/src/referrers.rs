@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use berth_oci::{Digest, RepoName};
 use berth_storage::layout;
 
+use crate::Registry;
 use crate::blobs::exists;
 use crate::error::{Result, storage};
-use crate::Registry;
 
 /// One entry of a referrers list: a descriptor of the referring manifest.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,9 +4,9 @@
 use berth_oci::{Digest, RepoName, Tag};
 use berth_storage::layout;
 
-use crate::catalog::Page;
-use crate::error::{Result, RegistryError, storage};
 use crate::Registry;
+use crate::catalog::Page;
+use crate::error::{RegistryError, Result, storage};
 
 impl Registry {
     /// Tags of `name` in lexical order, after `last`, at most `n`.

@@ -16,7 +16,7 @@ use berth_oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
 use berth_storage::layout;
 
 use crate::blobs::exists;
-use crate::error::{Result, RegistryError, storage};
+use crate::error::{RegistryError, Result, storage};
 use crate::{Chunk, Registry};
 
 /// In-memory state of the uploads this process is serving.
@@ -137,7 +137,12 @@ impl Registry {
     }
 
     /// A monolithic upload: the whole blob in one body.
-    pub fn blob_put(&self, name: &RepoName, digest: &Digest, body: &mut dyn Iterator<Item = Chunk>) -> Result<BlobInfo> {
+    pub fn blob_put(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        body: &mut dyn Iterator<Item = Chunk>,
+    ) -> Result<BlobInfo> {
         let id = self.upload_start(name)?;
         let result = self.upload_complete(name, &id, digest, None, body);
         if result.is_err() {
@@ -207,7 +212,9 @@ impl Registry {
             let mut r = r.take(len);
             let mut buf = vec![0u8; 1 << 20];
             loop {
-                let n = r.read(&mut buf).map_err(|e| RegistryError::Storage(berth_storage::StorageError::Io { key: key.clone(), source: e }))?;
+                let n = r.read(&mut buf).map_err(|e| {
+                    RegistryError::Storage(berth_storage::StorageError::Io { key: key.clone(), source: e })
+                })?;
                 if n == 0 {
                     break;
                 }

@@ -223,10 +223,7 @@ mod tests {
             (RegistryError::Unsupported { what: "x".into() }.into(), 405),
             (RegistryError::Denied { reason: "x".into() }.into(), 403),
             (RegistryError::Body(std::io::Error::other("x")).into(), 400),
-            (
-                RegistryError::Storage(berth_storage_error()).into(),
-                500,
-            ),
+            (RegistryError::Storage(berth_storage_error()).into(), 500),
             (ApiError::PaginationNumberInvalid("x".into()), 400),
             (ApiError::NotFound, 404),
             (ApiError::MethodNotAllowed, 405),

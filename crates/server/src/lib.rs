@@ -80,20 +80,23 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Response {
-    (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))],
-        state.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], state.metrics.render())
         .into_response()
 }
 
 async fn health(State(state): State<AppState>) -> Response {
     let registry = state.registry.clone();
     match body::blocking(move || registry.health()).await {
-        Ok(Ok(())) => (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}").into_response(),
+        Ok(Ok(())) => {
+            (StatusCode::OK, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"ok\"}").into_response()
+        }
         Ok(Err(e)) => {
             tracing::error!(error = %e, "health check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, [(header::CONTENT_TYPE, "application/json")], "{\"status\":\"storage unavailable\"}")
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::CONTENT_TYPE, "application/json")],
+                "{\"status\":\"storage unavailable\"}",
+            )
                 .into_response()
         }
         Err(e) => e.into_response(),

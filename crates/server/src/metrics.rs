@@ -137,7 +137,10 @@ impl Metrics {
                 for (c, cn) in CLASSES.iter().enumerate() {
                     let v = self.requests[(k * METHODS.len() + m) * CLASSES.len() + c].load(Ordering::Relaxed);
                     if v > 0 {
-                        let _ = writeln!(out, "berth_http_requests_total{{endpoint=\"{kn}\",method=\"{mn}\",code=\"{cn}\"}} {v}");
+                        let _ = writeln!(
+                            out,
+                            "berth_http_requests_total{{endpoint=\"{kn}\",method=\"{mn}\",code=\"{cn}\"}} {v}"
+                        );
                     }
                 }
             }
@@ -153,12 +156,15 @@ impl Metrics {
                 let v = self.latency_buckets[k * BUCKETS.len() + i].load(Ordering::Relaxed);
                 let _ = writeln!(out, "berth_http_request_duration_seconds_bucket{{endpoint=\"{kn}\",le=\"{b}\"}} {v}");
             }
-            let _ = writeln!(out, "berth_http_request_duration_seconds_bucket{{endpoint=\"{kn}\",le=\"+Inf\"}} {count}");
+            let _ =
+                writeln!(out, "berth_http_request_duration_seconds_bucket{{endpoint=\"{kn}\",le=\"+Inf\"}} {count}");
             let sum = self.latency_sum_us[k].load(Ordering::Relaxed) as f64 / 1e6;
             let _ = writeln!(out, "berth_http_request_duration_seconds_sum{{endpoint=\"{kn}\"}} {sum}");
             let _ = writeln!(out, "berth_http_request_duration_seconds_count{{endpoint=\"{kn}\"}} {count}");
         }
-        out.push_str("# HELP berth_blob_bytes_sent_total Blob bytes served.\n# TYPE berth_blob_bytes_sent_total counter\n");
+        out.push_str(
+            "# HELP berth_blob_bytes_sent_total Blob bytes served.\n# TYPE berth_blob_bytes_sent_total counter\n",
+        );
         let _ = writeln!(out, "berth_blob_bytes_sent_total {}", self.blob_bytes_sent.load(Ordering::Relaxed));
         out.push_str("# HELP berth_blob_bytes_received_total Blob bytes received by uploads.\n# TYPE berth_blob_bytes_received_total counter\n");
         let _ = writeln!(out, "berth_blob_bytes_received_total {}", self.blob_bytes_received.load(Ordering::Relaxed));

@@ -155,6 +155,7 @@ pub fn keys_cannot_leave_the_root() {
 /// For local backends: fails when a temporary file was left behind under `root`.
 pub fn assert_no_temp_files(root: &Path) {
     let tmp = root.join(crate::layout::TMP_DIR);
-    let left: Vec<_> = std::fs::read_dir(&tmp).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    let left: Vec<_> =
+        std::fs::read_dir(&tmp).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
 }

@@ -187,7 +187,10 @@ mod tests {
         assert_eq!(layer_link(&name, &d).as_str(), format!("{repo}/_layers/sha256/{hex}/link"));
         assert_eq!(revision_link(&name, &d).as_str(), format!("{repo}/_manifests/revisions/sha256/{hex}/link"));
         assert_eq!(tag_current_link(&name, &tag).as_str(), format!("{repo}/_manifests/tags/3.19/current/link"));
-        assert_eq!(tag_index_link(&name, &tag, &d).as_str(), format!("{repo}/_manifests/tags/3.19/index/sha256/{hex}/link"));
+        assert_eq!(
+            tag_index_link(&name, &tag, &d).as_str(),
+            format!("{repo}/_manifests/tags/3.19/index/sha256/{hex}/link")
+        );
         let id: UploadId = "3f5e1a2b-0000-4000-8000-000000000000".parse().unwrap();
         assert_eq!(upload_data(&name, &id).as_str(), format!("{repo}/_uploads/{id}/data"));
     }

@@ -1,1 +1,26 @@
-//! Integration tests (filled below).
+//! Berth's integration tests: the real `berth` binary, real clients (skopeo, oras, podman) and
+//! the real CNCF Distribution, on temp roots and free ports.
+//!
+//! One test binary, so the workspace links once. Modules by area:
+
+/// skopeo, oras, podman and a raw HTTP client.
+mod clients;
+/// Servers under test and tool lookup.
+mod harness;
+/// OCI layouts with real layers, built without network.
+mod image;
+
+/// Bad input gets the spec's error code, never a 500.
+mod bad_input;
+/// The same root served by Berth and by Distribution, both ways.
+mod compat;
+/// podman pull and push, daemonless.
+mod podman;
+/// The spec's flows over HTTP, run against Berth and Distribution alike.
+mod protocol;
+/// skopeo round trips: OCI image and index, Docker schema 2, inspect and list-tags.
+mod push_pull;
+/// OCI artifacts with a subject, pushed by oras, listed by the referrers API.
+mod referrers;
+/// `berth serve` itself: config, flags, metrics, health, shutdown.
+mod serve;

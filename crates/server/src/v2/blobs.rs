@@ -34,21 +34,39 @@ fn parse_range(h: Option<&str>, size: u64) -> RangeReq {
     let (a, b) = (a.trim(), b.trim());
     match (a.parse::<u64>(), b.parse::<u64>()) {
         (Ok(start), Ok(end)) if start <= end => {
-            if start >= size { RangeReq::Unsatisfiable } else { RangeReq::Part(start, end.min(size - 1)) }
+            if start >= size {
+                RangeReq::Unsatisfiable
+            } else {
+                RangeReq::Part(start, end.min(size - 1))
+            }
         }
         (Ok(_), Ok(_)) => RangeReq::Whole,
         (Ok(start), Err(_)) if b.is_empty() => {
-            if start >= size { RangeReq::Unsatisfiable } else { RangeReq::Part(start, size - 1) }
+            if start >= size {
+                RangeReq::Unsatisfiable
+            } else {
+                RangeReq::Part(start, size - 1)
+            }
         }
         (Err(_), Ok(suffix)) if a.is_empty() => {
-            if suffix == 0 || size == 0 { RangeReq::Unsatisfiable } else { RangeReq::Part(size.saturating_sub(suffix), size - 1) }
+            if suffix == 0 || size == 0 {
+                RangeReq::Unsatisfiable
+            } else {
+                RangeReq::Part(size.saturating_sub(suffix), size - 1)
+            }
         }
         _ => RangeReq::Whole,
     }
 }
 
 /// GET or HEAD of a blob, honouring `Range`.
-pub async fn get(st: AppState, name: RepoName, digest: Digest, h: &HeaderMap, head: bool) -> Result<Response, ApiError> {
+pub async fn get(
+    st: AppState,
+    name: RepoName,
+    digest: Digest,
+    h: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
     let reg = st.registry.clone();
     let (n, d) = (name.clone(), digest.clone());
     let size = blocking(move || reg.blob_stat(&n, &d)).await??;
@@ -81,7 +99,9 @@ pub async fn get(st: AppState, name: RepoName, digest: Digest, h: &HeaderMap, he
 /// DELETE of a blob: unlinks it from the repository (deletion lands with the trash).
 pub async fn delete(st: AppState, _name: RepoName, _digest: Digest) -> Result<Response, ApiError> {
     if !st.delete_enabled {
-        return Err(RegistryError::Unsupported { what: "deletes are disabled (storage.delete.enabled: false)".into() }.into());
+        return Err(
+            RegistryError::Unsupported { what: "deletes are disabled (storage.delete.enabled: false)".into() }.into()
+        );
     }
     Err(RegistryError::Unsupported { what: "blob delete is not implemented yet".into() }.into())
 }

@@ -35,10 +35,19 @@ pub async fn get(st: AppState, name: RepoName, reference: Reference, h: &HeaderM
 }
 
 /// PUT of a manifest: validated, stored, tagged.
-pub async fn put(st: AppState, name: RepoName, reference: Reference, h: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn put(
+    st: AppState,
+    name: RepoName,
+    reference: Reference,
+    h: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let limit = st.registry.config().max_manifest_bytes;
     let too_large = |n: String| {
-        ApiError::from(RegistryError::SizeInvalid { reason: format!("the manifest has {n} bytes; the limit is {limit}"), too_large: true })
+        ApiError::from(RegistryError::SizeInvalid {
+            reason: format!("the manifest has {n} bytes; the limit is {limit}"),
+            too_large: true,
+        })
     };
     if let Some(len) = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok())
         && len > limit as u64
@@ -63,7 +72,9 @@ pub async fn put(st: AppState, name: RepoName, reference: Reference, h: &HeaderM
 /// DELETE of a manifest or tag (deletion lands with the trash).
 pub async fn delete(st: AppState, _name: RepoName, _reference: Reference) -> Result<Response, ApiError> {
     if !st.delete_enabled {
-        return Err(RegistryError::Unsupported { what: "deletes are disabled (storage.delete.enabled: false)".into() }.into());
+        return Err(
+            RegistryError::Unsupported { what: "deletes are disabled (storage.delete.enabled: false)".into() }.into()
+        );
     }
     Err(RegistryError::Unsupported { what: "manifest delete is not implemented yet".into() }.into())
 }

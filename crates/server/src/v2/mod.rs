@@ -33,7 +33,13 @@ pub async fn base() -> Response {
 }
 
 /// Every `/v2/<name>/...` request.
-pub async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Body) -> Response {
+pub async fn dispatch(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     // The raw path, not a percent-decoded one: an encoded '/' or '.' must fail validation
     // rather than become a separator.
     let path = uri.path().strip_prefix("/v2/").unwrap_or("");
@@ -48,7 +54,14 @@ pub async fn dispatch(State(state): State<AppState>, method: Method, uri: Uri, h
 
 type Q = HashMap<String, String>;
 
-async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, h: HeaderMap, body: Body) -> Result<Response, ApiError> {
+async fn handle(
+    st: AppState,
+    method: Method,
+    ep: Endpoint,
+    q: Q,
+    h: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     match (ep, method) {
         (Endpoint::Blob(n, d), Method::GET) => blobs::get(st, n, d, &h, false).await,
         (Endpoint::Blob(n, d), Method::HEAD) => blobs::get(st, n, d, &h, true).await,

@@ -79,7 +79,8 @@ pub async fn status(st: AppState, name: RepoName, id: UploadId) -> Result<Respon
 /// `Content-Length`. Accepts the `bytes ` / `bytes=` prefixes some clients send.
 fn chunk_start(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
     let Some(v) = h.get(header::CONTENT_RANGE) else { return Ok(None) };
-    let bad = |why: &str| ApiError::from(RegistryError::BlobUploadInvalid { reason: format!("bad Content-Range: {why}") });
+    let bad =
+        |why: &str| ApiError::from(RegistryError::BlobUploadInvalid { reason: format!("bad Content-Range: {why}") });
     let s = v.to_str().map_err(|_| bad("not text"))?.trim();
     let s = s.strip_prefix("bytes=").or_else(|| s.strip_prefix("bytes ")).unwrap_or(s);
     let (a, b) = s.split_once('-').ok_or_else(|| bad("expected <start>-<end>"))?;
@@ -97,7 +98,13 @@ fn chunk_start(h: &HeaderMap) -> Result<Option<u64>, ApiError> {
 }
 
 /// `PATCH`: a chunk (with `Content-Range`) or a stream (without).
-pub async fn patch(st: AppState, name: RepoName, id: UploadId, h: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn patch(
+    st: AppState,
+    name: RepoName,
+    id: UploadId,
+    h: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let start = chunk_start(h)?;
     let reg = st.registry.clone();
     let (n, i) = (name.clone(), id.clone());
@@ -108,7 +115,14 @@ pub async fn patch(st: AppState, name: RepoName, id: UploadId, h: &HeaderMap, bo
 }
 
 /// `PUT ?digest=`: the last chunk, if any, and completion.
-pub async fn put(st: AppState, name: RepoName, id: UploadId, q: Q, h: &HeaderMap, body: Body) -> Result<Response, ApiError> {
+pub async fn put(
+    st: AppState,
+    name: RepoName,
+    id: UploadId,
+    q: Q,
+    h: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let digest = digest_param(&q)?;
     let start = chunk_start(h)?;
     let reg = st.registry.clone();

@@ -1,0 +1,231 @@
+//! Starts real servers for the tests: `berth serve` and CNCF Distribution's `registry`, each on
+//! 127.0.0.1 with a free port and its own temp root, stopped by PID when dropped. Also finds
+//! the external tools tests need, failing with the install command when one is missing.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The `berth` binary under test.
+pub fn berth_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_berth"))
+}
+
+/// Path of an external tool, or a failure that says how to get it.
+pub fn require_tool(name: &str, install: &str) -> PathBuf {
+    for dir in std::env::var("PATH").unwrap_or_default().split(':') {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return p;
+        }
+    }
+    panic!("this test needs `{name}`, which is not installed; {install} (scripts/test installs it when run as root)");
+}
+
+/// A free TCP port on 127.0.0.1 (for servers that cannot report the port they bound).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// An HTTP client that returns error statuses as responses.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().new_agent()
+}
+
+/// Captures a child's stderr lines in the background (so its pipe never fills).
+fn capture(child: &mut Child) -> Arc<Mutex<String>> {
+    let log = Arc::new(Mutex::new(String::new()));
+    let stderr = child.stderr.take().expect("stderr piped");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut s = sink.lock().unwrap();
+            s.push_str(&line);
+            s.push('\n');
+        }
+    });
+    log
+}
+
+fn wait_until(what: &str, log: &Arc<Mutex<String>>, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{what} did not start within 30 s; its log:\n{}", log.lock().unwrap());
+}
+
+/// A running `berth serve`.
+pub struct Berth {
+    child: Option<Child>,
+    /// `127.0.0.1:<port>`
+    pub addr: String,
+    /// The storage root.
+    pub root: PathBuf,
+    log: Arc<Mutex<String>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Berth {
+    /// Berth on a fresh temp root.
+    pub fn start() -> Berth {
+        let dir = tempfile::tempdir().unwrap();
+        let mut b = Berth::start_on(&dir.path().join("root"), None);
+        b._dir = Some(dir);
+        b
+    }
+
+    /// Berth on `root`, with an optional config file body.
+    pub fn start_on(root: &Path, config: Option<&str>) -> Berth {
+        let mut args = vec!["--addr".to_owned(), "127.0.0.1:0".into(), "--root".into(), root.display().to_string()];
+        if let Some(text) = config {
+            let cfg_path = root.with_extension("berth-test.yml");
+            std::fs::create_dir_all(root.parent().unwrap()).unwrap();
+            std::fs::write(&cfg_path, text).unwrap();
+            args.extend(["--config".to_owned(), cfg_path.display().to_string()]);
+        }
+        let mut b = Berth::spawn(None, &args);
+        b.root = root.to_owned();
+        b
+    }
+
+    /// `berth serve ARGS` in `cwd`; the args must make it listen on 127.0.0.1:0 (flag, env
+    /// or config). `root` is left empty for the caller to fill in.
+    pub fn spawn(cwd: Option<&Path>, args: &[String]) -> Berth {
+        let mut cmd = Command::new(berth_bin());
+        cmd.arg("serve").args(args);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
+        cmd.env("RUST_LOG", "info").stdout(Stdio::null()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn berth");
+        let log = capture(&mut child);
+        let mut addr = String::new();
+        wait_until("berth", &log, || {
+            let l = log.lock().unwrap();
+            match l.find("berth listening on ") {
+                Some(i) => {
+                    addr = l[i + "berth listening on ".len()..].split_whitespace().next().unwrap().to_owned();
+                    true
+                }
+                None => false,
+            }
+        });
+        Berth { child: Some(child), addr, root: PathBuf::new(), log, _dir: None }
+    }
+
+    /// `http://127.0.0.1:<port><path>`
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Everything the server logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Stops the server with SIGTERM and waits for it; returns its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("berth did not stop within 20 s of SIGTERM; log:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Berth {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// A running CNCF Distribution (`docker-registry` from Debian, version 2.8).
+pub struct Distribution {
+    child: Option<Child>,
+    /// `127.0.0.1:<port>`
+    pub addr: String,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+/// Distribution's binary, or a failure saying how to install it.
+pub fn distribution_bin() -> PathBuf {
+    require_tool("docker-registry", "install it with `apt-get install -y docker-registry`")
+}
+
+impl Distribution {
+    /// Distribution serving `root`, deletes enabled or not.
+    pub fn start(root: &Path, delete_enabled: bool) -> Distribution {
+        let bin = distribution_bin();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {delete_enabled}\nhttp:\n  addr: {addr}\n",
+                root.display()
+            ),
+        )
+        .unwrap();
+        let mut child = Command::new(bin)
+            .arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn docker-registry");
+        let log = capture(&mut child);
+        let agent = http();
+        let url = format!("http://{addr}/v2/");
+        wait_until("docker-registry", &log, || agent.get(&url).call().is_ok());
+        Distribution { child: Some(child), addr, log, _dir: dir }
+    }
+
+    /// Everything it logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Distribution {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs a command; fails the test with its output when it does not succeed. Returns stdout.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    if !out.status.success() {
+        panic!(
+            "{cmd:?} failed with {}\nstdout:\n{}\nstderr:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -1,0 +1,181 @@
+//! Registry core tests on a real filesystem in a temp dir, through the public API only.
+
+use std::sync::Arc;
+
+use berth_oci::{Algorithm, Digest, Reference, RepoName, Tag};
+use berth_storage::{FsBackend, FsOptions, layout};
+use bytes::Bytes;
+
+use crate::{Chunk, Config, Registry, RegistryError};
+
+pub(crate) struct Fixture {
+    pub dir: tempfile::TempDir,
+    pub reg: Registry,
+}
+
+pub(crate) fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open(dir.path());
+    Fixture { dir, reg }
+}
+
+/// A second registry on the same root: what a restart looks like.
+pub(crate) fn open(root: &std::path::Path) -> Registry {
+    Registry::new(Arc::new(FsBackend::open(root, FsOptions { fsync: false }).unwrap()), Config::default())
+}
+
+pub(crate) fn name(s: &str) -> RepoName {
+    s.parse().unwrap()
+}
+
+pub(crate) fn tag(s: &str) -> Reference {
+    Reference::Tag(s.parse::<Tag>().unwrap())
+}
+
+pub(crate) fn body(parts: &[&[u8]]) -> impl Iterator<Item = Chunk> {
+    parts.iter().map(|p| Ok(Bytes::copy_from_slice(p))).collect::<Vec<_>>().into_iter()
+}
+
+/// Pushes config + one layer + manifest; returns the manifest digest and the layer digest.
+pub(crate) fn push_image(reg: &Registry, repo: &str, tag_name: &str, layer: &[u8]) -> (Digest, Digest) {
+    let n = name(repo);
+    let l = Digest::sha256_of(layer);
+    reg.blob_put(&n, &l, &mut body(&[layer])).unwrap();
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let c = Digest::sha256_of(config);
+    reg.blob_put(&n, &c, &mut body(&[config])).unwrap();
+    let m = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{c}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{l}","size":{}}}]}}"#,
+        config.len(),
+        layer.len()
+    );
+    let put = reg.manifest_put(&n, &tag(tag_name), None, Bytes::from(m)).unwrap();
+    (put.digest, l)
+}
+
+#[test]
+fn i5_chunked_upload_survives_a_restart_between_chunks() {
+    let f = fixture();
+    let n = name("up/restart");
+    let id = f.reg.upload_start(&n).unwrap();
+    assert_eq!(f.reg.upload_append(&n, &id, Some(0), &mut body(&[b"hello "])).unwrap(), 6);
+    // A new process has no in-memory hash state; the file is the truth.
+    let again = open(f.dir.path());
+    assert_eq!(again.upload_status(&n, &id).unwrap(), 6);
+    assert_eq!(again.upload_append(&n, &id, Some(6), &mut body(&[b"world"])).unwrap(), 11);
+    let d = Digest::sha256_of(b"hello world");
+    let info = again.upload_complete(&n, &id, &d, None, &mut body(&[])).unwrap();
+    assert_eq!(info.size, 11);
+    assert_eq!(again.blob_stat(&n, &d).unwrap(), 11);
+    assert!(matches!(again.upload_status(&n, &id), Err(RegistryError::BlobUploadUnknown { .. })));
+}
+
+#[test]
+fn i3_digest_mismatch_discards_the_upload_and_stores_nothing() {
+    let f = fixture();
+    let n = name("up/mismatch");
+    let claimed = Digest::sha256_of(b"what the client claims");
+    let err = f.reg.blob_put(&n, &claimed, &mut body(&[b"what it sent"])).unwrap_err();
+    assert!(matches!(err, RegistryError::DigestInvalid { .. }), "{err:?}");
+    assert!(matches!(f.reg.blob_stat(&n, &claimed), Err(RegistryError::BlobUnknown { .. })));
+    let uploads = f.dir.path().join(layout::uploads_dir(&n).as_str());
+    assert_eq!(std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0), 0, "no upload left behind");
+}
+
+#[test]
+fn sha512_uploads_are_verified_with_sha512() {
+    let f = fixture();
+    let n = name("up/sha512");
+    let data = b"content addressed by sha512";
+    let d = Digest::of(Algorithm::Sha512, data);
+    let id = f.reg.upload_start(&n).unwrap();
+    f.reg.upload_append(&n, &id, None, &mut body(&[&data[..5], &data[5..]])).unwrap();
+    f.reg.upload_complete(&n, &id, &d, None, &mut body(&[])).unwrap();
+    assert_eq!(f.reg.blob_stat(&n, &d).unwrap(), data.len() as u64);
+}
+
+#[test]
+fn i1_manifest_push_refuses_missing_blobs_and_names_each_one() {
+    let f = fixture();
+    let (_, layer) = push_image(&f.reg, "img/a", "v1", b"layer");
+    let other = Digest::sha256_of(b"other");
+    // A layer that exists in another repository is still missing here.
+    let m = format!(
+        r#"{{"schemaVersion":2,"config":{{"mediaType":"a/b","digest":"{layer}","size":5}},"layers":[{{"mediaType":"a/c","digest":"{other}","size":5}}]}}"#
+    );
+    let err = f.reg.manifest_put(&name("img/b"), &tag("v1"), None, Bytes::from(m)).unwrap_err();
+    match err {
+        RegistryError::ManifestBlobUnknown { digests } => assert_eq!(digests, vec![layer, other]),
+        e => panic!("{e:?}"),
+    }
+    assert!(!f.reg.repo_exists(&name("img/b")).unwrap());
+}
+
+#[test]
+fn manifest_push_writes_distribution_links_and_a_tag_history() {
+    let f = fixture();
+    let (d, _) = push_image(&f.reg, "img/links", "v1", b"x");
+    let n = name("img/links");
+    let t: Tag = "v1".parse().unwrap();
+    let root = f.dir.path();
+    assert_eq!(std::fs::read_to_string(root.join(layout::tag_current_link(&n, &t).as_str())).unwrap(), d.to_string());
+    assert!(root.join(layout::tag_index_link(&n, &t, &d).as_str()).is_file());
+    assert!(root.join(layout::revision_link(&n, &d).as_str()).is_file());
+    assert_eq!(f.reg.manifest_get(&n, &Reference::Digest(d.clone())).unwrap().digest, d);
+}
+
+#[test]
+fn problem4_catalog_skips_repository_folders_left_empty() {
+    let f = fixture();
+    push_image(&f.reg, "cat/kept", "v1", b"x");
+    // What Distribution leaves behind after deleting everything in a repository.
+    let empty = f.dir.path().join("docker/registry/v2/repositories/cat/emptied/_manifests/tags");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::create_dir_all(f.dir.path().join("docker/registry/v2/repositories/cat/emptied/_layers/sha256")).unwrap();
+    let reg = open(f.dir.path());
+    assert_eq!(reg.catalog(100, None).unwrap().items, ["cat/kept"]);
+    assert!(matches!(reg.tags_list(&name("cat/emptied"), None, None), Err(RegistryError::NameUnknown { .. })));
+}
+
+#[test]
+fn referrers_index_is_rebuilt_for_a_root_written_without_it() {
+    let f = fixture();
+    let (subject, layer) = push_image(&f.reg, "ref/a", "v1", b"img");
+    let m = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/x.sig",
+            "config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{layer}","size":3}},"layers":[],
+            "subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{subject}","size":1}}}}"#
+    );
+    let put = f.reg.manifest_put(&name("ref/a"), &tag("sig"), None, Bytes::from(m)).unwrap();
+    // Another registry wrote this root: no index at all.
+    std::fs::remove_dir_all(f.dir.path().join("berth/referrers")).unwrap();
+    let reg = open(f.dir.path());
+    let list = reg.referrers(&name("ref/a"), &subject, None).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0].digest, put.digest);
+    assert_eq!(list[0].artifact_type.as_deref(), Some("application/x.sig"));
+    assert!(reg.referrers(&name("ref/a"), &subject, Some("application/other")).unwrap().is_empty());
+}
+
+#[test]
+fn i3_a_corrupted_manifest_blob_is_never_served() {
+    let f = fixture();
+    let (d, _) = push_image(&f.reg, "img/corrupt", "v1", b"x");
+    std::fs::write(f.dir.path().join(layout::blob_data(&d).as_str()), b"{\"tampered\":true}").unwrap();
+    let reg = open(f.dir.path());
+    assert!(matches!(reg.manifest_get(&name("img/corrupt"), &tag("v1")), Err(RegistryError::Storage(_))));
+}
+
+#[test]
+fn tags_list_pages_in_lexical_order() {
+    let f = fixture();
+    let (d, _) = push_image(&f.reg, "img/tags", "b", b"x");
+    let n = name("img/tags");
+    let bytes = f.reg.manifest_get(&n, &Reference::Digest(d)).unwrap().bytes.clone();
+    for t in ["a", "C", "c", "_z"] {
+        f.reg.manifest_put(&n, &tag(t), None, bytes.clone()).unwrap();
+    }
+    assert_eq!(f.reg.tags_list(&n, None, None).unwrap().items, ["C", "_z", "a", "b", "c"]);
+    let p = f.reg.tags_list(&n, Some(2), Some("_z")).unwrap();
+    assert_eq!((p.items.as_slice(), p.more), (&["a".to_owned(), "b".to_owned()][..], true));
+}
