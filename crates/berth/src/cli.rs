@@ -17,8 +17,18 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the registry (the /v2 API, /metrics and /healthz).
+    /// Serve the registry (the /v2 API, the admin API, /metrics and /healthz).
     Serve(ServeArgs),
+    /// List repositories, or the tags of one.
+    Ls(LsArgs),
+    /// Show space use: total, shared, and what a delete would free.
+    Du(DuArgs),
+    /// Delete a tag (REPO:TAG), an image (REPO@DIGEST) or a repository (REPO), into the trash.
+    Rm(RmArgs),
+    /// List the trash, or purge entries from it.
+    Trash(TrashArgs),
+    /// Restore a trash entry (ID), the newest entry holding a tag (REPO:TAG), or a repository.
+    Restore(RestoreArgs),
 }
 
 /// `berth serve`
@@ -36,4 +46,133 @@ pub struct ServeArgs {
     /// Log level (error, warn, info, debug, trace) [default: info, or log.level].
     #[arg(long, env = "BERTH_LOG")]
     pub log_level: Option<String>,
+}
+
+/// Which Berth a management command talks to: a running server (`--url`, or `BERTH_URL`) or a
+/// storage root directly while no server runs (`--root`, or `BERTH_ROOT`; default `./data`).
+/// A flag beats an environment variable; `--url` and `--root` together are an error.
+#[derive(Debug, Args, Clone)]
+pub struct Where {
+    /// URL of a running Berth, e.g. http://localhost:5000 [env: BERTH_URL].
+    #[arg(long, global = true)]
+    pub url: Option<String>,
+    /// Storage root to work on directly while no server runs [env: BERTH_ROOT] [default: ./data].
+    #[arg(long, global = true)]
+    pub root: Option<PathBuf>,
+    /// Config file for direct mode (trash.retention and the storage root).
+    #[arg(long, short = 'c', global = true)]
+    pub config: Option<PathBuf>,
+}
+
+/// `berth ls`
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// A repository, to list its tags.
+    pub repo: Option<String>,
+    /// Print JSON: repository names, or tag names, as strings.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub r#where: Where,
+}
+
+/// How `berth du` orders its lines.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum SortBy {
+    /// What deleting would free, largest first.
+    Freed,
+    /// Total size, largest first.
+    Size,
+    /// Name.
+    Name,
+}
+
+/// `berth du`
+#[derive(Debug, Args)]
+pub struct DuArgs {
+    /// A repository, to show its tags.
+    pub repo: Option<String>,
+    /// Order of the lines.
+    #[arg(long, value_enum, default_value = "freed")]
+    pub sort: SortBy,
+    /// Print JSON with sizes as byte integers.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub r#where: Where,
+}
+
+/// `berth rm`
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// REPO:TAG (that tag only), REPO@DIGEST (the image and all its tags), or REPO (everything).
+    pub target: String,
+    /// Show what would be removed and freed; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation (it never widens what is deleted).
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Delete even a platform image of a tagged index, or a layer a manifest still uses.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Delete on any registry through the standard API instead (URL with scheme).
+    #[arg(long, value_name = "URL")]
+    pub registry: Option<String>,
+    /// With --registry: also delete the other tags that share the digest.
+    #[arg(long, requires = "registry")]
+    pub all_tags: bool,
+    /// With --registry: user name (else from ~/.docker/config.json) [env: BERTH_REGISTRY_USER].
+    #[arg(long, requires = "registry")]
+    pub username: Option<String>,
+    /// With --registry: password or token [env: BERTH_REGISTRY_PASSWORD].
+    #[arg(long, requires = "registry")]
+    pub password: Option<String>,
+    #[command(flatten)]
+    pub r#where: Where,
+}
+
+/// `berth trash`
+#[derive(Debug, Args)]
+pub struct TrashArgs {
+    /// Purge instead of listing.
+    #[command(subcommand)]
+    pub action: Option<TrashAction>,
+    /// Print JSON: per entry its id, repository, digests and tags.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(flatten)]
+    pub r#where: Where,
+}
+
+/// `berth trash <action>`
+#[derive(Debug, Subcommand)]
+pub enum TrashAction {
+    /// Remove an entry (or every entry) for good; its content becomes collectable.
+    Purge {
+        /// The entry; without it, every entry (asks for confirmation unless --yes).
+        id: Option<String>,
+        /// Do not ask for confirmation.
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+/// `berth restore`
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A trash entry id, REPO:TAG (the newest entry holding that tag, with all its tags), or
+    /// REPO (the newest delete of that repository).
+    pub target: String,
+    /// Overwrite tags that were re-pushed since the delete.
+    #[arg(long)]
+    pub force: bool,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub r#where: Where,
 }

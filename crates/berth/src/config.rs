@@ -26,6 +26,26 @@ pub struct FileConfig {
     pub storage: StorageSection,
     /// `berth:`
     pub berth: BerthSection,
+    /// `trash:`
+    pub trash: TrashSection,
+}
+
+/// `trash:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrashSection {
+    /// `trash.retention`: how long deletes stay restorable, e.g. `7d`, `12h`; `0` turns the
+    /// trash off (deletes are final). Default 7 days.
+    pub retention: Option<String>,
+}
+
+/// Parses a duration such as `7d`, `24h`, `90s` or `0`.
+pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
+    let s = s.trim();
+    if s.chars().all(|c| c == '0') && !s.is_empty() {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| anyhow::anyhow!("bad duration {s:?} ({e}); write e.g. 7d, 24h, 90s or 0"))
 }
 
 /// `log:`
@@ -99,6 +119,14 @@ pub struct BerthSection {
 const OTHER_DRIVERS: &[&str] = &["s3", "azure", "gcs", "swift", "oss", "inmemory"];
 
 impl FileConfig {
+    /// `trash.retention`, or the default of 7 days.
+    pub fn trash_retention(&self) -> anyhow::Result<std::time::Duration> {
+        match &self.trash.retention {
+            Some(r) => parse_duration(r).context("trash.retention"),
+            None => Ok(berth_registry::Config::default().trash_retention),
+        }
+    }
+
     /// Reads and checks a config file.
     pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -158,6 +186,16 @@ health:
         assert_eq!(cfg.storage.delete.enabled, Some(false));
         assert!(cfg.http.addr.is_none());
         assert!(FileConfig::parse("").is_ok());
+    }
+
+    #[test]
+    fn trash_retention_parses_durations_and_zero() {
+        let r = |t: &str| FileConfig::parse(t).unwrap().trash_retention().unwrap().as_secs();
+        assert_eq!(r(""), 7 * 86400);
+        assert_eq!(r("trash:\n  retention: 12h\n"), 12 * 3600);
+        assert_eq!(r("trash:\n  retention: 0\n"), 0);
+        assert_eq!(r("trash:\n  retention: 2s\n"), 2);
+        assert!(FileConfig::parse("trash:\n  retention: soon\n").unwrap().trash_retention().is_err());
     }
 
     #[test]

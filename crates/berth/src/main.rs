@@ -1,9 +1,14 @@
 //! The `berth` binary: flags, config and glue over the library crates.
 //!
-//! Exit codes: 0 success; 1 failure (the reason is printed on one line); 2 bad usage.
+//! Exit codes: 0 success; 1 failure or refusal (the reason is printed on one line, prefixed
+//! `berth: `); 2 bad usage. No command waits for input when stdin is not a terminal.
 
 mod cli;
+mod client;
+mod commands;
 mod config;
+mod format;
+mod remote;
 mod serve;
 
 use clap::Parser;
@@ -15,11 +20,24 @@ fn main() -> std::process::ExitCode {
             init_logging(&s.log_level);
             serve::run(s)
         }),
+        command => {
+            init_logging("warn");
+            match command {
+                cli::Command::Serve(_) => unreachable!("handled above"),
+                cli::Command::Ls(a) => commands::ls(a),
+                cli::Command::Du(a) => commands::du(a),
+                cli::Command::Rm(a) if a.registry.is_some() => remote::rm(a),
+                cli::Command::Rm(a) => commands::rm(a),
+                cli::Command::Trash(a) => commands::trash(a),
+                cli::Command::Restore(a) => commands::restore(a),
+            }
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("berth: {e:#}");
+            // One line: the chain joined, newlines folded.
+            eprintln!("berth: {}", format!("{e:#}").replace('\n', " "));
             std::process::ExitCode::FAILURE
         }
     }

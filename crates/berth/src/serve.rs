@@ -21,6 +21,7 @@ pub struct Settings {
     pub max_manifest_bytes: usize,
     pub fsync: bool,
     pub log_level: String,
+    pub trash_retention: std::time::Duration,
 }
 
 impl Settings {
@@ -44,6 +45,7 @@ impl Settings {
             max_manifest_bytes: file.berth.max_manifest_bytes.unwrap_or(defaults.max_manifest_bytes),
             fsync: file.berth.fsync.unwrap_or(true),
             log_level: args.log_level.clone().or(file.log.level.clone()).unwrap_or_else(|| "info".to_owned()),
+            trash_retention: file.trash_retention()?,
         })
     }
 }
@@ -66,18 +68,49 @@ async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let backend = FsBackend::open(&settings.root, FsOptions { fsync: settings.fsync })
         .with_context(|| format!("opening storage root {}", settings.root.display()))?;
-    let config = berth_registry::Config { max_manifest_bytes: settings.max_manifest_bytes };
-    let registry = Arc::new(Registry::new(Arc::new(backend), config));
-    let state = AppState { registry, metrics: Default::default(), delete_enabled: settings.delete_enabled };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = bind(&settings.addr).await?;
         let local = listener.local_addr()?;
+        let _lock = match backend.try_lock(&format!("berth serve (pid {}, http://{local})", std::process::id()))? {
+            Ok(lock) => lock,
+            Err(holder) => bail!("{holder} is using {}; refusing to serve it twice", settings.root.display()),
+        };
+        let config = berth_registry::Config {
+            max_manifest_bytes: settings.max_manifest_bytes,
+            trash_retention: settings.trash_retention,
+        };
+        let registry = Arc::new(Registry::new(Arc::new(backend), config));
+        let state = AppState { registry: registry.clone(), metrics: Default::default(), delete_enabled: settings.delete_enabled };
+        tokio::spawn(expire_trash(registry, settings.trash_retention));
         tracing::info!(addr = %local, root = %settings.root.display(), delete_enabled = settings.delete_enabled, "berth listening on {local}");
         berth_server::serve(listener, state, shutdown_signal()).await?;
         tracing::info!("berth stopped");
         Ok(())
     })
+}
+
+/// Purges expired trash entries, checking a few times per retention period (at least every
+/// minute, at most every second).
+async fn expire_trash(registry: Arc<Registry>, retention: std::time::Duration) {
+    if retention.is_zero() {
+        return;
+    }
+    let every = (retention / 4).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(60));
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let reg = registry.clone();
+        match tokio::task::spawn_blocking(move || reg.trash_expire(std::time::SystemTime::now())).await {
+            Ok(Ok(expired)) => {
+                for e in expired {
+                    tracing::info!(id = %e.id, repository = %e.repository, bytes = e.bytes_freed, "trash entry expired");
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "expiring trash entries failed"),
+            Err(e) => tracing::error!(error = %e, "trash expiry task failed"),
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -76,6 +76,39 @@ impl Registry {
             || any(layout::revisions_dir(name, Algorithm::Sha512))?)
     }
 
+    /// Brings the cached catalog in line with storage for one repository.
+    pub(crate) fn catalog_refresh(&self, name: &RepoName) -> Result<()> {
+        let exists = self.repo_exists(name)?;
+        if let Some(set) = self.catalog.repos.lock().expect("catalog lock").as_mut() {
+            if exists {
+                set.insert(name.as_str().to_owned());
+            } else {
+                set.remove(name.as_str());
+            }
+        }
+        Ok(())
+    }
+
+    /// Every repository folder, with content or not (GC and accounting look at all of them).
+    pub fn repository_folders(&self) -> Result<Vec<RepoName>> {
+        let mut out = Vec::new();
+        let mut stack = vec![String::new()];
+        while let Some(path) = stack.pop() {
+            let Some(dir) = layout::repositories_child(&path) else { continue };
+            let children = self.store().list(&dir, None, usize::MAX).map_err(storage)?;
+            if children.iter().any(|c| c == "_manifests" || c == "_layers" || c == "_uploads")
+                && let Ok(name) = path.parse::<RepoName>()
+            {
+                out.push(name);
+            }
+            for c in children.into_iter().filter(|c| !c.starts_with('_')) {
+                stack.push(if path.is_empty() { c } else { format!("{path}/{c}") });
+            }
+        }
+        out.sort();
+        Ok(out)
+    }
+
     pub(crate) fn catalog_added(&self, name: &RepoName) {
         if let Some(set) = self.catalog.repos.lock().expect("catalog lock").as_mut() {
             set.insert(name.as_str().to_owned());

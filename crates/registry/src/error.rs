@@ -98,6 +98,40 @@ pub enum RegistryError {
         /// Why.
         reason: String,
     },
+    /// The operation would break an image that stays (and may be forced).
+    #[error("{reason}")]
+    InUse {
+        /// What would break.
+        reason: String,
+    },
+    /// The operation would overwrite something changed since (and may be forced).
+    #[error("{reason}")]
+    Conflict {
+        /// What would be overwritten.
+        reason: String,
+    },
+    /// No such trash entry.
+    #[error("no trash entry {id}")]
+    TrashUnknown {
+        /// The id or description asked for.
+        id: String,
+    },
+    /// A restore cannot bring the content back whole; nothing was changed.
+    #[error("cannot restore {id}: content is gone from the blob store: {}", list(.missing))]
+    RestoreIncomplete {
+        /// The entry.
+        id: String,
+        /// Every digest that is gone.
+        missing: Vec<Digest>,
+    },
+    /// A record of Berth's own is unreadable.
+    #[error("{what} is unreadable: {reason}")]
+    Corrupt {
+        /// Which record.
+        what: String,
+        /// Why.
+        reason: String,
+    },
     /// Storage failed underneath; not the client's fault.
     #[error("storage failure")]
     Storage(#[source] StorageError),

@@ -6,7 +6,9 @@
 //! Everything here is synchronous; callers run it on blocking threads.
 //!
 //! Modules are declared in layer order; each uses only those before it:
-//! `blobs`, `uploads`, `manifests`, `tags`, `catalog`, `referrers` (the core).
+//! `blobs`, `uploads`, `manifests`, `tags`, `catalog`, `referrers` (the core, whose mutators are
+//! crate-private) → `journal`, `trash`, `usage`, `delete` (the only public way to remove
+//! anything: every removal writes a trash entry and an audit line).
 //!
 //! Architecture invariants: this crate has no HTTP dependency and never builds a storage path
 //! itself (it asks `berth_storage::layout`); a cache here may say a manifest's bytes are
@@ -15,13 +17,18 @@
 mod blobs;
 mod cache;
 mod catalog;
+mod delete;
 mod error;
+mod journal;
 mod manifests;
 mod referrers;
 mod tags;
+mod trash;
 mod uploads;
+mod usage;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 pub use berth_storage::{Backend, StorageError};
 pub use blobs::BlobReader;
@@ -30,6 +37,9 @@ pub use error::{RegistryError, Result};
 pub use manifests::{PutManifest, StoredManifest};
 pub use referrers::Referrer;
 pub use uploads::BlobInfo;
+pub use delete::{DeleteRequest, DeleteTarget, Deleted};
+pub use trash::{DeleteKind, RestoreTarget, Restored, TrashEntry, TrashId};
+pub use usage::{Graph, RepoUsage, TagUsage, Usage};
 
 /// A chunk of a request body, as the transport delivers it.
 pub type Chunk = std::io::Result<bytes::Bytes>;
@@ -39,13 +49,20 @@ pub type Chunk = std::io::Result<bytes::Bytes>;
 pub struct Config {
     /// The largest manifest accepted, in bytes.
     pub max_manifest_bytes: usize,
+    /// How long a trash entry protects and can restore what it names; zero turns the trash
+    /// off (deletes are final, nothing can be restored).
+    pub trash_retention: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_manifest_bytes: 4 << 20 }
+        Config { max_manifest_bytes: 4 << 20, trash_retention: Duration::from_secs(7 * 24 * 3600) }
     }
 }
+
+/// Mutations of one repository (push of a tag, delete, restore) take one of these stripes, so
+/// a delete never interleaves with a push re-pointing the tag it removes.
+const REPO_LOCK_STRIPES: usize = 64;
 
 /// The registry: one storage root and the in-memory state that serves it.
 #[derive(Debug)]
@@ -55,6 +72,8 @@ pub struct Registry {
     uploads: uploads::Sessions,
     manifests: cache::ManifestCache,
     catalog: catalog::CatalogCache,
+    usage: usage::UsageCache,
+    repo_locks: Vec<Mutex<()>>,
 }
 
 impl Registry {
@@ -66,7 +85,18 @@ impl Registry {
             uploads: Default::default(),
             manifests: Default::default(),
             catalog: Default::default(),
+            usage: Default::default(),
+            repo_locks: (0..REPO_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
         }
+    }
+
+    fn repo_lock(&self, name: &berth_oci::RepoName) -> MutexGuard<'_, ()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        name.hash(&mut h);
+        let stripe = &self.repo_locks[h.finish() as usize % REPO_LOCK_STRIPES];
+        // A panic while holding a stripe leaves nothing half-done in memory worth refusing over.
+        stripe.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The configuration in force.

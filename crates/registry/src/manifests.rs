@@ -84,7 +84,8 @@ impl Registry {
             });
         }
         let manifest = Manifest::parse_for_put(&bytes, content_type)?;
-        self.check_complete(name, &manifest)?;
+        let _guard = self.repo_lock(name);
+        let sizes = self.check_complete(name, &manifest)?;
 
         self.store().put_if_absent(&layout::blob_data(&digest), &bytes).map_err(storage)?;
         self.store().put(&layout::revision_link(name, &digest), &layout::link_content(&digest)).map_err(storage)?;
@@ -95,6 +96,16 @@ impl Registry {
         if let Reference::Tag(t) = reference {
             self.tag_set(name, t, &digest)?;
         }
+        self.usage_change(crate::usage::Change::PutManifest {
+            repo: name.clone(),
+            digest: digest.clone(),
+            node: crate::usage::Node::of(bytes.len() as u64, &manifest),
+            sizes,
+            tag: match reference {
+                Reference::Tag(t) => Some(t.clone()),
+                Reference::Digest(_) => None,
+            },
+        });
         self.manifests.insert(Arc::new(StoredManifest {
             digest: digest.clone(),
             media_type: manifest.media_type.clone(),
@@ -105,24 +116,24 @@ impl Registry {
         Ok(PutManifest { digest, subject })
     }
 
-    /// I1: refuses a manifest naming anything the repository does not hold.
-    fn check_complete(&self, name: &RepoName, m: &Manifest) -> Result<()> {
+    /// I1: refuses a manifest naming anything the repository does not hold. Returns the size
+    /// of everything it names.
+    fn check_complete(&self, name: &RepoName, m: &Manifest) -> Result<Vec<(Digest, u64)>> {
         let mut missing: Vec<Digest> = Vec::new();
-        for d in m.references() {
-            if !missing.contains(&d.digest)
-                && !(self.layer_linked(name, &d.digest)? && self.blob_size(&d.digest)?.is_some())
-            {
-                missing.push(d.digest.clone());
+        let mut sizes = Vec::new();
+        let blobs = m.references().map(|d| (&d.digest, true));
+        let children = m.manifests.iter().map(|c| (&c.digest, false));
+        for (d, is_blob) in blobs.chain(children) {
+            if missing.contains(d) {
+                continue;
+            }
+            let linked = if is_blob { self.layer_linked(name, d)? } else { self.revision_exists(name, d)? };
+            match (linked, self.blob_size(d)?) {
+                (true, Some(size)) => sizes.push((d.clone(), size)),
+                _ => missing.push(d.clone()),
             }
         }
-        for c in &m.manifests {
-            if !missing.contains(&c.digest)
-                && !(self.revision_exists(name, &c.digest)? && self.blob_size(&c.digest)?.is_some())
-            {
-                missing.push(c.digest.clone());
-            }
-        }
-        if missing.is_empty() { Ok(()) } else { Err(RegistryError::ManifestBlobUnknown { digests: missing }) }
+        if missing.is_empty() { Ok(sizes) } else { Err(RegistryError::ManifestBlobUnknown { digests: missing }) }
     }
 
     /// Whether `name` holds the manifest `d` (has its revision link).

@@ -83,37 +83,29 @@ pub async fn read_limited(body: Body, limit: usize) -> Result<Option<Bytes>, Api
 }
 
 /// A response body that streams `len` bytes from a blocking reader.
-pub fn from_reader(mut reader: Box<dyn Read + Send>, len: u64) -> Body {
+pub fn from_reader(reader: Box<dyn Read + Send>, len: u64) -> Body {
     let (tx, rx) = mpsc::channel::<std::io::Result<Bytes>>(4);
     tokio::task::spawn_blocking(move || {
+        let mut reader = reader.take(len);
         let mut left = len;
         while left > 0 {
             let want = left.min(READ_CHUNK as u64) as usize;
-            let mut buf = BytesMut::zeroed(want);
-            let mut filled = 0;
-            while filled < want {
-                match reader.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
+            // read_to_end fills spare capacity without zeroing it first.
+            let mut buf = Vec::with_capacity(want);
+            match (&mut reader).take(want as u64).read_to_end(&mut buf) {
+                Ok(0) => {
+                    // The file is shorter than it was when stat'ed: end the body early so the
+                    // client sees a short read instead of a hang.
+                    let _ = tx.blocking_send(Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob shrank while read")));
+                    return;
+                }
+                Ok(n) => left -= n as u64,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
                 }
             }
-            if filled == 0 {
-                // The file is shorter than it was when stat'ed: end the body early so the
-                // client sees a short read instead of a hang.
-                let _ = tx.blocking_send(Err(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "blob shrank while read",
-                )));
-                return;
-            }
-            buf.truncate(filled);
-            left -= filled as u64;
-            if tx.blocking_send(Ok(buf.freeze())).is_err() {
+            if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
                 return; // client went away
             }
         }

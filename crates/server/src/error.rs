@@ -24,6 +24,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// A bug or a failed task inside the server; logged, answered as a bare 500.
     Internal(&'static str),
+    /// An admin API request that does not make sense (unknown parameter value).
+    BadRequest(String),
 }
 
 impl From<RegistryError> for ApiError {
@@ -64,6 +66,7 @@ impl ApiError {
             ApiError::NotFound => return m(S::NOT_FOUND, "UNSUPPORTED"),
             ApiError::MethodNotAllowed => return m(S::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             ApiError::Internal(_) => return m(S::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            ApiError::BadRequest(_) => return m(S::BAD_REQUEST, "UNSUPPORTED"),
         };
         match e {
             RegistryError::Parse(p) => match p {
@@ -99,6 +102,17 @@ impl ApiError {
             RegistryError::RangeNotSatisfiable { .. } => m(S::RANGE_NOT_SATISFIABLE, "SIZE_INVALID"),
             RegistryError::Unsupported { .. } => m(S::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             RegistryError::Denied { .. } => m(S::FORBIDDEN, "DENIED"),
+            RegistryError::InUse { .. } => m(S::CONFLICT, "DENIED"),
+            RegistryError::Conflict { .. } => m(S::CONFLICT, "DENIED"),
+            RegistryError::TrashUnknown { .. } => m(S::NOT_FOUND, "TRASH_ENTRY_UNKNOWN"),
+            RegistryError::RestoreIncomplete { missing, .. } => Mapped {
+                status: S::CONFLICT,
+                code: "MANIFEST_BLOB_UNKNOWN",
+                detail: Some(serde_json::json!({
+                    "missing": missing.iter().map(|d| d.to_string()).collect::<Vec<_>>()
+                })),
+            },
+            RegistryError::Corrupt { .. } => m(S::INTERNAL_SERVER_ERROR, "UNKNOWN"),
             RegistryError::Body(_) => m(S::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
             RegistryError::Storage(_) => m(S::INTERNAL_SERVER_ERROR, "UNKNOWN"),
         }
@@ -106,7 +120,10 @@ impl ApiError {
 
     fn message(&self) -> String {
         match self {
-            ApiError::Registry(RegistryError::Storage(_)) | ApiError::Internal(_) => "internal server error".to_owned(),
+            ApiError::Registry(RegistryError::Storage(_) | RegistryError::Corrupt { .. }) | ApiError::Internal(_) => {
+                "internal server error".to_owned()
+            }
+            ApiError::BadRequest(why) => why.clone(),
             ApiError::Registry(e) => e.to_string(),
             ApiError::PaginationNumberInvalid(n) => format!("n must be a non-negative integer, not {n:?}"),
             ApiError::NotFound => "no such endpoint".to_owned(),
@@ -156,6 +173,10 @@ impl IntoResponse for ApiError {
 }
 
 fn log_chain(e: &ApiError) {
+    if let ApiError::Registry(RegistryError::Corrupt { what, reason }) = e {
+        tracing::error!(%what, %reason, "request failed on a corrupt record");
+        return;
+    }
     if let ApiError::Internal(what) = e {
         tracing::error!(error = what, "request failed");
     }
@@ -195,6 +216,8 @@ mod tests {
         "TOOMANYREQUESTS",
         "PAGINATION_NUMBER_INVALID",
         "UNKNOWN",
+        // Admin API only: a trash id that names no entry.
+        "TRASH_ENTRY_UNKNOWN",
     ];
 
     #[test]
@@ -228,6 +251,12 @@ mod tests {
             (ApiError::NotFound, 404),
             (ApiError::MethodNotAllowed, 405),
             (ApiError::Internal("x"), 500),
+            (ApiError::BadRequest("x".into()), 400),
+            (RegistryError::InUse { reason: "x".into() }.into(), 409),
+            (RegistryError::Conflict { reason: "x".into() }.into(), 409),
+            (RegistryError::TrashUnknown { id: "x".into() }.into(), 404),
+            (RegistryError::RestoreIncomplete { id: "x".into(), missing: vec![d.clone()] }.into(), 409),
+            (RegistryError::Corrupt { what: "x".into(), reason: "y".into() }.into(), 500),
         ];
         for (e, status) in errors {
             let m = e.mapped();

@@ -8,6 +8,7 @@
 //! Architecture invariant: handlers never see a storage path or a `StorageError`; everything
 //! they know of storage comes through `berth_registry`.
 
+pub mod admin;
 mod body;
 pub mod error;
 pub mod metrics;
@@ -45,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/", get(v2::base))
         .route("/v2/_catalog", get(v2::listing::catalog))
         .route("/v2/{*path}", any(v2::dispatch))
+        .route("/api/{*path}", any(admin::dispatch))
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(health))
         .fallback(|| async { error::ApiError::NotFound.into_response() })

@@ -66,6 +66,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Removes empty folders below `prefix`, and `prefix` itself if it ends up empty. Stores
     /// without folders do nothing. Must not remove a folder that gains an object meanwhile.
     fn prune_empty(&self, prefix: &Key) -> Result<()>;
+
+    /// Removes the folder `prefix` if, and only if, it holds nothing (not recursive); returns
+    /// whether it removed it. Stores without folders do nothing and return `false`.
+    fn remove_empty_folder(&self, prefix: &Key) -> Result<bool>;
 }
 
 /// Appends to a staged object.

@@ -27,6 +27,7 @@ pub fn run_all(b: &dyn Backend) {
     listing_is_sorted_and_paged(b);
     staged_writer_appends_and_renames(b);
     prune_keeps_non_empty_folders(b);
+    remove_empty_folder_is_not_recursive(b);
     keys_cannot_leave_the_root();
 }
 
@@ -143,6 +144,18 @@ pub fn prune_keeps_non_empty_folders(b: &dyn Backend) {
     b.prune_empty(&k("prune")).unwrap();
     assert_eq!(b.list(&k("prune"), None, 10).unwrap(), ["keep"]);
     assert_eq!(b.get(&k("prune/keep/a")).unwrap(), b"x");
+}
+
+/// Removing an empty folder never touches one that holds something.
+pub fn remove_empty_folder_is_not_recursive(b: &dyn Backend) {
+    b.put(&k("ref/full/a"), b"x").unwrap();
+    assert!(!b.remove_empty_folder(&k("ref/full")).unwrap());
+    assert!(!b.remove_empty_folder(&k("ref")).unwrap());
+    assert_eq!(b.get(&k("ref/full/a")).unwrap(), b"x");
+    assert!(!b.remove_empty_folder(&k("ref/missing")).unwrap());
+    b.delete(&k("ref/full/a")).unwrap();
+    b.remove_empty_folder(&k("ref/full")).unwrap();
+    assert!(b.list(&k("ref"), None, 10).unwrap().is_empty());
 }
 
 /// Keys that try to leave the root cannot be built at all.

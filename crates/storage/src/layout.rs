@@ -21,6 +21,9 @@ use crate::key::Key;
 /// Where the filesystem backend keeps its temporary files.
 pub const TMP_DIR: &str = "berth/tmp";
 
+/// The file `berth serve` and root-changing commands lock, so only one works on a root.
+pub const LOCK_FILE: &str = "berth/root.lock";
+
 const V2: &str = "docker/registry/v2";
 
 fn key(s: String) -> Key {
@@ -160,6 +163,21 @@ pub fn referrers_of(name: &RepoName, subject: &Digest) -> Key {
 /// `berth/referrers/<name>/_subjects/<subject>/<referrer>`: the referrer's descriptor (JSON).
 pub fn referrer_entry(name: &RepoName, subject: &Digest, referrer: &Digest) -> Key {
     key(format!("berth/referrers/{name}/_subjects/{subject}/{referrer}"))
+}
+
+/// `berth/trash`: one file per trash entry.
+pub fn trash_dir() -> Key {
+    key("berth/trash".to_owned())
+}
+
+/// `berth/trash/<id>.json`. `id` is a validated trash id (letters, digits and dashes).
+pub fn trash_entry(id: &str) -> Key {
+    key(format!("berth/trash/{id}.json"))
+}
+
+/// `berth/audit/audit.jsonl`: the append-only audit log.
+pub fn audit_log() -> Key {
+    key("berth/audit/audit.jsonl".to_owned())
 }
 
 /// The content of a link file for `d`.

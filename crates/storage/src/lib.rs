@@ -21,7 +21,7 @@ pub mod conformance;
 
 pub use backend::{Backend, Meta, ObjectWriter};
 pub use error::StorageError;
-pub use fs::{FsBackend, FsOptions};
+pub use fs::{FsBackend, FsOptions, RootLock};
 pub use key::Key;
 
 /// Result of a storage operation.

@@ -5,7 +5,7 @@ use std::io::Read;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_oci::{Digest, RepoName};
-use berth_registry::RegistryError;
+use berth_registry::{DeleteRequest, DeleteTarget, RegistryError};
 
 use super::{DOCKER_CONTENT_DIGEST, hv};
 use crate::AppState;
@@ -96,14 +96,23 @@ pub async fn get(
     Ok((status, headers, from_reader(reader, len)).into_response())
 }
 
-/// DELETE of a blob: unlinks it from the repository (deletion lands with the trash).
-pub async fn delete(st: AppState, _name: RepoName, _digest: Digest) -> Result<Response, ApiError> {
-    if !st.delete_enabled {
-        return Err(
-            RegistryError::Unsupported { what: "deletes are disabled (storage.delete.enabled: false)".into() }.into()
-        );
+/// Answers `UNSUPPORTED` (405) when `storage.delete.enabled` is false.
+pub(crate) fn check_deletes_enabled(st: &AppState) -> Result<(), ApiError> {
+    if st.delete_enabled {
+        Ok(())
+    } else {
+        Err(RegistryError::Unsupported { what: "deletes are disabled on this registry (storage.delete.enabled: false)".into() }.into())
     }
-    Err(RegistryError::Unsupported { what: "blob delete is not implemented yet".into() }.into())
+}
+
+/// DELETE of a blob: unlinks the layer from the repository (into the trash); the data is left
+/// to GC. Refused (409) while a manifest in the repository still uses the layer.
+pub async fn delete(st: AppState, name: RepoName, digest: Digest) -> Result<Response, ApiError> {
+    check_deletes_enabled(&st)?;
+    let reg = st.registry.clone();
+    let target = DeleteTarget::Blob(name, digest);
+    blocking(move || reg.delete(&DeleteRequest { target, force: false, who: None })).await??;
+    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }
 
 #[cfg(test)]

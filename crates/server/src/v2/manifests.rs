@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_oci::{Reference, RepoName};
-use berth_registry::{RegistryError, StoredManifest};
+use berth_registry::{DeleteRequest, DeleteTarget, RegistryError, StoredManifest};
 
 use super::negotiate::{self, Choice};
 use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, hv};
@@ -69,12 +69,16 @@ pub async fn put(
     Ok((StatusCode::CREATED, headers).into_response())
 }
 
-/// DELETE of a manifest or tag (deletion lands with the trash).
-pub async fn delete(st: AppState, _name: RepoName, _reference: Reference) -> Result<Response, ApiError> {
-    if !st.delete_enabled {
-        return Err(
-            RegistryError::Unsupported { what: "deletes are disabled (storage.delete.enabled: false)".into() }.into()
-        );
-    }
-    Err(RegistryError::Unsupported { what: "manifest delete is not implemented yet".into() }.into())
+/// DELETE of a tag (that tag only, OCI 1.1) or of a digest (the manifest and every tag on it).
+/// Both go to the trash. A platform image of a tagged index is refused (409): the /v2 API has
+/// no way to say "force", the admin API and the CLI do.
+pub async fn delete(st: AppState, name: RepoName, reference: Reference) -> Result<Response, ApiError> {
+    super::blobs::check_deletes_enabled(&st)?;
+    let target = match reference {
+        Reference::Tag(t) => DeleteTarget::Tag(name, t),
+        Reference::Digest(d) => DeleteTarget::Manifest(name, d),
+    };
+    let reg = st.registry.clone();
+    blocking(move || reg.delete(&DeleteRequest { target, force: false, who: None })).await??;
+    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }

@@ -22,6 +22,8 @@ use crate::AppState;
 use crate::error::ApiError;
 use route::Endpoint;
 
+pub(crate) use blobs::check_deletes_enabled;
+
 pub(crate) static DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
 pub(crate) static DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
 pub(crate) static OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");

@@ -1,0 +1,266 @@
+//! The management commands: argument checks, confirmation, and printing. The work itself is
+//! done by [`Admin`], against a server or a root.
+
+use std::io::{BufRead, IsTerminal, Write};
+
+use anyhow::{Context, bail};
+use berth_oci::{Digest, RepoName, Tag};
+use berth_registry::{DeleteTarget, RestoreTarget, TrashId};
+use berth_server::admin::wire;
+
+use crate::cli::{DuArgs, LsArgs, RestoreArgs, RmArgs, SortBy, TrashAction, TrashArgs};
+use crate::client::{Access, Admin};
+use crate::format::{relative, short, size, table};
+
+/// `REPO:TAG`, `REPO@DIGEST` or `REPO`.
+pub fn parse_target(s: &str) -> anyhow::Result<DeleteTarget> {
+    if let Some((repo, digest)) = s.split_once('@') {
+        return Ok(DeleteTarget::Manifest(repo.parse()?, digest.parse::<Digest>()?));
+    }
+    // Repository names never contain ':', so the first one starts the tag.
+    if let Some((repo, tag)) = s.split_once(':') {
+        return Ok(DeleteTarget::Tag(repo.parse()?, tag.parse::<Tag>()?));
+    }
+    Ok(DeleteTarget::Repository(s.parse()?))
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+/// Asks `question`; refuses without asking when stdin is not a terminal.
+fn confirm(question: &str, yes: bool, what: &str) -> anyhow::Result<()> {
+    if yes {
+        return Ok(());
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("refusing to {what} without --yes (stdin is not a terminal, so nobody can confirm)");
+    }
+    eprint!("{question} [y/N] ");
+    std::io::stderr().flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim(), "y" | "Y" | "yes") { Ok(()) } else { bail!("not confirmed; nothing was deleted") }
+}
+
+/// `berth ls [REPO]`
+pub fn ls(a: LsArgs) -> anyhow::Result<()> {
+    let admin = Admin::open(&a.r#where, Access::Read)?;
+    match a.repo {
+        None => {
+            let list = admin.repositories()?;
+            if a.json {
+                return print_json(&list.repositories.iter().map(|r| &r.name).collect::<Vec<_>>());
+            }
+            let rows = list.repositories.iter().map(|r| vec![r.name.clone(), r.tags.to_string(), size(r.size)]).collect::<Vec<_>>();
+            table(&["REPOSITORY", "TAGS", "SIZE"], &rows);
+        }
+        Some(repo) => {
+            let name: RepoName = repo.parse()?;
+            let detail = admin.repository(&name)?;
+            if a.json {
+                return print_json(&detail.tags.iter().map(|t| &t.tag).collect::<Vec<_>>());
+            }
+            let rows = detail
+                .tags
+                .iter()
+                .map(|t| {
+                    vec![t.tag.clone(), short(&t.digest), size(t.size), t.pushed.as_deref().map(relative).unwrap_or_default()]
+                })
+                .collect::<Vec<_>>();
+            table(&["TAG", "DIGEST", "SIZE", "PUSHED"], &rows);
+        }
+    }
+    Ok(())
+}
+
+/// `berth du [REPO]`
+pub fn du(a: DuArgs) -> anyhow::Result<()> {
+    let admin = Admin::open(&a.r#where, Access::Read)?;
+    let name = a.repo.as_deref().map(str::parse::<RepoName>).transpose()?;
+    let mut report = admin.usage(name.as_ref())?;
+    match a.sort {
+        SortBy::Freed => report.repositories.sort_by(|x, y| y.unique.cmp(&x.unique).then(x.repository.cmp(&y.repository))),
+        SortBy::Size => report.repositories.sort_by(|x, y| y.total.cmp(&x.total).then(x.repository.cmp(&y.repository))),
+        SortBy::Name => report.repositories.sort_by(|x, y| x.repository.cmp(&y.repository)),
+    }
+    for r in &mut report.repositories {
+        match a.sort {
+            SortBy::Freed => r.tags.sort_by(|x, y| y.unique.cmp(&x.unique).then(x.tag.cmp(&y.tag))),
+            SortBy::Size => r.tags.sort_by(|x, y| y.total.cmp(&x.total).then(x.tag.cmp(&y.tag))),
+            SortBy::Name => r.tags.sort_by(|x, y| x.tag.cmp(&y.tag)),
+        }
+    }
+    if a.json {
+        return print_json(&report.repositories);
+    }
+    if name.is_some() {
+        for r in &report.repositories {
+            println!("{}: {} in all, {} shared, {} freed by deleting the repository", r.repository, size(r.total), size(r.shared), size(r.unique));
+            let rows = r
+                .tags
+                .iter()
+                .map(|t| vec![t.tag.clone(), short(&t.digest), size(t.total), size(t.shared), size(t.unique), size(t.image_unique)])
+                .collect::<Vec<_>>();
+            table(&["TAG", "DIGEST", "SIZE", "SHARED", "FREED BY TAG DELETE", "FREED BY IMAGE DELETE"], &rows);
+        }
+    } else {
+        let rows = report
+            .repositories
+            .iter()
+            .map(|r| vec![r.repository.clone(), size(r.total), size(r.shared), size(r.unique)])
+            .collect::<Vec<_>>();
+        table(&["REPOSITORY", "SIZE", "SHARED", "FREED BY DELETE"], &rows);
+    }
+    Ok(())
+}
+
+fn describe(e: &wire::Entry) -> String {
+    match e.kind.as_str() {
+        "tag" => e.tags.iter().map(|(t, d)| format!("{}:{t} ({})", e.repository, short(d))).collect::<Vec<_>>().join(", "),
+        "manifest" => {
+            let tags = e.tags.keys().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
+            let m = e.manifests.iter().map(|d| short(d)).collect::<Vec<_>>().join(", ");
+            if tags.is_empty() { format!("{}@{m} (untagged)", e.repository) } else { format!("{}@{m} (tags: {tags})", e.repository) }
+        }
+        "blob" => format!("layer {} from {}", e.layers.iter().map(|d| short(d)).collect::<Vec<_>>().join(", "), e.repository),
+        _ => format!("repository {} ({} tags, {} manifests)", e.repository, e.tags.len(), e.manifests.len()),
+    }
+}
+
+/// `berth rm TARGET` on a Berth.
+pub fn rm(a: RmArgs) -> anyhow::Result<()> {
+    let target = parse_target(&a.target).with_context(|| format!("bad target {:?}", a.target))?;
+    let admin = Admin::open(&a.r#where, if a.dry_run { Access::Read } else { Access::Write })?;
+    if let DeleteTarget::Repository(n) = &target
+        && !a.dry_run
+    {
+        // Show what goes before asking.
+        let plan = admin.delete(target.clone(), a.force, true)?;
+        confirm(
+            &format!("Delete {}, frees {} once its trash entry expires and GC runs?", describe(&plan.entry), size(plan.entry.bytes_freed)),
+            a.yes,
+            &format!("delete the whole repository {n}"),
+        )?;
+    }
+    let result = admin.delete(target, a.force, a.dry_run)?;
+    if a.json {
+        return print_json(&result);
+    }
+    let e = &result.entry;
+    if result.dry_run {
+        println!("would delete {}", describe(e));
+        println!("would free {} once GC runs{}", size(e.bytes_freed), if result.trashed { " after the trash entry expires" } else { "" });
+    } else if result.trashed {
+        println!("deleted {} into the trash as {}", describe(e), e.id);
+        println!(
+            "frees {} once the entry expires ({}) and GC runs; undo with: berth restore {}",
+            size(e.bytes_freed),
+            e.expires.as_deref().map(relative).unwrap_or_default(),
+            e.id
+        );
+    } else {
+        println!("deleted {} (final: the trash is off); frees {} once GC runs", describe(e), size(e.bytes_freed));
+    }
+    Ok(())
+}
+
+/// `berth trash [purge [ID]]`
+pub fn trash(a: TrashArgs) -> anyhow::Result<()> {
+    match a.action {
+        None => {
+            let admin = Admin::open(&a.r#where, Access::Read)?;
+            let list = admin.trash()?;
+            if a.json {
+                return print_json(&list.entries);
+            }
+            if list.retention_seconds == 0 {
+                println!("the trash is off (trash.retention: 0): deletes are final");
+            }
+            let rows = list
+                .entries
+                .iter()
+                .map(|e| {
+                    vec![
+                        e.id.clone(),
+                        relative(&e.time),
+                        e.expires.as_deref().map(relative).unwrap_or_default(),
+                        describe(e),
+                        size(e.bytes_freed),
+                    ]
+                })
+                .collect::<Vec<_>>();
+            table(&["ID", "DELETED", "EXPIRES", "WHAT", "FREES"], &rows);
+        }
+        Some(TrashAction::Purge { id, yes }) => {
+            let admin = Admin::open(&a.r#where, Access::Write)?;
+            let id = id.map(|s| s.parse::<TrashId>().map_err(anyhow::Error::msg)).transpose()?;
+            if id.is_none() {
+                let n = admin.trash()?.entries.len();
+                if n == 0 {
+                    println!("the trash is empty");
+                    return Ok(());
+                }
+                confirm(&format!("Purge all {n} trash entries for good?"), yes, "purge the whole trash")?;
+            }
+            let purged = admin.purge(id.as_ref())?;
+            if a.json {
+                return print_json(&purged);
+            }
+            for e in &purged.purged {
+                println!("purged {} ({}); {} becomes collectable", e.id, describe(e), size(e.bytes_freed));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `berth restore ID | REPO[:TAG]`
+pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
+    let target = if looks_like_trash_id(&a.target) {
+        RestoreTarget::Id(a.target.parse().map_err(anyhow::Error::msg)?)
+    } else {
+        match parse_target(&a.target)? {
+            DeleteTarget::Tag(n, t) => RestoreTarget::Tag(n, t),
+            DeleteTarget::Repository(n) => RestoreTarget::Repository(n),
+            _ => bail!("restore takes a trash id, REPO:TAG or REPO (not REPO@DIGEST)"),
+        }
+    };
+    let admin = Admin::open(&a.r#where, Access::Write)?;
+    let result = admin.restore(&target, a.force)?;
+    if a.json {
+        return print_json(&result);
+    }
+    let e = &result.restored;
+    println!("restored {} from {}", describe(e), e.id);
+    for (t, d) in &result.overwritten {
+        println!("overwrote {}:{t}, which pointed at {}", e.repository, short(d));
+    }
+    Ok(())
+}
+
+/// Trash ids are `<yyyymmdd>T<hhmmss>Z-<hex>`; a one-component repository name never is.
+fn looks_like_trash_id(s: &str) -> bool {
+    let b = s.as_bytes();
+    b.len() > 17 && b[8] == b'T' && b[15] == b'Z' && b[16] == b'-' && b[..8].iter().all(u8::is_ascii_digit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets() {
+        assert!(matches!(parse_target("a/b:v1"), Ok(DeleteTarget::Tag(_, _))));
+        assert!(matches!(
+            parse_target("a/b@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"),
+            Ok(DeleteTarget::Manifest(_, _))
+        ));
+        assert!(matches!(parse_target("a/b"), Ok(DeleteTarget::Repository(_))));
+        assert!(parse_target("A:v1").is_err());
+        assert!(parse_target("a@sha256:12").is_err());
+        assert!(looks_like_trash_id("20261123T150102Z-0a1b2c3d"));
+        assert!(!looks_like_trash_id("myrepo"));
+    }
+}

@@ -1,0 +1,228 @@
+//! Deleting: the only public way anything leaves a repository.
+//!
+//! Every delete is planned first (what it removes, what it would free), refused if it would
+//! break an image that stays (a platform of a tagged multi-platform index, a layer of a manifest
+//! still in the repository) unless forced, then recorded — trash entry, then audit line — and
+//! only then carried out. A crash after the record leaves an entry whose restore is a no-op for
+//! what was not yet removed; a crash before it leaves everything in place.
+//!
+//! Semantics (DESIGN.md, "Deletion semantics"): a tag delete removes that tag only; a manifest
+//! delete removes the manifest and every tag on it; a blob delete removes the layer link; a
+//! repository delete removes everything in it. Blob data is never removed here; only GC does.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use berth_oci::{Algorithm, Digest, Reference, RepoName, Tag};
+use berth_storage::layout;
+
+use crate::Registry;
+use crate::error::{RegistryError, Result, storage};
+use crate::trash::{DeleteKind, TrashEntry, TrashId};
+use crate::usage::Change;
+
+/// What to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeleteTarget {
+    /// One tag.
+    Tag(RepoName, Tag),
+    /// A manifest and every tag pointing at it.
+    Manifest(RepoName, Digest),
+    /// A layer link.
+    Blob(RepoName, Digest),
+    /// Everything in a repository.
+    Repository(RepoName),
+}
+
+impl DeleteTarget {
+    /// The repository the delete is in.
+    pub fn repository(&self) -> &RepoName {
+        match self {
+            DeleteTarget::Tag(n, _) | DeleteTarget::Manifest(n, _) | DeleteTarget::Blob(n, _) | DeleteTarget::Repository(n) => n,
+        }
+    }
+}
+
+/// A delete to carry out.
+#[derive(Debug, Clone)]
+pub struct DeleteRequest {
+    /// What.
+    pub target: DeleteTarget,
+    /// Delete even what a tagged index or a manifest in the repository still needs.
+    pub force: bool,
+    /// Who asks, when known.
+    pub who: Option<String>,
+}
+
+/// A delete that happened.
+#[derive(Debug, Clone)]
+pub struct Deleted {
+    /// What it removed (the trash entry, if the trash is on).
+    pub entry: TrashEntry,
+    /// Whether it went to the trash (false: the trash is off and the delete is final).
+    pub trashed: bool,
+}
+
+impl Registry {
+    /// What `req` would remove and free, changing nothing (a dry run). Fails as the delete
+    /// would.
+    pub fn delete_plan(&self, req: &DeleteRequest) -> Result<TrashEntry> {
+        let now = SystemTime::now();
+        let name = req.target.repository().clone();
+        let mut tags = BTreeMap::new();
+        let mut manifests = Vec::new();
+        let mut layers = Vec::new();
+        let kind = match &req.target {
+            DeleteTarget::Tag(_, t) => {
+                let d = self.tag_get(&name, t)?.ok_or_else(|| self.manifest_unknown(&name, &Reference::Tag(t.clone())))?;
+                tags.insert(t.clone(), d);
+                DeleteKind::Tag
+            }
+            DeleteTarget::Manifest(_, d) => {
+                if !self.revision_exists(&name, d)? {
+                    return Err(self.manifest_unknown(&name, &Reference::Digest(d.clone())));
+                }
+                if !req.force {
+                    self.refuse_if_child_of_tagged_index(&name, d)?;
+                }
+                for t in self.tags(&name)? {
+                    if self.tag_get(&name, &t)?.as_ref() == Some(d) {
+                        tags.insert(t, d.clone());
+                    }
+                }
+                manifests.push(d.clone());
+                DeleteKind::Manifest
+            }
+            DeleteTarget::Blob(_, d) => {
+                if !self.layer_linked(&name, d)? {
+                    return Err(RegistryError::BlobUnknown { digest: d.clone() });
+                }
+                if !req.force {
+                    self.refuse_if_blob_in_use(&name, d)?;
+                }
+                layers.push(d.clone());
+                DeleteKind::Blob
+            }
+            DeleteTarget::Repository(_) => {
+                for t in self.tags(&name)? {
+                    if let Some(d) = self.tag_get(&name, &t)? {
+                        tags.insert(t, d);
+                    }
+                }
+                manifests = self.revisions(&name)?;
+                layers = self.layer_links(&name)?;
+                if tags.is_empty() && manifests.is_empty() && layers.is_empty() {
+                    return Err(RegistryError::NameUnknown { name });
+                }
+                DeleteKind::Repository
+            }
+        };
+        let removed = tags.keys().cloned().collect();
+        let bytes_freed = self.with_graph(|g| g.freed(&name, &removed, &manifests, &layers))?;
+        Ok(TrashEntry {
+            id: TrashId::new(now),
+            time: now,
+            who: req.who.clone(),
+            kind,
+            repository: name,
+            tags,
+            manifests,
+            layers,
+            bytes_freed,
+        })
+    }
+
+    /// Deletes: plans, records (trash entry and audit line), then removes the links.
+    pub fn delete(&self, req: &DeleteRequest) -> Result<Deleted> {
+        let _guard = self.repo_lock(req.target.repository());
+        let entry = self.delete_plan(req)?;
+        let trashed = self.trash_record(&entry, req.force)?;
+        self.unlink(&entry)?;
+        self.usage_change(Change::Delete(entry.clone()));
+        self.catalog_refresh(&entry.repository)?;
+        Ok(Deleted { entry, trashed })
+    }
+
+    fn unlink(&self, e: &TrashEntry) -> Result<()> {
+        let name = &e.repository;
+        if e.kind == DeleteKind::Repository {
+            self.store().delete_prefix(&layout::repo_dir(name)).map_err(storage)?;
+            self.store().delete_prefix(&layout::referrers_dir(name)).map_err(storage)?;
+            return self.prune_repo_parents(name);
+        }
+        for t in e.tags.keys() {
+            self.store().delete_prefix(&layout::tag_dir(name, t)).map_err(storage)?;
+        }
+        for m in &e.manifests {
+            self.store().delete_prefix(&layout::revision_dir(name, m)).map_err(storage)?;
+        }
+        for l in &e.layers {
+            self.store().delete_prefix(&layout::layer_link_dir(name, l)).map_err(storage)?;
+        }
+        Ok(())
+    }
+
+    /// Removes the now-empty folders a deleted repository leaves above it (`team/` after
+    /// `team/app`), so `_catalog` and the folder tree forget it.
+    pub(crate) fn prune_repo_parents(&self, name: &RepoName) -> Result<()> {
+        let mut path = name.as_str();
+        loop {
+            if let Some(dir) = layout::repositories_child(path) {
+                self.store().remove_empty_folder(&dir).map_err(storage)?;
+            }
+            match path.rsplit_once('/') {
+                Some((parent, _)) => path = parent,
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Every blob with a layer link in `name`.
+    pub(crate) fn layer_links(&self, name: &RepoName) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let hexes = self.store().list(&layout::layers_dir(name, alg), None, usize::MAX).map_err(storage)?;
+            out.extend(hexes.iter().filter_map(|h| Digest::from_parts(alg.as_str(), h)));
+        }
+        Ok(out)
+    }
+
+    /// A platform image of a tagged index must not vanish from under it.
+    fn refuse_if_child_of_tagged_index(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        let mut tagged: BTreeMap<Digest, Vec<Tag>> = BTreeMap::new();
+        for t in self.tags(name)? {
+            if let Some(td) = self.tag_get(name, &t)? {
+                tagged.entry(td).or_default().push(t);
+            }
+        }
+        for (index, on) in &tagged {
+            let Some(m) = self.load_manifest(index)? else { continue };
+            if m.manifest.as_ref().is_some_and(|p| p.manifests.iter().any(|c| &c.digest == d)) {
+                let tags = on.iter().map(|t| format!("{name}:{t}")).collect::<Vec<_>>().join(", ");
+                return Err(RegistryError::InUse {
+                    reason: format!(
+                        "{d} is a platform image of the index {index} (tagged {tags}); deleting it would break that \
+                         multi-platform image; delete the index first, or force"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A layer link that a manifest in the repository still needs must stay, or pulls break.
+    fn refuse_if_blob_in_use(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        for m in self.revisions(name)? {
+            let Some(stored) = self.load_manifest(&m)? else { continue };
+            if stored.manifest.as_ref().is_some_and(|p| p.references().any(|r| &r.digest == d)) {
+                return Err(RegistryError::InUse {
+                    reason: format!(
+                        "blob {d} is used by manifest {m} in {name}; unlinking it would break that image; \
+                         delete the manifest first, or force"
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,223 @@
+//! The admin API's JSON bodies (version 1 of `/api`). The CLI decodes these same types, and
+//! builds them itself when it works on a root directly, so both modes print the same thing.
+//! This is a serialization boundary: fields are only ever added.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime};
+
+use berth_registry::{DeleteKind, RepoUsage, Restored, TrashEntry};
+use serde::{Deserialize, Serialize};
+
+/// `GET /api/repositories`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepositoryList {
+    /// Every repository that holds something, sorted.
+    pub repositories: Vec<RepositorySummary>,
+}
+
+/// One line of the repository list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepositorySummary {
+    /// Its name.
+    pub name: String,
+    /// How many tags.
+    pub tags: usize,
+    /// Bytes it reaches (each blob once).
+    pub size: u64,
+}
+
+/// `GET /api/repositories/<name>`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepositoryDetail {
+    /// Its name.
+    pub name: String,
+    /// Its tags, sorted.
+    pub tags: Vec<TagInfo>,
+}
+
+/// One tag.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TagInfo {
+    /// The tag.
+    pub tag: String,
+    /// The manifest digest it points at.
+    pub digest: String,
+    /// Bytes the image reaches.
+    pub size: u64,
+    /// When the tag was last pushed (RFC 3339).
+    pub pushed: Option<String>,
+}
+
+/// `GET /api/usage`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct UsageReport {
+    /// Per repository.
+    pub repositories: Vec<RepoUsageWire>,
+}
+
+/// Accounting of one repository, in bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RepoUsageWire {
+    /// The repository.
+    pub repository: String,
+    /// Everything it reaches.
+    pub total: u64,
+    /// The part other repositories or trash entries also reach.
+    pub shared: u64,
+    /// What deleting the repository frees once GC runs.
+    pub unique: u64,
+    /// Per tag.
+    pub tags: Vec<TagUsageWire>,
+}
+
+/// Accounting of one tag, in bytes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TagUsageWire {
+    /// The tag.
+    pub tag: String,
+    /// Its digest.
+    pub digest: String,
+    /// Everything it reaches.
+    pub total: u64,
+    /// The part something else also reaches.
+    pub shared: u64,
+    /// What deleting just this tag frees (0 while another tag shares the digest).
+    pub unique: u64,
+    /// What deleting the image (the digest and all its tags here) frees.
+    pub image_unique: u64,
+}
+
+/// A trash entry.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Entry {
+    /// Its id.
+    pub id: String,
+    /// When the delete happened.
+    pub time: String,
+    /// When it expires (absent when the trash is off and the delete was final).
+    pub expires: Option<String>,
+    /// Who deleted, when known.
+    pub who: Option<String>,
+    /// `tag`, `manifest`, `blob` or `repository`.
+    pub kind: String,
+    /// The repository.
+    pub repository: String,
+    /// Tags removed → the digest each pointed at.
+    pub tags: BTreeMap<String, String>,
+    /// Manifests removed.
+    pub manifests: Vec<String>,
+    /// Layer links removed.
+    pub layers: Vec<String>,
+    /// Every digest the entry holds (tag targets, manifests and layers), sorted, once each.
+    pub digests: Vec<String>,
+    /// Bytes freed once the entry expires and GC runs.
+    pub bytes_freed: u64,
+}
+
+/// `GET /api/trash`
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TrashList {
+    /// The retention in force, in seconds (0: the trash is off).
+    pub retention_seconds: u64,
+    /// Entries, oldest first.
+    pub entries: Vec<Entry>,
+}
+
+/// The answer to a delete.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DeleteResult {
+    /// Nothing was changed: this is what would happen.
+    pub dry_run: bool,
+    /// The delete went to the trash (false: final, the trash is off).
+    pub trashed: bool,
+    /// What was (or would be) removed.
+    pub entry: Entry,
+}
+
+/// The answer to a restore.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoreResult {
+    /// The entry brought back.
+    pub restored: Entry,
+    /// Tags overwritten by a forced restore → the digest they pointed at before.
+    pub overwritten: BTreeMap<String, String>,
+}
+
+/// The answer to a purge.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PurgeResult {
+    /// Entries removed for good.
+    pub purged: Vec<Entry>,
+}
+
+fn time(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Entry {
+    /// The wire form of a trash entry under `retention` (`None`: the delete was final).
+    pub fn new(e: &TrashEntry, retention: Option<Duration>) -> Entry {
+        let mut digests: Vec<String> =
+            e.tags.values().chain(e.manifests.iter()).chain(e.layers.iter()).map(ToString::to_string).collect();
+        digests.sort();
+        digests.dedup();
+        Entry {
+            id: e.id.to_string(),
+            time: time(e.time),
+            expires: retention.filter(|r| !r.is_zero()).map(|r| time(e.expires(r))),
+            who: e.who.clone(),
+            kind: match e.kind {
+                DeleteKind::Tag => "tag",
+                DeleteKind::Manifest => "manifest",
+                DeleteKind::Blob => "blob",
+                DeleteKind::Repository => "repository",
+            }
+            .to_owned(),
+            repository: e.repository.to_string(),
+            tags: e.tags.iter().map(|(t, d)| (t.to_string(), d.to_string())).collect(),
+            manifests: e.manifests.iter().map(ToString::to_string).collect(),
+            layers: e.layers.iter().map(ToString::to_string).collect(),
+            digests,
+            bytes_freed: e.bytes_freed,
+        }
+    }
+}
+
+impl RestoreResult {
+    /// The wire form of a restore.
+    pub fn new(r: &Restored, retention: Duration) -> RestoreResult {
+        RestoreResult {
+            restored: Entry::new(&r.entry, Some(retention)),
+            overwritten: r.overwritten.iter().map(|(t, d)| (t.to_string(), d.to_string())).collect(),
+        }
+    }
+}
+
+impl RepoUsageWire {
+    /// The wire form of a repository's accounting.
+    pub fn new(u: &RepoUsage) -> RepoUsageWire {
+        RepoUsageWire {
+            repository: u.name.to_string(),
+            total: u.usage.total,
+            shared: u.usage.shared,
+            unique: u.usage.unique,
+            tags: u
+                .tags
+                .iter()
+                .map(|t| TagUsageWire {
+                    tag: t.tag.to_string(),
+                    digest: t.digest.to_string(),
+                    total: t.usage.total,
+                    shared: t.usage.shared,
+                    unique: t.usage.unique,
+                    image_unique: t.image_unique,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Formats a modification time for [`TagInfo::pushed`].
+pub fn pushed(t: Option<SystemTime>) -> Option<String> {
+    t.map(time)
+}
