@@ -57,19 +57,22 @@ impl Admin {
             .or_else(|| file.storage.filesystem.as_ref().and_then(|f| f.rootdirectory.clone()))
             .unwrap_or_else(|| PathBuf::from("./data"));
         if !root.join("docker/registry/v2").is_dir() && !root.join("berth").is_dir() {
-            bail!("{} is not a registry storage root (give --root DIR, or --url URL for a running Berth)", root.display());
+            bail!(
+                "{} is not a registry storage root (give --root DIR, or --url URL for a running Berth)",
+                root.display()
+            );
         }
-        let backend = FsBackend::open(&root, FsOptions::default()).with_context(|| format!("opening {}", root.display()))?;
+        let backend =
+            FsBackend::open(&root, FsOptions::default()).with_context(|| format!("opening {}", root.display()))?;
         let lock = match access {
             Access::Read => None,
             Access::Write => {
                 let me = format!("berth command (pid {})", std::process::id());
                 match backend.try_lock(&me).with_context(|| format!("locking {}", root.display()))? {
                     Ok(lock) => Some(lock),
-                    Err(holder) => bail!(
-                        "{holder} is using {}; while a server runs, manage it with --url",
-                        root.display()
-                    ),
+                    Err(holder) => {
+                        bail!("{holder} is using {}; while a server runs, manage it with --url", root.display())
+                    }
                 }
             }
         };
@@ -166,8 +169,12 @@ impl Admin {
         match self {
             Admin::Http { .. } => match target {
                 RestoreTarget::Id(id) => self.call("POST", &format!("/api/trash/{id}/restore?force={force}")),
-                RestoreTarget::Tag(n, t) => self.call("POST", &format!("/api/restore?repository={n}&tag={t}&force={force}")),
-                RestoreTarget::Repository(n) => self.call("POST", &format!("/api/restore?repository={n}&force={force}")),
+                RestoreTarget::Tag(n, t) => {
+                    self.call("POST", &format!("/api/restore?repository={n}&tag={t}&force={force}"))
+                }
+                RestoreTarget::Repository(n) => {
+                    self.call("POST", &format!("/api/restore?repository={n}&force={force}"))
+                }
             },
             Admin::Local { reg, .. } => Ok(ops::restore(reg, target, force)?),
         }

@@ -53,7 +53,11 @@ pub fn ls(a: LsArgs) -> anyhow::Result<()> {
             if a.json {
                 return print_json(&list.repositories.iter().map(|r| &r.name).collect::<Vec<_>>());
             }
-            let rows = list.repositories.iter().map(|r| vec![r.name.clone(), r.tags.to_string(), size(r.size)]).collect::<Vec<_>>();
+            let rows = list
+                .repositories
+                .iter()
+                .map(|r| vec![r.name.clone(), r.tags.to_string(), size(r.size)])
+                .collect::<Vec<_>>();
             table(&["REPOSITORY", "TAGS", "SIZE"], &rows);
         }
         Some(repo) => {
@@ -66,7 +70,12 @@ pub fn ls(a: LsArgs) -> anyhow::Result<()> {
                 .tags
                 .iter()
                 .map(|t| {
-                    vec![t.tag.clone(), short(&t.digest), size(t.size), t.pushed.as_deref().map(relative).unwrap_or_default()]
+                    vec![
+                        t.tag.clone(),
+                        short(&t.digest),
+                        size(t.size),
+                        t.pushed.as_deref().map(relative).unwrap_or_default(),
+                    ]
                 })
                 .collect::<Vec<_>>();
             table(&["TAG", "DIGEST", "SIZE", "PUSHED"], &rows);
@@ -81,7 +90,9 @@ pub fn du(a: DuArgs) -> anyhow::Result<()> {
     let name = a.repo.as_deref().map(str::parse::<RepoName>).transpose()?;
     let mut report = admin.usage(name.as_ref())?;
     match a.sort {
-        SortBy::Freed => report.repositories.sort_by(|x, y| y.unique.cmp(&x.unique).then(x.repository.cmp(&y.repository))),
+        SortBy::Freed => {
+            report.repositories.sort_by(|x, y| y.unique.cmp(&x.unique).then(x.repository.cmp(&y.repository)))
+        }
         SortBy::Size => report.repositories.sort_by(|x, y| y.total.cmp(&x.total).then(x.repository.cmp(&y.repository))),
         SortBy::Name => report.repositories.sort_by(|x, y| x.repository.cmp(&y.repository)),
     }
@@ -97,11 +108,26 @@ pub fn du(a: DuArgs) -> anyhow::Result<()> {
     }
     if name.is_some() {
         for r in &report.repositories {
-            println!("{}: {} in all, {} shared, {} freed by deleting the repository", r.repository, size(r.total), size(r.shared), size(r.unique));
+            println!(
+                "{}: {} in all, {} shared, {} freed by deleting the repository",
+                r.repository,
+                size(r.total),
+                size(r.shared),
+                size(r.unique)
+            );
             let rows = r
                 .tags
                 .iter()
-                .map(|t| vec![t.tag.clone(), short(&t.digest), size(t.total), size(t.shared), size(t.unique), size(t.image_unique)])
+                .map(|t| {
+                    vec![
+                        t.tag.clone(),
+                        short(&t.digest),
+                        size(t.total),
+                        size(t.shared),
+                        size(t.unique),
+                        size(t.image_unique),
+                    ]
+                })
                 .collect::<Vec<_>>();
             table(&["TAG", "DIGEST", "SIZE", "SHARED", "FREED BY TAG DELETE", "FREED BY IMAGE DELETE"], &rows);
         }
@@ -118,13 +144,21 @@ pub fn du(a: DuArgs) -> anyhow::Result<()> {
 
 fn describe(e: &wire::Entry) -> String {
     match e.kind.as_str() {
-        "tag" => e.tags.iter().map(|(t, d)| format!("{}:{t} ({})", e.repository, short(d))).collect::<Vec<_>>().join(", "),
+        "tag" => {
+            e.tags.iter().map(|(t, d)| format!("{}:{t} ({})", e.repository, short(d))).collect::<Vec<_>>().join(", ")
+        }
         "manifest" => {
             let tags = e.tags.keys().map(|t| t.as_str()).collect::<Vec<_>>().join(", ");
             let m = e.manifests.iter().map(|d| short(d)).collect::<Vec<_>>().join(", ");
-            if tags.is_empty() { format!("{}@{m} (untagged)", e.repository) } else { format!("{}@{m} (tags: {tags})", e.repository) }
+            if tags.is_empty() {
+                format!("{}@{m} (untagged)", e.repository)
+            } else {
+                format!("{}@{m} (tags: {tags})", e.repository)
+            }
         }
-        "blob" => format!("layer {} from {}", e.layers.iter().map(|d| short(d)).collect::<Vec<_>>().join(", "), e.repository),
+        "blob" => {
+            format!("layer {} from {}", e.layers.iter().map(|d| short(d)).collect::<Vec<_>>().join(", "), e.repository)
+        }
         _ => format!("repository {} ({} tags, {} manifests)", e.repository, e.tags.len(), e.manifests.len()),
     }
 }
@@ -139,7 +173,11 @@ pub fn rm(a: RmArgs) -> anyhow::Result<()> {
         // Show what goes before asking.
         let plan = admin.delete(target.clone(), a.force, true)?;
         confirm(
-            &format!("Delete {}, frees {} once its trash entry expires and GC runs?", describe(&plan.entry), size(plan.entry.bytes_freed)),
+            &format!(
+                "Delete {}, frees {} once its trash entry expires and GC runs?",
+                describe(&plan.entry),
+                size(plan.entry.bytes_freed)
+            ),
             a.yes,
             &format!("delete the whole repository {n}"),
         )?;
@@ -151,7 +189,11 @@ pub fn rm(a: RmArgs) -> anyhow::Result<()> {
     let e = &result.entry;
     if result.dry_run {
         println!("would delete {}", describe(e));
-        println!("would free {} once GC runs{}", size(e.bytes_freed), if result.trashed { " after the trash entry expires" } else { "" });
+        println!(
+            "would free {} once GC runs{}",
+            size(e.bytes_freed),
+            if result.trashed { " after the trash entry expires" } else { "" }
+        );
     } else if result.trashed {
         println!("deleted {} into the trash as {}", describe(e), e.id);
         println!(

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use anyhow::{Context, anyhow, bail};
 use base64::Engine;
-use berth_oci::{Digest, RepoName, Tag, media};
+use berth_oci::{Digest, RepoName, Tag};
 use serde::Serialize;
 
 use crate::cli::RmArgs;
@@ -68,7 +68,10 @@ impl Remote {
             .unwrap_or("")
             .to_owned();
         let env = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
-        let creds = match (username.or_else(|| env("BERTH_REGISTRY_USER")), password.or_else(|| env("BERTH_REGISTRY_PASSWORD"))) {
+        let creds = match (
+            username.or_else(|| env("BERTH_REGISTRY_USER")),
+            password.or_else(|| env("BERTH_REGISTRY_PASSWORD")),
+        ) {
             (Some(u), Some(p)) => Some((u, p)),
             (Some(_), None) | (None, Some(_)) => bail!("give both a user name and a password"),
             (None, None) => docker_config_creds(&host)?,
@@ -104,14 +107,24 @@ impl Remote {
         let auth = self.answer_challenge(&challenge)?;
         let second = self.send(method, path, accept, Some(&auth))?;
         if second.status == 401 {
-            bail!("{} refused the credentials{}", self.host, if self.creds.is_none() { " (none were found; give --username and --password, or log in with docker/podman)" } else { "" });
+            bail!(
+                "{} refused the credentials{}",
+                self.host,
+                if self.creds.is_none() {
+                    " (none were found; give --username and --password, or log in with docker/podman)"
+                } else {
+                    ""
+                }
+            );
         }
         *self.auth.lock().expect("auth lock") = Some(auth);
         Ok(second)
     }
 
     fn basic(&self) -> Option<String> {
-        self.creds.as_ref().map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
+        self.creds
+            .as_ref()
+            .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
     }
 
     fn answer_challenge(&self, challenge: &str) -> anyhow::Result<String> {
@@ -131,8 +144,12 @@ impl Remote {
                 if resp.status != 200 {
                     bail!("the token service {realm} answered HTTP {}", resp.status);
                 }
-                let v: serde_json::Value = serde_json::from_slice(&resp.body).context("the token service's answer is not JSON")?;
-                let token = v["token"].as_str().or(v["access_token"].as_str()).ok_or_else(|| anyhow!("no token from {realm}"))?;
+                let v: serde_json::Value =
+                    serde_json::from_slice(&resp.body).context("the token service's answer is not JSON")?;
+                let token = v["token"]
+                    .as_str()
+                    .or(v["access_token"].as_str())
+                    .ok_or_else(|| anyhow!("no token from {realm}"))?;
                 Ok(format!("Bearer {token}"))
             }
             _ => bail!("{}: unsupported authentication scheme {scheme:?}", self.host),
@@ -171,7 +188,10 @@ impl Remote {
             }
             let v: serde_json::Value = serde_json::from_slice(&a.body)?;
             out.extend(v["tags"].as_array().into_iter().flatten().filter_map(|t| t.as_str().map(str::to_owned)));
-            next = a.header("link").and_then(|l| l.split(';').next()).map(|l| l.trim().trim_start_matches('<').trim_end_matches('>').to_owned());
+            next = a
+                .header("link")
+                .and_then(|l| l.split(';').next())
+                .map(|l| l.trim().trim_start_matches('<').trim_end_matches('>').to_owned());
         }
         Ok(out)
     }
@@ -219,7 +239,8 @@ fn docker_config_creds(host: &str) -> anyhow::Result<Option<(String, String)>> {
             continue;
         }
         if let Some(auth) = entry["auth"].as_str() {
-            let decoded = base64::engine::general_purpose::STANDARD.decode(auth).context("bad auth in docker config")?;
+            let decoded =
+                base64::engine::general_purpose::STANDARD.decode(auth).context("bad auth in docker config")?;
             let text = String::from_utf8(decoded).context("bad auth in docker config")?;
             if let Some((u, p)) = text.split_once(':') {
                 return Ok(Some((u.to_owned(), p.to_owned())));
@@ -230,7 +251,9 @@ fn docker_config_creds(host: &str) -> anyhow::Result<Option<(String, String)>> {
         }
     }
     if v.get("credsStore").is_some() || v.get("credHelpers").is_some() {
-        tracing::warn!("~/.docker/config.json uses a credential helper, which berth does not call; give --username/--password");
+        tracing::warn!(
+            "~/.docker/config.json uses a credential helper, which berth does not call; give --username/--password"
+        );
     }
     Ok(None)
 }
@@ -351,10 +374,14 @@ fn report(o: &Outcome, json: bool) -> anyhow::Result<()> {
         "digest" => " (by digest)",
         _ => "",
     };
-    println!("{verb} {} from {}/{}{how}", o.deleted_tags.iter().map(|t| format!("{}:{t}", o.repository)).collect::<Vec<_>>().join(", "), o.registry, o.repository);
-    if !o.shared_with.is_empty() && o.method != "digest" && !o.deleted_tags.len() > 1 {
-        println!("kept, same digest {}: {}", o.digest, o.shared_with.join(", "));
+    println!(
+        "{verb} {} from {}/{}{how}",
+        o.deleted_tags.iter().map(|t| format!("{}:{t}", o.repository)).collect::<Vec<_>>().join(", "),
+        o.registry,
+        o.repository
+    );
+    if o.method == "tag" && !o.shared_with.is_empty() {
+        println!("kept on the same digest {}: {}", o.digest, o.shared_with.join(", "));
     }
-    let _ = media::OCI_MANIFEST;
     Ok(())
 }

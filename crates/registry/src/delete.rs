@@ -38,7 +38,10 @@ impl DeleteTarget {
     /// The repository the delete is in.
     pub fn repository(&self) -> &RepoName {
         match self {
-            DeleteTarget::Tag(n, _) | DeleteTarget::Manifest(n, _) | DeleteTarget::Blob(n, _) | DeleteTarget::Repository(n) => n,
+            DeleteTarget::Tag(n, _)
+            | DeleteTarget::Manifest(n, _)
+            | DeleteTarget::Blob(n, _)
+            | DeleteTarget::Repository(n) => n,
         }
     }
 }
@@ -74,7 +77,8 @@ impl Registry {
         let mut layers = Vec::new();
         let kind = match &req.target {
             DeleteTarget::Tag(_, t) => {
-                let d = self.tag_get(&name, t)?.ok_or_else(|| self.manifest_unknown(&name, &Reference::Tag(t.clone())))?;
+                let d =
+                    self.tag_get(&name, t)?.ok_or_else(|| self.manifest_unknown(&name, &Reference::Tag(t.clone())))?;
                 tags.insert(t.clone(), d);
                 DeleteKind::Tag
             }

@@ -136,7 +136,13 @@ struct AuditV1<'a> {
 }
 
 /// One audit-log line (with its newline) about `entry`.
-pub fn encode_audit(action: AuditAction, entry: &TrashEntry, forced: bool, trashed: Option<bool>, now: SystemTime) -> Vec<u8> {
+pub fn encode_audit(
+    action: AuditAction,
+    entry: &TrashEntry,
+    forced: bool,
+    trashed: Option<bool>,
+    now: SystemTime,
+) -> Vec<u8> {
     let line = AuditV1 {
         version: VERSION,
         time: time_str(now),

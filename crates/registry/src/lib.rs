@@ -33,12 +33,12 @@ use std::time::Duration;
 pub use berth_storage::{Backend, StorageError};
 pub use blobs::BlobReader;
 pub use catalog::Page;
+pub use delete::{DeleteRequest, DeleteTarget, Deleted};
 pub use error::{RegistryError, Result};
 pub use manifests::{PutManifest, StoredManifest};
 pub use referrers::Referrer;
-pub use uploads::BlobInfo;
-pub use delete::{DeleteRequest, DeleteTarget, Deleted};
 pub use trash::{DeleteKind, RestoreTarget, Restored, TrashEntry, TrashId};
+pub use uploads::BlobInfo;
 pub use usage::{Graph, RepoUsage, TagUsage, Usage};
 
 /// A chunk of a request body, as the transport delivers it.

@@ -148,14 +148,17 @@ impl Registry {
             Err(e) if e.is_not_found() => return Err(RegistryError::TrashUnknown { id: id.to_string() }),
             Err(e) => return Err(storage(e)),
         };
-        journal::decode_entry(&bytes).map_err(|reason| RegistryError::Corrupt { what: format!("trash entry {id}"), reason })
+        journal::decode_entry(&bytes)
+            .map_err(|reason| RegistryError::Corrupt { what: format!("trash entry {id}"), reason })
     }
 
     /// Records a delete: the trash entry (when the trash is on), then the audit line.
     pub(crate) fn trash_record(&self, entry: &TrashEntry, forced: bool) -> Result<bool> {
         let trashed = !self.config().trash_retention.is_zero();
         if trashed {
-            self.store().put(&layout::trash_entry(entry.id.as_str()), &journal::encode_entry(entry)).map_err(storage)?;
+            self.store()
+                .put(&layout::trash_entry(entry.id.as_str()), &journal::encode_entry(entry))
+                .map_err(storage)?;
             self.usage_change(crate::usage::Change::TrashAdd(entry.clone()));
         }
         self.audit(AuditAction::Delete, entry, forced, Some(trashed))?;
@@ -164,7 +167,13 @@ impl Registry {
 
     /// Appends one audit line. Appends of one short line are atomic on a local filesystem, so
     /// concurrent writers (a server and a CLI) never interleave within a line.
-    pub(crate) fn audit(&self, action: AuditAction, entry: &TrashEntry, forced: bool, trashed: Option<bool>) -> Result<()> {
+    pub(crate) fn audit(
+        &self,
+        action: AuditAction,
+        entry: &TrashEntry,
+        forced: bool,
+        trashed: Option<bool>,
+    ) -> Result<()> {
         let line = journal::encode_audit(action, entry, forced, trashed, SystemTime::now());
         let mut w = self.store().writer(&layout::audit_log()).map_err(storage)?;
         w.write_all(&line).map_err(storage)?;
@@ -230,7 +239,9 @@ impl Registry {
         if !conflicts.is_empty() && !force {
             let what = conflicts
                 .iter()
-                .map(|(t, now)| format!("{}:{t} now points at {now}, the trash holds {}", entry.repository, entry.tags[t]))
+                .map(|(t, now)| {
+                    format!("{}:{t} now points at {now}, the trash holds {}", entry.repository, entry.tags[t])
+                })
                 .collect::<Vec<_>>()
                 .join("; ");
             return Err(RegistryError::Conflict {

@@ -82,8 +82,18 @@ pub struct Graph {
 /// A mutation the registry made, applied to a loaded graph.
 #[derive(Debug, Clone)]
 pub(crate) enum Change {
-    PutManifest { repo: RepoName, digest: Digest, node: Node, sizes: Vec<(Digest, u64)>, tag: Option<Tag> },
-    Blob { repo: RepoName, digest: Digest, size: u64 },
+    PutManifest {
+        repo: RepoName,
+        digest: Digest,
+        node: Node,
+        sizes: Vec<(Digest, u64)>,
+        tag: Option<Tag>,
+    },
+    Blob {
+        repo: RepoName,
+        digest: Digest,
+        size: u64,
+    },
     Delete(TrashEntry),
     Restore(TrashEntry),
     TrashAdd(TrashEntry),
@@ -160,7 +170,13 @@ impl Graph {
 
     /// Everything `roots` reach in `repo`: the manifests, their blobs, index children and the
     /// referrers of anything reached.
-    fn closure<'a>(&self, repo: &RepoName, roots: impl IntoIterator<Item = &'a Digest>, subjects: &Subjects, out: &mut HashSet<Digest>) {
+    fn closure<'a>(
+        &self,
+        repo: &RepoName,
+        roots: impl IntoIterator<Item = &'a Digest>,
+        subjects: &Subjects,
+        out: &mut HashSet<Digest>,
+    ) {
         let mut stack: Vec<&Digest> = roots.into_iter().collect();
         while let Some(d) = stack.pop() {
             if !out.insert(d.clone()) {
@@ -223,7 +239,13 @@ impl Graph {
 
     /// Bytes freed by removing the roots `removed` (tags in `repo`) plus whatever `extra`
     /// manifests and `extra_layers` reach, once GC runs.
-    pub(crate) fn freed(&self, repo: &RepoName, removed: &BTreeSet<Tag>, extra: &[Digest], extra_layers: &[Digest]) -> u64 {
+    pub(crate) fn freed(
+        &self,
+        repo: &RepoName,
+        removed: &BTreeSet<Tag>,
+        extra: &[Digest],
+        extra_layers: &[Digest],
+    ) -> u64 {
         let r = self.roots();
         let mut removed_count: HashMap<&Digest, u32> = HashMap::new();
         let mut reach: HashSet<Digest> = HashSet::new();
@@ -240,7 +262,11 @@ impl Graph {
         }
         self.closure(repo, extra, &r.subjects, &mut reach);
         reach.extend(extra_layers.iter().cloned());
-        self.bytes(reach.iter().filter(|d| r.counts.get(*d).copied().unwrap_or(0) == removed_count.get(d).copied().unwrap_or(0)))
+        self.bytes(
+            reach
+                .iter()
+                .filter(|d| r.counts.get(*d).copied().unwrap_or(0) == removed_count.get(d).copied().unwrap_or(0)),
+        )
     }
 
     /// Accounting for every repository, sorted by name.
@@ -430,7 +456,8 @@ impl Registry {
         for e in self.trash_list()? {
             g.trash.insert(e.id.clone(), e);
         }
-        let mut stack: Vec<Digest> = g.repos.values().flat_map(|st| st.manifests.iter().chain(st.tags.values()).cloned()).collect();
+        let mut stack: Vec<Digest> =
+            g.repos.values().flat_map(|st| st.manifests.iter().chain(st.tags.values()).cloned()).collect();
         stack.extend(g.trash.values().flat_map(|e| e.held_manifests().cloned().collect::<Vec<_>>()));
         let mut wanted: HashSet<Digest> = g.repos.values().flat_map(|st| st.layers.iter().cloned()).collect();
         wanted.extend(g.trash.values().flat_map(|e| e.layers.iter().cloned()));

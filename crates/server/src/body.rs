@@ -96,7 +96,10 @@ pub fn from_reader(reader: Box<dyn Read + Send>, len: u64) -> Body {
                 Ok(0) => {
                     // The file is shorter than it was when stat'ed: end the body early so the
                     // client sees a short read instead of a hang.
-                    let _ = tx.blocking_send(Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "blob shrank while read")));
+                    let _ = tx.blocking_send(Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob shrank while read",
+                    )));
                     return;
                 }
                 Ok(n) => left -= n as u64,

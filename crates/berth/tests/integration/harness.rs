@@ -174,6 +174,15 @@ pub fn distribution_bin() -> PathBuf {
 impl Distribution {
     /// Distribution serving `root`, deletes enabled or not.
     pub fn start(root: &Path, delete_enabled: bool) -> Distribution {
+        Distribution::start_config(root, delete_enabled, "")
+    }
+
+    /// Distribution serving `root` with deletes enabled and `extra` config appended.
+    pub fn start_with(root: &Path, extra: &str) -> Distribution {
+        Distribution::start_config(root, true, extra)
+    }
+
+    fn start_config(root: &Path, delete_enabled: bool, extra: &str) -> Distribution {
         let bin = distribution_bin();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -182,7 +191,7 @@ impl Distribution {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {delete_enabled}\nhttp:\n  addr: {addr}\n",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {delete_enabled}\nhttp:\n  addr: {addr}\n{extra}",
                 root.display()
             ),
         )
@@ -197,6 +206,7 @@ impl Distribution {
         let log = capture(&mut child);
         let agent = http();
         let url = format!("http://{addr}/v2/");
+        // Any answer (401 with auth on) means it is up.
         wait_until("docker-registry", &log, || agent.get(&url).call().is_ok());
         Distribution { child: Some(child), addr, log, _dir: dir }
     }
@@ -228,4 +238,51 @@ pub fn run(cmd: &mut Command) -> String {
         );
     }
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The result of running the `berth` CLI.
+pub struct CliOut {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOut {
+    /// Stdout parsed as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+    }
+}
+
+/// Runs `berth ARGS` with no terminal on stdin (so it may never prompt).
+pub fn cli(args: &[&str]) -> CliOut {
+    let out = Command::new(berth_bin())
+        .args(args)
+        .env_remove("BERTH_URL")
+        .env_remove("BERTH_ROOT")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run berth");
+    CliOut {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// `berth ARGS`, which must succeed; returns it.
+pub fn cli_ok(args: &[&str]) -> CliOut {
+    let out = cli(args);
+    assert_eq!(out.code, 0, "berth {args:?} failed:\nstdout: {}\nstderr: {}", out.stdout, out.stderr);
+    out
+}
+
+/// `berth ARGS`, which must fail with exit code 1 and a one-line reason; returns the reason.
+pub fn cli_fails(args: &[&str]) -> String {
+    let out = cli(args);
+    assert_eq!(out.code, 1, "berth {args:?} should fail:\nstdout: {}\nstderr: {}", out.stdout, out.stderr);
+    let err = out.stderr.trim().to_owned();
+    assert!(err.starts_with("berth: ") && err.lines().count() == 1, "reason is not one line: {err:?}");
+    err
 }

@@ -12,8 +12,14 @@ mod image;
 
 /// Bad input gets the spec's error code, never a 500.
 mod bad_input;
+/// The CLI offline on a root, and its manners.
+mod cli;
 /// The same root served by Berth and by Distribution, both ways.
 mod compat;
+/// Deletes over /v2 and the CLI, restore, and what skopeo sees.
+mod delete;
+/// Space accounting.
+mod du;
 /// podman pull and push, daemonless.
 mod podman;
 /// The spec's flows over HTTP, run against Berth and Distribution alike.
@@ -22,5 +28,9 @@ mod protocol;
 mod push_pull;
 /// OCI artifacts with a subject, pushed by oras, listed by the referrers API.
 mod referrers;
+/// Deleting on other registries through the standard API.
+mod remote;
 /// `berth serve` itself: config, flags, metrics, health, shutdown.
 mod serve;
+/// Trash expiry and the audit log.
+mod trash;

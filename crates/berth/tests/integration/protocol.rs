@@ -89,6 +89,44 @@ impl Reg {
         manifest
     }
 
+    /// Pushes an OCI image whose layers are `layers` (and a config naming `repo:tag`) under
+    /// `tag`; returns (manifest bytes, config bytes).
+    pub fn push_layers(&self, repo: &str, tag: &str, layers: &[&[u8]]) -> (Vec<u8>, Vec<u8>) {
+        let config =
+            serde_json::to_vec(&json!({"architecture":"amd64","os":"linux","for":format!("{repo}:{tag}")})).unwrap();
+        let cd = self.push_blob(repo, &config);
+        let descs: Vec<serde_json::Value> = layers
+            .iter()
+            .map(|l| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": self.push_blob(repo, l).to_string(), "size": l.len()}))
+            .collect();
+        let manifest = serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+            "layers": descs,
+        }))
+        .unwrap();
+        self.put_manifest(repo, tag, &manifest, "application/vnd.oci.image.manifest.v1+json");
+        (manifest, config)
+    }
+
+    /// Pushes an OCI index over `(manifest bytes, architecture)` pairs under `tag`; returns it.
+    pub fn push_index(&self, repo: &str, tag: &str, children: &[(&[u8], &str)]) -> Vec<u8> {
+        let manifests: Vec<serde_json::Value> = children
+            .iter()
+            .map(|(m, arch)| {
+                json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::sha256_of(m).to_string(),
+                       "size": m.len(), "platform": {"architecture": arch, "os": "linux"}})
+            })
+            .collect();
+        let index =
+            serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": manifests}))
+            .unwrap();
+        self.put_manifest(repo, tag, &index, "application/vnd.oci.image.index.v1+json");
+        index
+    }
+
     pub fn put_manifest(&self, repo: &str, reference: &str, bytes: &[u8], content_type: &str) -> Resp {
         let r = self.req("PUT", &format!("/v2/{repo}/manifests/{reference}"), &[("Content-Type", content_type)], bytes);
         assert_eq!(r.status, 201, "{}: manifest PUT: {}", self.label, String::from_utf8_lossy(&r.body));
@@ -335,14 +373,7 @@ fn berth_answers_n_zero_with_an_empty_list_and_picks_amd64_for_index_unaware_cli
 
     let amd = r.push_image("proto/multi", "amd", 31);
     let arm = r.push_image("proto/multi", "arm", 32);
-    let entry = |m: &[u8], arch: &str| {
-        json!({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": Digest::sha256_of(m).to_string(),
-               "size": m.len(), "platform": {"architecture": arch, "os": "linux"}})
-    };
-    let index = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
-        "manifests": [entry(&arm, "arm64"), entry(&amd, "amd64")]}))
-    .unwrap();
-    r.put_manifest("proto/multi", "both", &index, "application/vnd.oci.image.index.v1+json");
+    let index = r.push_index("proto/multi", "both", &[(&arm, "arm64"), (&amd, "amd64")]);
     let full =
         r.req("GET", "/v2/proto/multi/manifests/both", &[("Accept", "application/vnd.oci.image.index.v1+json")], b"");
     assert_eq!(full.body, index);

@@ -41,7 +41,11 @@ pub mod ops {
     pub fn repositories(reg: &Registry) -> Result<RepositoryList, RegistryError> {
         let usage = reg.usage()?;
         let exists: Vec<RepoName> = reg.with_graph(|g| {
-            g.repos.iter().filter(|(_, st)| !st.tags.is_empty() || !st.manifests.is_empty()).map(|(n, _)| n.clone()).collect()
+            g.repos
+                .iter()
+                .filter(|(_, st)| !st.tags.is_empty() || !st.manifests.is_empty())
+                .map(|(n, _)| n.clone())
+                .collect()
         })?;
         Ok(RepositoryList {
             repositories: usage
@@ -90,10 +94,18 @@ pub mod ops {
         let retention = reg.config().trash_retention;
         if dry_run {
             let entry = reg.delete_plan(req)?;
-            return Ok(DeleteResult { dry_run, trashed: !retention.is_zero(), entry: Entry::new(&entry, Some(retention)) });
+            return Ok(DeleteResult {
+                dry_run,
+                trashed: !retention.is_zero(),
+                entry: Entry::new(&entry, Some(retention)),
+            });
         }
         let done = reg.delete(req)?;
-        Ok(DeleteResult { dry_run, trashed: done.trashed, entry: Entry::new(&done.entry, done.trashed.then_some(retention)) })
+        Ok(DeleteResult {
+            dry_run,
+            trashed: done.trashed,
+            entry: Entry::new(&done.entry, done.trashed.then_some(retention)),
+        })
     }
 
     /// The trash.

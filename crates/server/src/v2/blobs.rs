@@ -101,7 +101,10 @@ pub(crate) fn check_deletes_enabled(st: &AppState) -> Result<(), ApiError> {
     if st.delete_enabled {
         Ok(())
     } else {
-        Err(RegistryError::Unsupported { what: "deletes are disabled on this registry (storage.delete.enabled: false)".into() }.into())
+        Err(RegistryError::Unsupported {
+            what: "deletes are disabled on this registry (storage.delete.enabled: false)".into(),
+        }
+        .into())
     }
 }
 
