@@ -29,6 +29,46 @@ pub enum Command {
     Trash(TrashArgs),
     /// Restore a trash entry (ID), the newest entry holding a tag (REPO:TAG), or a repository.
     Restore(RestoreArgs),
+    /// Collect garbage: remove what no tag, trash entry or recent push reaches, and report it.
+    Gc(GcArgs),
+    /// Check a storage root: broken images, dangling links, corrupt content, stale uploads.
+    Fsck(FsckArgs),
+}
+
+/// `berth gc`
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Report what would go (blobs, manifests, repositories, uploads, bytes); change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Keep unreferenced blobs younger than this or touched within it, e.g. 1h, 0s [default: gc.grace, 1h].
+    #[arg(long, value_name = "DURATION")]
+    pub grace: Option<String>,
+    /// Untagged manifests: `keep`, or collect once untagged longer than AGE, e.g. 24h, 0s
+    /// [default: gc.untagged, 24h].
+    #[arg(long, value_name = "AGE|keep")]
+    pub untagged: Option<String>,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub r#where: Where,
+}
+
+/// `berth fsck`
+#[derive(Debug, Args)]
+pub struct FsckArgs {
+    /// Also hash every blob and compare it with its digest.
+    #[arg(long)]
+    pub verify_content: bool,
+    /// Fix what can be fixed without losing acknowledged data.
+    #[arg(long)]
+    pub repair: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub r#where: Where,
 }
 
 /// `berth serve`

@@ -20,7 +20,7 @@ pub enum Admin {
     /// A running server.
     Http { base: String, agent: ureq::Agent },
     /// A root, opened directly.
-    Local { reg: Registry, who: Option<String>, _lock: Option<RootLock> },
+    Local { reg: Registry, who: Option<String>, gc: berth_registry::GcOptions, _lock: Option<RootLock> },
 }
 
 /// Whether a command changes the root (and so must not run beside a server on it).
@@ -78,7 +78,8 @@ impl Admin {
         };
         let config = berth_registry::Config { trash_retention: file.trash_retention()?, ..Default::default() };
         let who = env("USER").map(|u| format!("local:{u}"));
-        Ok(Admin::Local { reg: Registry::new(Arc::new(backend), config), who, _lock: lock })
+        let gc = file.gc()?.0;
+        Ok(Admin::Local { reg: Registry::new(Arc::new(backend), config), who, gc, _lock: lock })
     }
 
     fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
@@ -161,6 +162,58 @@ impl Admin {
                 None => self.call("DELETE", "/api/trash"),
             },
             Admin::Local { reg, .. } => Ok(ops::purge(reg, id)?),
+        }
+    }
+
+    /// Runs GC, with the grace and untagged policy given or the configured ones.
+    pub fn gc(
+        &self,
+        dry_run: bool,
+        grace: Option<&str>,
+        untagged: Option<&str>,
+        progress: &dyn Fn(berth_registry::GcProgress),
+    ) -> anyhow::Result<wire::GcResult> {
+        match self {
+            Admin::Http { .. } => {
+                let mut q = format!("/api/gc?dry_run={dry_run}");
+                if let Some(g) = grace {
+                    q.push_str(&format!("&grace={g}"));
+                }
+                if let Some(u) = untagged {
+                    q.push_str(&format!("&untagged={u}"));
+                }
+                self.call("POST", &q)
+            }
+            Admin::Local { reg, gc, .. } => {
+                let mut opts = gc.clone();
+                opts.dry_run = dry_run;
+                if let Some(g) = grace {
+                    opts.grace = berth_server::admin::duration(g).map_err(anyhow::Error::msg).context("--grace")?;
+                }
+                if let Some(u) = untagged {
+                    opts.untagged =
+                        berth_server::admin::untagged(u).map_err(anyhow::Error::msg).context("--untagged")?;
+                }
+                Ok(ops::gc(reg, &opts, progress)?)
+            }
+        }
+    }
+
+    /// Checks the root (direct mode only).
+    pub fn fsck(&self, opts: &berth_registry::FsckOptions) -> anyhow::Result<wire::FsckResult> {
+        match self {
+            Admin::Http { base, .. } => {
+                bail!("fsck works on a storage root: give --root (and stop the server at {base} to --repair)")
+            }
+            Admin::Local { reg, .. } => Ok(wire::FsckResult::new(&reg.fsck(opts)?)),
+        }
+    }
+
+    /// The configured GC options (direct mode), for fsck's upload age.
+    pub fn gc_defaults(&self) -> berth_registry::GcOptions {
+        match self {
+            Admin::Local { gc, .. } => gc.clone(),
+            Admin::Http { .. } => berth_registry::GcOptions::default(),
         }
     }
 

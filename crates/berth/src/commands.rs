@@ -8,7 +8,7 @@ use berth_oci::{Digest, RepoName, Tag};
 use berth_registry::{DeleteTarget, RestoreTarget, TrashId};
 use berth_server::admin::wire;
 
-use crate::cli::{DuArgs, LsArgs, RestoreArgs, RmArgs, SortBy, TrashAction, TrashArgs};
+use crate::cli::{DuArgs, FsckArgs, GcArgs, LsArgs, RestoreArgs, RmArgs, SortBy, TrashAction, TrashArgs};
 use crate::client::{Access, Admin};
 use crate::format::{relative, short, size, table};
 
@@ -278,6 +278,88 @@ pub fn restore(a: RestoreArgs) -> anyhow::Result<()> {
     println!("restored {} from {}", describe(e), e.id);
     for (t, d) in &result.overwritten {
         println!("overwrote {}:{t}, which pointed at {}", e.repository, short(d));
+    }
+    Ok(())
+}
+
+/// `berth gc`
+pub fn gc(a: GcArgs) -> anyhow::Result<()> {
+    let admin = Admin::open(&a.r#where, if a.dry_run { Access::Read } else { Access::Write })?;
+    let tty = std::io::stderr().is_terminal() && !a.json;
+    let progress = |p: berth_registry::GcProgress| {
+        if tty {
+            match p {
+                berth_registry::GcProgress::Scan { done, total } => {
+                    eprint!("\rscanning repositories {done}/{total}   ")
+                }
+                berth_registry::GcProgress::Sweep { done } => eprint!("\rchecking blobs {done}            "),
+            }
+        }
+    };
+    if tty && matches!(admin, Admin::Http { .. }) {
+        eprintln!("collecting on the server (waits for a GC already running)...");
+    }
+    let r = admin.gc(a.dry_run, a.grace.as_deref(), a.untagged.as_deref(), &progress)?;
+    if tty {
+        eprintln!();
+    }
+    if a.json {
+        return print_json(&r);
+    }
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    println!(
+        "{verb} {} blobs ({}), {} untagged manifests, {} empty repositories, {} stale uploads, {} dangling layer links in {:.1} s",
+        r.blobs,
+        size(r.bytes_freed),
+        r.manifests.len(),
+        r.repositories.len(),
+        r.uploads,
+        r.layer_links,
+        r.seconds
+    );
+    println!(
+        "{} blobs in use; {} unreferenced blobs kept as recent or in use by a push",
+        r.blobs_in_use, r.blobs_kept_recent
+    );
+    for m in &r.manifests {
+        println!("  manifest {}@{}", m.repository, short(&m.digest));
+    }
+    for repo in &r.repositories {
+        println!("  repository {repo}");
+    }
+    Ok(())
+}
+
+/// `berth fsck`
+pub fn fsck(a: FsckArgs) -> anyhow::Result<()> {
+    let admin = Admin::open(&a.r#where, if a.repair { Access::Write } else { Access::Read })?;
+    let opts = berth_registry::FsckOptions {
+        verify_content: a.verify_content,
+        repair: a.repair,
+        upload_max_age: admin.gc_defaults().upload_max_age,
+    };
+    let r = admin.fsck(&opts)?;
+    if a.json {
+        print_json(&r)?;
+    } else {
+        for f in &r.findings {
+            let what = if f.damage { "DAMAGE" } else { "debris" };
+            let fixed = if f.repaired { " (repaired)" } else { "" };
+            println!("{what:6}  {}: {}{fixed}", f.kind, f.message);
+        }
+        let debris = r.findings.iter().filter(|f| !f.damage && !f.repaired).count();
+        println!(
+            "checked {} repositories, {} manifests{}: {} damage, {} debris{}",
+            r.repositories,
+            r.manifests,
+            if a.verify_content { format!(", {} blobs hashed", r.blobs_verified) } else { String::new() },
+            r.damage,
+            debris,
+            if debris > 0 && !a.repair { " (--repair cleans it up)" } else { "" }
+        );
+    }
+    if r.damage > 0 {
+        bail!("{} damaged {} found", r.damage, if r.damage == 1 { "item" } else { "items" });
     }
     Ok(())
 }

@@ -28,6 +28,32 @@ pub struct FileConfig {
     pub berth: BerthSection,
     /// `trash:`
     pub trash: TrashSection,
+    /// `gc:`
+    pub gc: GcSection,
+}
+
+/// `gc:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GcSection {
+    /// `gc.interval`: how often the server collects, e.g. `24h`; `off` (or `0`) for never.
+    /// Default 24h.
+    pub interval: Option<String>,
+    /// `gc.grace`: unreferenced blobs younger than this, or touched within it, stay. Default 1h.
+    pub grace: Option<String>,
+    /// `gc.untagged`: `keep`, or how long a manifest may stay untagged. Default 24h.
+    pub untagged: Option<String>,
+    /// `gc.uploads`
+    pub uploads: UploadsSection,
+}
+
+/// `gc.uploads`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UploadsSection {
+    /// `gc.uploads.maxage`: uploads started longer ago are removed. Default 168h (as
+    /// Distribution's `storage.maintenance.uploadpurging.age`, which is read when this is absent).
+    pub maxage: Option<String>,
 }
 
 /// `trash:`
@@ -119,6 +145,34 @@ pub struct BerthSection {
 const OTHER_DRIVERS: &[&str] = &["s3", "azure", "gcs", "swift", "oss", "inmemory"];
 
 impl FileConfig {
+    /// GC settings (`gc:`), with Distribution's `storage.maintenance.uploadpurging.age` as a
+    /// fallback for the upload age; and the interval (`None`: scheduled GC is off).
+    pub fn gc(&self) -> anyhow::Result<(berth_registry::GcOptions, Option<std::time::Duration>)> {
+        let mut o = berth_registry::GcOptions::default();
+        if let Some(g) = &self.gc.grace {
+            o.grace = parse_duration(g).context("gc.grace")?;
+        }
+        if let Some(u) = &self.gc.untagged {
+            o.untagged = berth_server::admin::untagged(u).map_err(anyhow::Error::msg).context("gc.untagged")?;
+        }
+        let purging_age = self
+            .storage
+            .other
+            .get("maintenance")
+            .and_then(|m| m.get("uploadpurging"))
+            .and_then(|p| p.get("age"))
+            .and_then(|a| a.as_str().map(str::to_owned));
+        if let Some(a) = self.gc.uploads.maxage.clone().or(purging_age) {
+            o.upload_max_age = parse_duration(&a).context("gc.uploads.maxage")?;
+        }
+        let interval = match self.gc.interval.as_deref().map(str::trim) {
+            None => Some(std::time::Duration::from_secs(24 * 3600)),
+            Some("off") | Some("never") => None,
+            Some(i) => Some(parse_duration(i).context("gc.interval")?).filter(|d| !d.is_zero()),
+        };
+        Ok((o, interval))
+    }
+
     /// `trash.retention`, or the default of 7 days.
     pub fn trash_retention(&self) -> anyhow::Result<std::time::Duration> {
         match &self.trash.retention {
@@ -196,6 +250,22 @@ health:
         assert_eq!(r("trash:\n  retention: 0\n"), 0);
         assert_eq!(r("trash:\n  retention: 2s\n"), 2);
         assert!(FileConfig::parse("trash:\n  retention: soon\n").unwrap().trash_retention().is_err());
+    }
+
+    #[test]
+    fn gc_section_and_distribution_upload_purging() {
+        let (o, i) = FileConfig::parse("").unwrap().gc().unwrap();
+        assert_eq!((o.grace.as_secs(), i.map(|d| d.as_secs())), (3600, Some(86400)));
+        assert_eq!(o.untagged, berth_registry::UntaggedPolicy::OlderThan(std::time::Duration::from_secs(86400)));
+        let text = "gc:\n  interval: off\n  grace: 0s\n  untagged: keep\n  uploads:\n    maxage: 2h\n";
+        let (o, i) = FileConfig::parse(text).unwrap().gc().unwrap();
+        assert_eq!(
+            (o.grace.as_secs(), i, o.untagged, o.upload_max_age.as_secs()),
+            (0, None, berth_registry::UntaggedPolicy::Keep, 7200)
+        );
+        let dist = "storage:\n  maintenance:\n    uploadpurging:\n      enabled: true\n      age: 48h\n";
+        assert_eq!(FileConfig::parse(dist).unwrap().gc().unwrap().0.upload_max_age.as_secs(), 48 * 3600);
+        assert!(FileConfig::parse("gc:\n  untagged: sometimes\n").unwrap().gc().is_err());
     }
 
     #[test]

@@ -30,6 +30,8 @@ fn main() -> std::process::ExitCode {
                 cli::Command::Rm(a) => commands::rm(a),
                 cli::Command::Trash(a) => commands::trash(a),
                 cli::Command::Restore(a) => commands::restore(a),
+                cli::Command::Gc(a) => commands::gc(a),
+                cli::Command::Fsck(a) => commands::fsck(a),
             }
         }
     };

@@ -22,6 +22,8 @@ pub struct Settings {
     pub fsync: bool,
     pub log_level: String,
     pub trash_retention: std::time::Duration,
+    pub gc: berth_registry::GcOptions,
+    pub gc_interval: Option<std::time::Duration>,
 }
 
 impl Settings {
@@ -46,6 +48,8 @@ impl Settings {
             fsync: file.berth.fsync.unwrap_or(true),
             log_level: args.log_level.clone().or(file.log.level.clone()).unwrap_or_else(|| "info".to_owned()),
             trash_retention: file.trash_retention()?,
+            gc: file.gc()?.0,
+            gc_interval: file.gc()?.1,
         })
     }
 }
@@ -81,8 +85,16 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             trash_retention: settings.trash_retention,
         };
         let registry = Arc::new(Registry::new(Arc::new(backend), config));
-        let state = AppState { registry: registry.clone(), metrics: Default::default(), delete_enabled: settings.delete_enabled };
-        tokio::spawn(expire_trash(registry, settings.trash_retention));
+        let state = AppState {
+            registry: registry.clone(),
+            metrics: Default::default(),
+            delete_enabled: settings.delete_enabled,
+            gc: settings.gc.clone(),
+        };
+        tokio::spawn(expire_trash(registry.clone(), settings.trash_retention));
+        if let Some(every) = settings.gc_interval {
+            tokio::spawn(scheduled_gc(registry, settings.gc.clone(), every));
+        }
         tracing::info!(addr = %local, root = %settings.root.display(), delete_enabled = settings.delete_enabled, "berth listening on {local}");
         berth_server::serve(listener, state, shutdown_signal()).await?;
         tracing::info!("berth stopped");
@@ -109,6 +121,29 @@ async fn expire_trash(registry: Arc<Registry>, retention: std::time::Duration) {
             }
             Ok(Err(e)) => tracing::error!(error = %e, "expiring trash entries failed"),
             Err(e) => tracing::error!(error = %e, "trash expiry task failed"),
+        }
+    }
+}
+
+/// Runs GC every `every`, the first time one interval after start.
+async fn scheduled_gc(registry: Arc<Registry>, opts: berth_registry::GcOptions, every: std::time::Duration) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (reg, o) = (registry.clone(), opts.clone());
+        match tokio::task::spawn_blocking(move || reg.gc(&o, &|_| {})).await {
+            Ok(Ok(r)) => tracing::info!(
+                blobs = r.blobs,
+                bytes = r.bytes_freed,
+                manifests = r.manifests.len(),
+                repositories = r.repositories.len(),
+                uploads = r.uploads,
+                seconds = r.duration.as_secs_f64(),
+                "scheduled GC done"
+            ),
+            Ok(Err(e)) => tracing::error!(error = %e, "scheduled GC failed"),
+            Err(e) => tracing::error!(error = %e, "scheduled GC task failed"),
         }
     }
 }

@@ -23,6 +23,8 @@ impl Registry {
     /// The size of a blob linked into `name`; `BlobUnknown` when it is not linked there or its
     /// data is gone.
     pub fn blob_stat(&self, name: &RepoName, digest: &Digest) -> Result<u64> {
+        // A client that asks whether a blob exists is likely to name it in a manifest next.
+        self.touched.touch([digest]);
         if !self.layer_linked(name, digest)? {
             return Err(RegistryError::BlobUnknown { digest: digest.clone() });
         }
@@ -31,6 +33,7 @@ impl Registry {
 
     /// Opens a blob linked into `name` at `offset`.
     pub fn blob_open(&self, name: &RepoName, digest: &Digest, offset: u64) -> Result<BlobReader> {
+        self.touched.touch([digest]);
         if !self.layer_linked(name, digest)? {
             return Err(RegistryError::BlobUnknown { digest: digest.clone() });
         }

@@ -30,6 +30,15 @@ impl ManifestCache {
         self.inner.lock().expect("cache lock").map.get(d).cloned()
     }
 
+    /// Forgets a digest whose blob GC removed, so nothing can be served from memory that the
+    /// store no longer holds.
+    pub(crate) fn remove(&self, d: &Digest) {
+        let mut inner = self.inner.lock().expect("cache lock");
+        if let Some(old) = inner.map.remove(d) {
+            inner.bytes -= old.bytes.len();
+        }
+    }
+
     pub(crate) fn insert(&self, m: Arc<StoredManifest>) {
         let mut inner = self.inner.lock().expect("cache lock");
         if inner.bytes + m.bytes.len() > BUDGET {

@@ -6,9 +6,10 @@
 //! Everything here is synchronous; callers run it on blocking threads.
 //!
 //! Modules are declared in layer order; each uses only those before it:
-//! `blobs`, `uploads`, `manifests`, `tags`, `catalog`, `referrers` (the core, whose mutators are
-//! crate-private) → `journal`, `trash`, `usage`, `delete` (the only public way to remove
-//! anything: every removal writes a trash entry and an audit line).
+//! `touched` (digests clients used recently) → `blobs`, `uploads`, `manifests`, `tags`,
+//! `catalog`, `referrers` (the core, whose mutators are crate-private) → `journal`, `trash`,
+//! `usage`, `delete` (the only public way to remove anything: every removal writes a trash entry
+//! and an audit line) → `gc` (the only module that removes blob data) → `fsck`.
 //!
 //! Architecture invariants: this crate has no HTTP dependency and never builds a storage path
 //! itself (it asks `berth_storage::layout`); a cache here may say a manifest's bytes are
@@ -19,10 +20,13 @@ mod cache;
 mod catalog;
 mod delete;
 mod error;
+mod fsck;
+mod gc;
 mod journal;
 mod manifests;
 mod referrers;
 mod tags;
+mod touched;
 mod trash;
 mod uploads;
 mod usage;
@@ -35,6 +39,8 @@ pub use blobs::BlobReader;
 pub use catalog::Page;
 pub use delete::{DeleteRequest, DeleteTarget, Deleted};
 pub use error::{RegistryError, Result};
+pub use fsck::{Finding, FsckOptions, FsckReport};
+pub use gc::{GcOptions, GcProgress, GcReport, UntaggedPolicy};
 pub use manifests::{PutManifest, StoredManifest};
 pub use referrers::Referrer;
 pub use trash::{DeleteKind, RestoreTarget, Restored, TrashEntry, TrashId};
@@ -74,6 +80,8 @@ pub struct Registry {
     catalog: catalog::CatalogCache,
     usage: usage::UsageCache,
     repo_locks: Vec<Mutex<()>>,
+    touched: touched::Touched,
+    gc_lock: Mutex<()>,
 }
 
 impl Registry {
@@ -87,6 +95,8 @@ impl Registry {
             catalog: Default::default(),
             usage: Default::default(),
             repo_locks: (0..REPO_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            touched: Default::default(),
+            gc_lock: Mutex::new(()),
         }
     }
 

@@ -84,6 +84,11 @@ impl Registry {
             });
         }
         let manifest = Manifest::parse_for_put(&bytes, content_type)?;
+        // Touch everything it names before checking that it exists (see `touched`): a GC
+        // running now either keeps it all or has removed something, which the check then sees.
+        let named: Vec<&Digest> =
+            manifest.references().map(|d| &d.digest).chain(manifest.manifests.iter().map(|c| &c.digest)).collect();
+        self.touched.touch(named.into_iter().chain([&digest]));
         let _guard = self.repo_lock(name);
         let sizes = self.check_complete(name, &manifest)?;
 

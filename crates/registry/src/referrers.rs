@@ -72,6 +72,39 @@ impl Registry {
             .map_err(storage)
     }
 
+    /// Whether the index of `name` disagrees with its manifests (an entry for a manifest that
+    /// does not name that subject, or a manifest with a subject and no entry).
+    pub(crate) fn referrers_drift(&self, name: &RepoName) -> Result<bool> {
+        if !exists(self.store().stat(&layout::referrers_marker(name)))? {
+            return Ok(false); // not built yet: it will be, from the layout, on first use
+        }
+        let mut indexed = std::collections::HashSet::new();
+        for s in self.store().list(&layout::referrers_subjects(name), None, usize::MAX).map_err(storage)? {
+            let Ok(subject) = s.parse::<Digest>() else { return Ok(true) };
+            for r in self.store().list(&layout::referrers_of(name, &subject), None, usize::MAX).map_err(storage)? {
+                let Ok(d) = r.parse::<Digest>() else { return Ok(true) };
+                indexed.insert((subject.clone(), d));
+            }
+        }
+        let mut actual = std::collections::HashSet::new();
+        for d in self.revisions(name)? {
+            if let Ok(Some(m)) = self.load_manifest(&d)
+                && let Some(s) = m.manifest.as_ref().and_then(|m| m.subject.as_ref())
+            {
+                actual.insert((s.digest.clone(), d));
+            }
+        }
+        // Entries for manifests that left the repository are tolerated (queries skip them);
+        // a missing entry would hide a referrer.
+        Ok(!actual.is_subset(&indexed))
+    }
+
+    /// Throws the index of `name` away and builds it again from its manifests.
+    pub(crate) fn referrers_rebuild(&self, name: &RepoName) -> Result<()> {
+        self.store().delete_prefix(&layout::referrers_dir(name)).map_err(storage)?;
+        self.ensure_referrers_index(name)
+    }
+
     fn ensure_referrers_index(&self, name: &RepoName) -> Result<()> {
         let marker = layout::referrers_marker(name);
         if exists(self.store().stat(&marker))? {

@@ -46,9 +46,20 @@ impl Registry {
     }
 
     /// Points `tag` at `digest`: index link first, then the current link (atomic replace).
+    ///
+    /// When the tag moves off a manifest, that manifest's revision link is rewritten, so its
+    /// modification time says when it lost the tag: GC's untagged policy counts from there.
     pub(crate) fn tag_set(&self, name: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
+        let previous = self.tag_get(name, tag)?;
         let link = layout::link_content(digest);
         self.store().put(&layout::tag_index_link(name, tag, digest), &link).map_err(storage)?;
-        self.store().put(&layout::tag_current_link(name, tag), &link).map_err(storage)
+        self.store().put(&layout::tag_current_link(name, tag), &link).map_err(storage)?;
+        if let Some(p) = previous
+            && &p != digest
+            && self.revision_exists(name, &p)?
+        {
+            self.store().put(&layout::revision_link(name, &p), &layout::link_content(&p)).map_err(storage)?;
+        }
+        Ok(())
     }
 }

@@ -218,6 +218,7 @@ impl Registry {
     /// Links a blob of repository `from` into `name` without copying it. Returns `false` (and
     /// changes nothing) when `from` does not hold the blob.
     pub fn blob_mount(&self, name: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+        self.touched.touch([digest]);
         let size = match self.blob_size(digest)? {
             Some(size) if self.layer_linked(from, digest)? => size,
             _ => return Ok(false),
@@ -290,6 +291,9 @@ impl Registry {
 
     /// Moves verified upload data into the blob store (unless already there) and links it.
     fn commit_blob(&self, name: &RepoName, digest: &Digest, data: &berth_storage::Key, size: u64) -> Result<()> {
+        // Touch before looking: if GC removes an old copy after this, it saw the touch first;
+        // if it removed it before, the check below finds it gone and renames ours in.
+        self.touched.touch([digest]);
         if self.blob_size(digest)?.is_none() {
             self.store().rename(data, &layout::blob_data(digest)).map_err(storage)?;
         }

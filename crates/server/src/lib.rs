@@ -37,6 +37,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Whether DELETE endpoints are enabled (`storage.delete.enabled`).
     pub delete_enabled: bool,
+    /// GC settings from the config; a request may override grace and the untagged policy.
+    pub gc: berth_registry::GcOptions,
 }
 
 /// The router for every endpoint Berth serves.
@@ -60,6 +62,14 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    // No Nagle: a streamed blob answer writes its headers and its body separately, and a
+    // client that delays its ACK would otherwise stall every small blob GET by ~40 ms.
+    use axum::serve::ListenerExt;
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }
 

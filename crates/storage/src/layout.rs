@@ -40,6 +40,13 @@ pub fn blob_algorithm_dir(algorithm: Algorithm) -> Key {
     key(format!("{V2}/blobs/{}", algorithm.as_str()))
 }
 
+/// `…/blobs/<alg>/<prefix>`: one of the two-hex-digit folders; `None` for a name that is not
+/// two lowercase hex digits.
+pub fn blob_prefix_dir(algorithm: Algorithm, prefix: &str) -> Option<Key> {
+    let ok = prefix.len() == 2 && prefix.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    ok.then(|| key(format!("{V2}/blobs/{}/{prefix}", algorithm.as_str())))
+}
+
 /// `…/blobs/<alg>/<hex[0:2]>/<hex>`: the folder of one blob.
 pub fn blob_dir(d: &Digest) -> Key {
     key(format!("{V2}/blobs/{}/{}/{}", d.algorithm().as_str(), &d.hex()[..2], d.hex()))
@@ -120,6 +127,11 @@ pub fn tag_index_link(name: &RepoName, tag: &Tag, d: &Digest) -> Key {
     key(format!("{}/index/{}/{}/link", tag_dir(name, tag), d.algorithm().as_str(), d.hex()))
 }
 
+/// `<repo>/_manifests/tags/<tag>/index/<alg>/<hex>`: one entry of a tag's history.
+pub fn tag_index_dir(name: &RepoName, tag: &Tag, d: &Digest) -> Key {
+    key(format!("{}/index/{}/{}", tag_dir(name, tag), d.algorithm().as_str(), d.hex()))
+}
+
 /// `<repo>/_uploads`.
 pub fn uploads_dir(name: &RepoName) -> Key {
     key(format!("{}/_uploads", repo_dir(name)))
@@ -153,6 +165,16 @@ pub fn referrers_dir(name: &RepoName) -> Key {
 /// `berth/referrers/<name>/_indexed`: present once the repository's index is complete.
 pub fn referrers_marker(name: &RepoName) -> Key {
     key(format!("berth/referrers/{name}/_indexed"))
+}
+
+/// `berth/referrers/<name>/_subjects`: one folder per subject.
+pub fn referrers_subjects(name: &RepoName) -> Key {
+    key(format!("berth/referrers/{name}/_subjects"))
+}
+
+/// `berth/quarantine/<digest>`: where fsck moves blob data that does not match its digest.
+pub fn quarantine(d: &Digest) -> Key {
+    key(format!("berth/quarantine/{d}"))
 }
 
 /// `berth/referrers/<name>/_subjects/<subject>`: referrers of one subject.

@@ -130,6 +130,13 @@ impl Berth {
         self.log.lock().unwrap().clone()
     }
 
+    /// Kills the server with SIGKILL, as a crash or an OOM kill would.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("running");
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
     /// Stops the server with SIGTERM and waits for it; returns its exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("running");
@@ -182,7 +189,14 @@ impl Distribution {
         Distribution::start_config(root, true, extra)
     }
 
+    /// Distribution as Debian configures it: deletes enabled, in-memory blob descriptor cache.
+    pub fn start_debian_default(root: &Path) -> Distribution {
+        Distribution::start_config(root, true, "CACHE")
+    }
+
     fn start_config(root: &Path, delete_enabled: bool, extra: &str) -> Distribution {
+        let (cache, extra) =
+            if extra == "CACHE" { ("  cache:\n    blobdescriptor: inmemory\n", "") } else { ("", extra) };
         let bin = distribution_bin();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -191,7 +205,7 @@ impl Distribution {
         std::fs::write(
             &cfg,
             format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {delete_enabled}\nhttp:\n  addr: {addr}\n{extra}",
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n{cache}  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {delete_enabled}\nhttp:\n  addr: {addr}\n{extra}",
                 root.display()
             ),
         )

@@ -16,10 +16,16 @@ mod bad_input;
 mod cli;
 /// The same root served by Berth and by Distribution, both ways.
 mod compat;
+/// kill -9 during pushes and GC, then fsck and pulls.
+mod crash;
 /// Deletes over /v2 and the CLI, restore, and what skopeo sees.
 mod delete;
 /// Space accounting.
 mod du;
+/// GC against Distribution's garbage-collect on the same root.
+mod gc_compat;
+/// GC inside the running server: races, re-push, predictions, schedule.
+mod gc_online;
 /// podman pull and push, daemonless.
 mod podman;
 /// The spec's flows over HTTP, run against Berth and Distribution alike.
@@ -32,5 +38,7 @@ mod referrers;
 mod remote;
 /// `berth serve` itself: config, flags, metrics, health, shutdown.
 mod serve;
+/// Concurrent pushes, pulls, deletes and GC, bounded in time.
+mod stress;
 /// Trash expiry and the audit log.
 mod trash;

@@ -3,6 +3,7 @@
 
 mod core;
 mod delete;
+mod gc;
 
 use std::sync::Arc;
 

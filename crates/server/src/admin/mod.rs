@@ -10,6 +10,7 @@
 //! | `POST /api/trash/<id>/restore[?force=true]` | restore an entry |
 //! | `POST /api/restore?repository=<name>[&tag=<tag>][&force=true]` | restore the newest entry holding a tag or a repository |
 //! | `DELETE /api/trash[/<id>]` | purge entries for good |
+//! | `POST /api/gc[?dry_run=true][&grace=1h][&untagged=24h\|keep]` | run GC (after any GC already running) and report |
 //!
 //! [`ops`] holds the operations as plain functions over a [`Registry`], so the CLI runs exactly
 //! the same code when it works on a storage root directly.
@@ -130,6 +131,15 @@ pub mod ops {
         Ok(PurgeResult { purged: purged.iter().map(|e| Entry::new(e, Some(retention))).collect() })
     }
 
+    /// Runs GC.
+    pub fn gc(
+        reg: &Registry,
+        opts: &berth_registry::GcOptions,
+        progress: &dyn Fn(berth_registry::GcProgress),
+    ) -> Result<GcResult, RegistryError> {
+        Ok(GcResult::new(&reg.gc(opts, progress)?))
+    }
+
     /// Restores an entry.
     pub fn restore(reg: &Registry, target: &RestoreTarget, force: bool) -> Result<RestoreResult, RegistryError> {
         let restored = reg.restore(target, force)?;
@@ -212,8 +222,37 @@ async fn handle(st: AppState, method: Method, path: String, q: Q) -> Result<Resp
             let force = flag(&q, "force")?;
             Ok(json(StatusCode::OK, &blocking(move || ops::restore(&reg, &target, force)).await??))
         }
-        (_, ["repositories" | "usage" | "trash" | "restore", ..]) => Err(ApiError::MethodNotAllowed),
+        (Method::POST, ["gc"]) => {
+            let mut opts = st.gc.clone();
+            opts.dry_run = flag(&q, "dry_run")?;
+            if let Some(g) = q.get("grace") {
+                opts.grace = duration(g).map_err(|e| ApiError::BadRequest(format!("grace: {e}")))?;
+            }
+            if let Some(u) = q.get("untagged") {
+                opts.untagged = untagged(u).map_err(|e| ApiError::BadRequest(format!("untagged: {e}")))?;
+            }
+            Ok(json(StatusCode::OK, &blocking(move || ops::gc(&reg, &opts, &|_| {})).await??))
+        }
+        (_, ["repositories" | "usage" | "trash" | "restore" | "gc", ..]) => Err(ApiError::MethodNotAllowed),
         _ => Err(ApiError::NotFound),
+    }
+}
+
+/// Parses `7d`, `24h`, `90s`, `0`.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if !s.is_empty() && s.chars().all(|c| c == '0') {
+        return Ok(std::time::Duration::ZERO);
+    }
+    humantime::parse_duration(s).map_err(|e| format!("bad duration {s:?} ({e}); write e.g. 7d, 24h, 90s or 0"))
+}
+
+/// Parses an untagged policy: `keep`, or an age such as `24h`.
+pub fn untagged(s: &str) -> Result<berth_registry::UntaggedPolicy, String> {
+    if s.trim() == "keep" {
+        Ok(berth_registry::UntaggedPolicy::Keep)
+    } else {
+        duration(s).map(berth_registry::UntaggedPolicy::OlderThan)
     }
 }
 

@@ -217,6 +217,115 @@ impl RepoUsageWire {
     }
 }
 
+/// The answer to `POST /api/gc`: what a GC run removed (or would remove).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GcResult {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Blobs removed.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes_freed: u64,
+    /// Untagged manifests removed.
+    pub manifests: Vec<ManifestRef>,
+    /// Repositories whose folders were removed because they held nothing.
+    pub repositories: Vec<String>,
+    /// Stale uploads removed.
+    pub uploads: u64,
+    /// Layer links removed because their blob is gone.
+    pub layer_links: u64,
+    /// Blobs still reachable.
+    pub blobs_in_use: u64,
+    /// Unreachable blobs kept because they are recent or in use by a push.
+    pub blobs_kept_recent: u64,
+    /// How long the run took.
+    pub seconds: f64,
+}
+
+/// A manifest in a repository.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ManifestRef {
+    /// The repository.
+    pub repository: String,
+    /// The manifest's digest.
+    pub digest: String,
+}
+
+impl GcResult {
+    /// The wire form of a GC report.
+    pub fn new(r: &berth_registry::GcReport) -> GcResult {
+        GcResult {
+            dry_run: r.dry_run,
+            blobs: r.blobs,
+            bytes_freed: r.bytes_freed,
+            manifests: r
+                .manifests
+                .iter()
+                .map(|(n, d)| ManifestRef { repository: n.to_string(), digest: d.to_string() })
+                .collect(),
+            repositories: r.repositories.iter().map(ToString::to_string).collect(),
+            uploads: r.uploads,
+            layer_links: r.layer_links,
+            blobs_in_use: r.blobs_in_use,
+            blobs_kept_recent: r.blobs_kept_recent,
+            seconds: r.duration.as_secs_f64(),
+        }
+    }
+}
+
+/// What `berth fsck` found.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FsckResult {
+    /// Repositories checked.
+    pub repositories: u64,
+    /// Manifests checked.
+    pub manifests: u64,
+    /// Blobs whose content was hashed.
+    pub blobs_verified: u64,
+    /// Findings that break an image or content and were not repaired.
+    pub damage: usize,
+    /// Every finding.
+    pub findings: Vec<FindingWire>,
+}
+
+/// One fsck finding.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FindingWire {
+    /// A short stable name, e.g. `missing-blob`.
+    pub kind: String,
+    /// Damage (an image or content is broken) rather than debris.
+    pub damage: bool,
+    /// The repository, if any.
+    pub repository: Option<String>,
+    /// What.
+    pub message: String,
+    /// Fixed by --repair.
+    pub repaired: bool,
+}
+
+impl FsckResult {
+    /// The wire form of an fsck report.
+    pub fn new(r: &berth_registry::FsckReport) -> FsckResult {
+        FsckResult {
+            repositories: r.repositories,
+            manifests: r.manifests,
+            blobs_verified: r.blobs_verified,
+            damage: r.damage(),
+            findings: r
+                .findings
+                .iter()
+                .map(|f| FindingWire {
+                    kind: f.kind.to_owned(),
+                    damage: f.damage,
+                    repository: f.repository.as_ref().map(ToString::to_string),
+                    message: f.message.clone(),
+                    repaired: f.repaired,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Formats a modification time for [`TagInfo::pushed`].
 pub fn pushed(t: Option<SystemTime>) -> Option<String> {
     t.map(time)

@@ -1,0 +1,213 @@
+//! Concurrent pushes (sharing base layers), pulls, tag deletes and GC runs with a short grace
+//! period, for a bounded time; then every tag that exists must pull whole, and every
+//! acknowledged push whose tag still names it must be whole.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use berth_oci::Digest;
+use serde_json::json;
+
+use crate::harness::{Berth, cli_ok};
+use crate::image::noise;
+use crate::protocol::{Reg, Resp};
+
+const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+const RUN_FOR: Duration = Duration::from_secs(20);
+
+/// Pushes base + unique layer + config; retries when GC raced it (MANIFEST_BLOB_UNKNOWN).
+fn push(r: &Reg, repo: &str, tag: &str, base: &[u8], unique: &[u8], raced: &AtomicU64) -> Digest {
+    let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "tag": tag})).unwrap();
+    for _ in 0..5 {
+        let descs: Vec<serde_json::Value> = [base, unique]
+            .iter()
+            .map(|l| json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": r.push_blob(repo, l).to_string(), "size": l.len()}))
+            .collect();
+        let cd = r.push_blob(repo, &config);
+        let m = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI,
+            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+            "layers": descs})).unwrap();
+        let resp = r.req("PUT", &format!("/v2/{repo}/manifests/{tag}"), &[("Content-Type", OCI)], &m);
+        match resp.status {
+            201 => return Digest::sha256_of(&m),
+            400 if resp.code() == "MANIFEST_BLOB_UNKNOWN" => {
+                raced.fetch_add(1, Ordering::Relaxed);
+            }
+            s => panic!("push {repo}:{tag}: HTTP {s} {}", String::from_utf8_lossy(&resp.body)),
+        }
+    }
+    panic!("push {repo}:{tag} lost five races in a row");
+}
+
+/// Pulls `reference` completely, verifying every digest. `Ok(false)`: it is gone (404).
+fn pull(r: &Reg, repo: &str, reference: &str) -> Result<bool, String> {
+    let m: Resp = r.req("GET", &format!("/v2/{repo}/manifests/{reference}"), &[("Accept", OCI)], b"");
+    match m.status {
+        200 => {}
+        404 => return Ok(false),
+        s => return Err(format!("manifest {repo}:{reference}: HTTP {s}")),
+    }
+    let digest = m.h("docker-content-digest").unwrap_or("").to_owned();
+    if Digest::sha256_of(&m.body).to_string() != digest {
+        return Err(format!("manifest {repo}:{reference} does not hash to {digest}"));
+    }
+    let v = m.json();
+    let blobs = std::iter::once(&v["config"]).chain(v["layers"].as_array().unwrap().iter());
+    for b in blobs {
+        let d = b["digest"].as_str().unwrap();
+        let resp = r.req("GET", &format!("/v2/{repo}/blobs/{d}"), &[], b"");
+        match resp.status {
+            200 if Digest::sha256_of(&resp.body).to_string() == d => {}
+            200 => return Err(format!("blob {d} of {repo}:{reference} has wrong content")),
+            404 => return Ok(false),
+            s => return Err(format!("blob {d} of {repo}:{reference}: HTTP {s}")),
+        }
+    }
+    Ok(true)
+}
+
+#[test]
+fn i2_stress_pushes_pulls_deletes_and_gc_never_break_an_acknowledged_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut berth = Berth::start_on(&root, Some("gc:\n  interval: off\n  grace: 1s\n  untagged: 0s\n"));
+    let addr = berth.addr.clone();
+    let bases: Vec<Vec<u8>> = (0..3).map(|i| noise(200 + i, 48 << 10)).collect();
+    let acked: Arc<Mutex<BTreeMap<(String, String), Digest>>> = Default::default();
+    let deleted: Arc<Mutex<Vec<(String, String)>>> = Default::default();
+    let (stop, raced, gc_blobs, gc_runs, pulls_ok) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicU64::new(0)),
+    );
+    let errors: Arc<Mutex<Vec<String>>> = Default::default();
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (addr, bases, acked, stop, raced) = (addr.clone(), &bases, acked.clone(), stop.clone(), raced.clone());
+            s.spawn(move || {
+                let r = Reg::new(&addr, "berth");
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let repo = format!("stress/app{}", n % 4);
+                    // Every third push moves `latest`, leaving an untagged manifest behind.
+                    let tag = if n % 3 == 2 { format!("latest-{t}") } else { format!("p{t}-{n}") };
+                    let d = push(&r, &repo, &tag, &bases[(n % 3) as usize], &noise(1000 * t + n, 8 << 10), &raced);
+                    acked.lock().unwrap().insert((repo, tag), d);
+                    n += 1;
+                }
+            });
+        }
+        {
+            let (addr, acked, deleted, stop) = (addr.clone(), acked.clone(), deleted.clone(), stop.clone());
+            s.spawn(move || {
+                let r = Reg::new(&addr, "berth");
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(150));
+                    let pick =
+                        acked.lock().unwrap().keys().filter(|(_, t)| t.starts_with('p')).nth(i * 7 % 50).cloned();
+                    i += 1;
+                    if let Some((repo, tag)) = pick {
+                        let resp = r.req("DELETE", &format!("/v2/{repo}/manifests/{tag}"), &[], b"");
+                        assert!(resp.status == 202 || resp.status == 404, "delete: HTTP {}", resp.status);
+                        deleted.lock().unwrap().push((repo, tag));
+                    }
+                }
+            });
+        }
+        for p in 0..2u64 {
+            let (addr, acked, stop, errors, pulls_ok) =
+                (addr.clone(), acked.clone(), stop.clone(), errors.clone(), pulls_ok.clone());
+            s.spawn(move || {
+                let r = Reg::new(&addr, "berth");
+                let mut i = p as usize;
+                while !stop.load(Ordering::Relaxed) {
+                    let pick = {
+                        let a = acked.lock().unwrap();
+                        if a.is_empty() { None } else { a.keys().nth(i % a.len()).cloned() }
+                    };
+                    i += 3;
+                    if let Some((repo, tag)) = pick {
+                        match pull(&r, &repo, &tag) {
+                            Ok(true) => {
+                                pulls_ok.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Ok(false) => {}
+                            Err(e) => errors.lock().unwrap().push(e),
+                        }
+                    }
+                }
+            });
+        }
+        {
+            let (addr, stop, gc_blobs, gc_runs) = (addr.clone(), stop.clone(), gc_blobs.clone(), gc_runs.clone());
+            s.spawn(move || {
+                let r = Reg::new(&addr, "berth");
+                while !stop.load(Ordering::Relaxed) {
+                    let resp = r.req("POST", "/api/gc", &[], b"");
+                    assert_eq!(resp.status, 200, "gc: {}", String::from_utf8_lossy(&resp.body));
+                    gc_blobs.fetch_add(resp.json()["blobs"].as_u64().unwrap(), Ordering::Relaxed);
+                    gc_runs.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            });
+        }
+        while started.elapsed() < RUN_FOR {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+
+    let errors = errors.lock().unwrap().clone();
+    assert!(errors.is_empty(), "pulls saw broken content:\n{}", errors.join("\n"));
+    let r = Reg::new(&addr, "berth");
+    let last = r.req("POST", "/api/gc", &[], b"").json();
+    let acked = acked.lock().unwrap().clone();
+    let deleted = deleted.lock().unwrap().clone();
+    assert!(acked.len() > 30, "only {} pushes in {RUN_FOR:?}", acked.len());
+    assert!(
+        gc_runs.load(Ordering::Relaxed) > 10 && gc_blobs.load(Ordering::Relaxed) + last["blobs"].as_u64().unwrap() > 0,
+        "GC never collected anything"
+    );
+    assert!(pulls_ok.load(Ordering::Relaxed) > 10);
+
+    // Every tag that exists pulls whole.
+    let mut tags_seen = 0;
+    for repo in r.req("GET", "/v2/_catalog", &[], b"").json()["repositories"].as_array().unwrap() {
+        let repo = repo.as_str().unwrap();
+        for tag in r.req("GET", &format!("/v2/{repo}/tags/list"), &[], b"").json()["tags"].as_array().unwrap() {
+            let tag = tag.as_str().unwrap();
+            assert_eq!(pull(&r, repo, tag), Ok(true), "{repo}:{tag} exists but does not pull whole");
+            tags_seen += 1;
+        }
+    }
+    // Every acknowledged push is whole while its tag still names it, and restorable when deleted.
+    for ((repo, tag), d) in &acked {
+        if deleted.contains(&(repo.clone(), tag.clone())) {
+            continue;
+        }
+        let current = r.req("HEAD", &format!("/v2/{repo}/manifests/{tag}"), &[("Accept", OCI)], b"");
+        if current.h("docker-content-digest") == Some(d.to_string().as_str()) {
+            assert_eq!(pull(&r, repo, &d.to_string()), Ok(true), "acknowledged {repo}:{tag} ({d}) is not whole");
+        }
+    }
+    let trash = cli_ok(&["trash", "--json", "--url", &berth.url("")]).json();
+    assert!(!trash.as_array().unwrap().is_empty());
+    berth.stop();
+    let fsck = cli_ok(&["fsck", "--root", &root.display().to_string(), "--json"]).json();
+    assert_eq!(fsck["damage"], 0, "{fsck}");
+    eprintln!(
+        "stress: {} pushes ({} raced GC and retried), {} deletes, {} good pulls, {} GC runs removing {} blobs, {tags_seen} tags verified",
+        acked.len(),
+        raced.load(Ordering::Relaxed),
+        deleted.len(),
+        pulls_ok.load(Ordering::Relaxed),
+        gc_runs.load(Ordering::Relaxed),
+        gc_blobs.load(Ordering::Relaxed)
+    );
+}

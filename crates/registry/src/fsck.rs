@@ -1,0 +1,347 @@
+//! Checking a root: every tag leads to a manifest whose blobs and children are all there, every
+//! link points at something, content matches its digest (on request), uploads are not stale, and
+//! Berth's derived referrers index agrees with the layout.
+//!
+//! A finding is **damage** when an acknowledged image cannot be pulled whole or bytes do not
+//! match their digest, and **debris** otherwise (harmless leftovers, such as those a crash
+//! leaves). `repair` fixes what can be fixed without losing acknowledged data: it re-creates
+//! links whose targets exist, removes links to nothing, removes stale uploads, rebuilds the
+//! referrers index, and moves corrupt blobs aside to `berth/quarantine/` (so clients see them
+//! as missing and push them again) instead of deleting them.
+
+use std::io::Read;
+use std::time::{Duration, SystemTime};
+
+use berth_oci::{Digest, DigestHasher, Reference, RepoName, Tag};
+use berth_storage::layout;
+
+use crate::Registry;
+use crate::error::{RegistryError, Result, storage};
+
+/// How `fsck` runs.
+#[derive(Debug, Clone)]
+pub struct FsckOptions {
+    /// Hash every blob and compare it with its digest (reads all data).
+    pub verify_content: bool,
+    /// Fix what can be fixed.
+    pub repair: bool,
+    /// Uploads older than this are debris.
+    pub upload_max_age: Duration,
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// A short stable name, e.g. `missing-blob`.
+    pub kind: &'static str,
+    /// Whether it breaks an image or content (else it is debris).
+    pub damage: bool,
+    /// The repository, if the finding is in one.
+    pub repository: Option<RepoName>,
+    /// What exactly.
+    pub message: String,
+    /// Whether `repair` fixed it.
+    pub repaired: bool,
+}
+
+/// What `fsck` found.
+#[derive(Debug, Clone, Default)]
+pub struct FsckReport {
+    /// Every finding.
+    pub findings: Vec<Finding>,
+    /// Repositories checked.
+    pub repositories: u64,
+    /// Manifests checked.
+    pub manifests: u64,
+    /// Blobs whose content was hashed.
+    pub blobs_verified: u64,
+}
+
+impl FsckReport {
+    /// Damage left unrepaired.
+    pub fn damage(&self) -> usize {
+        self.findings.iter().filter(|f| f.damage && !f.repaired).count()
+    }
+}
+
+struct Ctx<'a> {
+    report: &'a mut FsckReport,
+    repair: bool,
+}
+
+impl Ctx<'_> {
+    fn find(
+        &mut self,
+        kind: &'static str,
+        damage: bool,
+        repo: Option<&RepoName>,
+        message: String,
+        fix: Option<&dyn Fn() -> Result<()>>,
+    ) -> Result<()> {
+        let repaired = match fix {
+            Some(f) if self.repair => {
+                f()?;
+                true
+            }
+            _ => false,
+        };
+        self.report.findings.push(Finding { kind, damage, repository: repo.cloned(), message, repaired });
+        Ok(())
+    }
+}
+
+impl Registry {
+    /// Checks the root (see the module docs).
+    pub fn fsck(&self, opts: &FsckOptions) -> Result<FsckReport> {
+        let mut report = FsckReport::default();
+        let mut cx = Ctx { report: &mut report, repair: opts.repair };
+        let now = SystemTime::now();
+        for name in self.repository_folders()? {
+            cx.report.repositories += 1;
+            self.fsck_repo(&name, opts, now, &mut cx)?;
+        }
+        if opts.verify_content {
+            self.fsck_content(&mut cx)?;
+        }
+        self.fsck_trash(&mut cx)?;
+        if opts.repair {
+            self.usage_change(crate::usage::Change::Invalidate);
+        }
+        Ok(report)
+    }
+
+    fn fsck_repo(&self, name: &RepoName, opts: &FsckOptions, now: SystemTime, cx: &mut Ctx<'_>) -> Result<()> {
+        let n = Some(name);
+        // Tags lead to manifests.
+        let tag_dirs = self.store().list(&layout::tags_dir(name), None, usize::MAX).map_err(storage)?;
+        for t in tag_dirs {
+            let Ok(tag) = t.parse::<Tag>() else { continue };
+            let Some(d) = self.tag_get(name, &tag)? else { continue };
+            if !self.revision_exists(name, &d)? {
+                if self.blob_size(&d)?.is_some() {
+                    let fix = || {
+                        self.store().put(&layout::revision_link(name, &d), &layout::link_content(&d)).map_err(storage)
+                    };
+                    cx.find(
+                        "tag-without-revision",
+                        true,
+                        n,
+                        format!("{name}:{tag} points at {d}, which has no revision link (its bytes are there)"),
+                        Some(&fix),
+                    )?;
+                } else {
+                    cx.find(
+                        "tag-to-missing-manifest",
+                        true,
+                        n,
+                        format!("{name}:{tag} points at {d}, whose manifest is gone"),
+                        None,
+                    )?;
+                }
+            }
+        }
+        // Manifests are whole.
+        let layers: std::collections::HashSet<Digest> = self.layer_links(name)?.into_iter().collect();
+        for d in self.revisions(name)? {
+            cx.report.manifests += 1;
+            let m = match self.load_manifest(&d) {
+                Ok(Some(m)) => m,
+                Ok(None) => {
+                    cx.find(
+                        "missing-manifest",
+                        true,
+                        n,
+                        format!("{name}@{d}: revision link, but the manifest's bytes are gone"),
+                        None,
+                    )?;
+                    continue;
+                }
+                Err(RegistryError::Storage(e)) => {
+                    cx.find("corrupt-manifest", true, n, format!("{name}@{d}: {e}"), None)?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let Some(parsed) = &m.manifest else {
+                cx.find("unreadable-manifest", true, n, format!("{name}@{d} is not a manifest Berth can read"), None)?;
+                continue;
+            };
+            for r in parsed.references() {
+                if self.blob_size(&r.digest)?.is_none() {
+                    cx.find(
+                        "missing-blob",
+                        true,
+                        n,
+                        format!("{name}@{d} needs blob {}, which is gone", r.digest),
+                        None,
+                    )?;
+                } else if !layers.contains(&r.digest) {
+                    let fix = || self.link_layer(name, &r.digest);
+                    cx.find(
+                        "missing-layer-link",
+                        true,
+                        n,
+                        format!("{name}@{d} needs blob {}, which is not linked into {name}", r.digest),
+                        Some(&fix),
+                    )?;
+                }
+            }
+            for c in &parsed.manifests {
+                if !self.revision_exists(name, &c.digest)? {
+                    if self.blob_size(&c.digest)?.is_some() {
+                        let fix = || {
+                            self.store()
+                                .put(&layout::revision_link(name, &c.digest), &layout::link_content(&c.digest))
+                                .map_err(storage)
+                        };
+                        cx.find(
+                            "missing-child-revision",
+                            true,
+                            n,
+                            format!("{name}@{d} names child {}, which has no revision link", c.digest),
+                            Some(&fix),
+                        )?;
+                    } else {
+                        cx.find(
+                            "missing-child",
+                            true,
+                            n,
+                            format!("{name}@{d} names child {}, which is gone", c.digest),
+                            None,
+                        )?;
+                    }
+                }
+            }
+        }
+        // Links point at something.
+        for l in &layers {
+            if self.blob_size(l)?.is_none() {
+                let fix = || self.store().delete_prefix(&layout::layer_link_dir(name, l)).map(|_| ()).map_err(storage);
+                cx.find("dangling-layer-link", false, n, format!("{name} links blob {l}, which is gone"), Some(&fix))?;
+            }
+        }
+        // Uploads are not stale.
+        let cutoff = now.checked_sub(opts.upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
+        for id in self.store().list(&layout::uploads_dir(name), None, usize::MAX).map_err(storage)? {
+            let Ok(id) = id.parse() else { continue };
+            if self.upload_started_at(name, &id)? < cutoff {
+                let fix = || self.store().delete_prefix(&layout::upload_dir(name, &id)).map(|_| ()).map_err(storage);
+                cx.find(
+                    "stale-upload",
+                    false,
+                    n,
+                    format!("{name}: upload {id} is older than {}", humantime::format_duration(opts.upload_max_age)),
+                    Some(&fix),
+                )?;
+            }
+        }
+        // The referrers index agrees with the layout.
+        if self.referrers_drift(name)? {
+            let fix = || self.referrers_rebuild(name);
+            cx.find(
+                "referrers-index-drift",
+                false,
+                n,
+                format!("{name}: the referrers index disagrees with the manifests"),
+                Some(&fix),
+            )?;
+        }
+        Ok(())
+    }
+
+    fn fsck_content(&self, cx: &mut Ctx<'_>) -> Result<()> {
+        for d in self.all_blobs()? {
+            let key = layout::blob_data(&d);
+            let (mut r, _) = match self.store().open(&key, 0) {
+                Ok(x) => x,
+                Err(e) if e.is_not_found() => continue,
+                Err(e) => return Err(storage(e)),
+            };
+            let mut h = DigestHasher::new(d.algorithm());
+            let mut buf = vec![0u8; 1 << 20];
+            loop {
+                let n = r
+                    .read(&mut buf)
+                    .map_err(|e| storage(berth_storage::StorageError::Io { key: key.clone(), source: e }))?;
+                if n == 0 {
+                    break;
+                }
+                h.update(&buf[..n]);
+            }
+            cx.report.blobs_verified += 1;
+            let actual = h.finish();
+            if actual != d {
+                let fix = || {
+                    self.store().rename(&key, &layout::quarantine(&d)).map_err(storage)?;
+                    self.manifests.remove(&d);
+                    Ok(())
+                };
+                cx.find("corrupt-blob", true, None, format!("blob {d} holds content hashing to {actual}"), Some(&fix))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn fsck_trash(&self, cx: &mut Ctx<'_>) -> Result<()> {
+        let names = self.store().list(&layout::trash_dir(), None, usize::MAX).map_err(storage)?;
+        for n in names {
+            let Some(id) = n.strip_suffix(".json").and_then(|s| s.parse::<crate::TrashId>().ok()) else { continue };
+            match self.trash_get(&id) {
+                Ok(e) => {
+                    let missing = self.restore_missing(&e)?;
+                    if !missing.is_empty() {
+                        let list = missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
+                        cx.find(
+                            "trash-content-gone",
+                            false,
+                            Some(&e.repository),
+                            format!("trash entry {id} cannot be restored: {list} gone"),
+                            None,
+                        )?;
+                    }
+                }
+                Err(RegistryError::Corrupt { reason, .. }) => {
+                    cx.find("unreadable-trash-entry", true, None, format!("trash entry {id}: {reason}"), None)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every digest in the blob store.
+    pub(crate) fn all_blobs(&self) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        for alg in [berth_oci::Algorithm::Sha256, berth_oci::Algorithm::Sha512] {
+            for p in self.store().list(&layout::blob_algorithm_dir(alg), None, usize::MAX).map_err(storage)? {
+                let Some(dir) = layout::blob_prefix_dir(alg, &p) else { continue };
+                for hex in self.store().list(&dir, None, usize::MAX).map_err(storage)? {
+                    out.extend(Digest::from_parts(alg.as_str(), &hex));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether `name` resolves `reference` to a manifest whose blobs are all present: what a
+    /// pull needs.
+    pub fn image_whole(&self, name: &RepoName, reference: &Reference) -> Result<bool> {
+        let m = match self.manifest_get(name, reference) {
+            Ok(m) => m,
+            Err(RegistryError::ManifestUnknown { .. } | RegistryError::NameUnknown { .. }) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        let Some(parsed) = &m.manifest else { return Ok(false) };
+        for r in parsed.references() {
+            if !self.layer_linked(name, &r.digest)? || self.blob_size(&r.digest)?.is_none() {
+                return Ok(false);
+            }
+        }
+        for c in &parsed.manifests {
+            if !self.image_whole(name, &Reference::Digest(c.digest.clone()))? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}

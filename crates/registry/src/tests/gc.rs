@@ -1,0 +1,293 @@
+//! Garbage collection and fsck.
+
+use std::time::{Duration, SystemTime};
+
+use berth_oci::{Digest, Reference};
+use berth_storage::layout;
+use bytes::Bytes;
+
+use super::*;
+use crate::{
+    DeleteRequest, DeleteTarget, FsckOptions, GcOptions, GcProgress, RegistryError, RestoreTarget, UntaggedPolicy,
+};
+
+fn now_opts() -> GcOptions {
+    GcOptions { grace: Duration::ZERO, untagged: UntaggedPolicy::OlderThan(Duration::ZERO), ..GcOptions::default() }
+}
+
+fn gc(reg: &Registry, opts: &GcOptions) -> crate::GcReport {
+    reg.gc(opts, &|_| {}).unwrap()
+}
+
+/// Makes a file look `age` old, as if written long ago.
+fn age(f: &Fixture, key: &berth_storage::Key, age: Duration) {
+    let p = f.dir.path().join(key.as_str());
+    std::fs::File::options().write(true).open(p).unwrap().set_modified(SystemTime::now() - age).unwrap();
+}
+
+fn upload(reg: &Registry, repo: &str, data: &[u8]) -> Digest {
+    let d = Digest::sha256_of(data);
+    reg.blob_put(&name(repo), &d, &mut body(&[data])).unwrap();
+    d
+}
+
+fn manifest_json(config: &Digest, config_len: usize, layers: &[(&Digest, usize)]) -> String {
+    let l: Vec<String> = layers
+        .iter()
+        .map(|(d, n)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#))
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_len}}},"layers":[{}]}}"#,
+        l.join(",")
+    )
+}
+
+fn whole(reg: &Registry, repo: &str, tag_name: &str) -> bool {
+    reg.image_whole(&name(repo), &tag(tag_name)).unwrap()
+}
+
+#[test]
+fn i2_gc_keeps_every_tagged_image_and_trash_content_and_frees_what_the_delete_predicted() {
+    let f = fixture();
+    let (_, keep_layer) = push_image(&f.reg, "gc/keep", "v1", b"kept layer");
+    let (gone, _) = push_image(&f.reg, "gc/drop", "v1", b"dropped layer");
+    let del = f
+        .reg
+        .delete(&DeleteRequest {
+            target: DeleteTarget::Tag(name("gc/drop"), "v1".parse().unwrap()),
+            force: false,
+            who: None,
+        })
+        .unwrap();
+    let predicted = del.entry.bytes_freed;
+    assert!(predicted > 0);
+
+    let r = gc(&f.reg, &now_opts());
+    assert_eq!((r.blobs, r.manifests.len()), (0, 0), "the trash entry holds everything: {r:?}");
+    f.reg.restore(&RestoreTarget::Id(del.entry.id.clone()), false).unwrap();
+    assert!(whole(&f.reg, "gc/drop", "v1"), "restored whole after a GC");
+    assert!(whole(&f.reg, "gc/keep", "v1"));
+
+    let del = f
+        .reg
+        .delete(&DeleteRequest {
+            target: DeleteTarget::Tag(name("gc/drop"), "v1".parse().unwrap()),
+            force: false,
+            who: None,
+        })
+        .unwrap();
+    f.reg.trash_purge(Some(&del.entry.id)).unwrap();
+    let r = gc(&f.reg, &now_opts());
+    assert_eq!(r.bytes_freed, predicted, "{r:?}");
+    assert_eq!(r.manifests, vec![(name("gc/drop"), gone.clone())]);
+    assert_eq!(r.repositories, vec![name("gc/drop")]);
+    assert!(!f.dir.path().join(layout::blob_data(&gone).as_str()).exists());
+    assert!(f.dir.path().join(layout::blob_data(&keep_layer).as_str()).exists());
+    assert!(whole(&f.reg, "gc/keep", "v1"));
+    assert!(!f.dir.path().join(layout::repo_dir(&name("gc/drop")).as_str()).exists(), "the empty folder went too");
+    assert!(matches!(
+        f.reg.manifest_get(&name("gc/drop"), &Reference::Digest(gone)),
+        Err(RegistryError::NameUnknown { .. })
+    ));
+}
+
+#[test]
+fn i2_index_children_and_referrers_of_kept_manifests_stay_and_untagged_ones_go_by_policy() {
+    let f = fixture();
+    let (amd, _) = push_image(&f.reg, "gc/multi", "amd", b"amd");
+    let (arm, _) = push_image(&f.reg, "gc/multi", "arm", b"arm");
+    let entry = |d: &Digest, a: &str| {
+        format!(
+            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":1,"platform":{{"architecture":"{a}","os":"linux"}}}}"#
+        )
+    };
+    let index = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{},{}]}}"#,
+        entry(&amd, "amd64"),
+        entry(&arm, "arm64")
+    );
+    f.reg.manifest_put(&name("gc/multi"), &tag("both"), None, Bytes::from(index)).unwrap();
+    // A signature on the index, untagged, as cosign and notation push them.
+    let sig = upload(&f.reg, "gc/multi", b"signature");
+    let empty = upload(&f.reg, "gc/multi", b"{}");
+    let idx = f.reg.manifest_get(&name("gc/multi"), &tag("both")).unwrap().digest.clone();
+    let referrer = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/x.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/x.sig","digest":"{sig}","size":9}}],"subject":{{"mediaType":"application/vnd.oci.image.index.v1+json","digest":"{idx}","size":1}}}}"#
+    );
+    let sig_m = f
+        .reg
+        .manifest_put(
+            &name("gc/multi"),
+            &Reference::Digest(Digest::sha256_of(referrer.as_bytes())),
+            None,
+            Bytes::from(referrer),
+        )
+        .unwrap();
+    // Untag the platform images: they are now reachable only as children of the index.
+    for t in ["amd", "arm"] {
+        f.reg
+            .delete(&DeleteRequest {
+                target: DeleteTarget::Tag(name("gc/multi"), t.parse().unwrap()),
+                force: false,
+                who: None,
+            })
+            .unwrap();
+    }
+    f.reg.trash_purge(None).unwrap();
+    // And an untagged manifest that nothing reaches.
+    let (orphan, orphan_layer) = push_image(&f.reg, "gc/multi", "tmp", b"orphan");
+    f.reg
+        .delete(&DeleteRequest {
+            target: DeleteTarget::Tag(name("gc/multi"), "tmp".parse().unwrap()),
+            force: false,
+            who: None,
+        })
+        .unwrap();
+    f.reg.trash_purge(None).unwrap();
+
+    let keep = GcOptions { untagged: UntaggedPolicy::Keep, ..now_opts() };
+    assert!(gc(&f.reg, &keep).manifests.is_empty(), "untagged: keep");
+    let young = GcOptions { untagged: UntaggedPolicy::OlderThan(Duration::from_secs(3600)), ..now_opts() };
+    assert!(gc(&f.reg, &young).manifests.is_empty(), "untagged for less than an hour");
+    age(&f, &layout::revision_link(&name("gc/multi"), &orphan), Duration::from_secs(7200));
+    let r = gc(&f.reg, &young);
+    assert_eq!(r.manifests, vec![(name("gc/multi"), orphan)], "only the old orphan goes");
+    assert!(!f.dir.path().join(layout::blob_data(&orphan_layer).as_str()).exists());
+
+    let r = gc(&f.reg, &now_opts());
+    assert!(r.manifests.is_empty(), "children and the referrer of the tagged index stay: {r:?}");
+    assert!(whole(&f.reg, "gc/multi", "both"));
+    assert_eq!(f.reg.referrers(&name("gc/multi"), &idx, None).unwrap()[0].digest, sig_m.digest);
+    // Once the index goes, its children and its signature go with it.
+    f.reg
+        .delete(&DeleteRequest {
+            target: DeleteTarget::Tag(name("gc/multi"), "both".parse().unwrap()),
+            force: false,
+            who: None,
+        })
+        .unwrap();
+    f.reg.trash_purge(None).unwrap();
+    let r = gc(&f.reg, &now_opts());
+    assert_eq!(r.manifests.len(), 4, "index, two children, signature: {r:?}");
+    assert_eq!(r.repositories, vec![name("gc/multi")]);
+}
+
+#[test]
+fn i2_race_a_blob_checked_during_gc_survives_and_the_push_completes() {
+    let f = fixture();
+    let layer = upload(&f.reg, "race/a", b"layer of a push in flight");
+    let config = upload(&f.reg, "race/a", b"{}");
+    for d in [&layer, &config] {
+        age(&f, &layout::blob_data(d), Duration::from_secs(7200));
+    }
+    // The client checks its blobs exist while GC is scanning (grace 0: only the touch saves them).
+    let checked = std::sync::atomic::AtomicBool::new(false);
+    let during = |p: GcProgress| {
+        if let GcProgress::Scan { done, total } = p
+            && done == total
+            && !checked.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            f.reg.blob_stat(&name("race/a"), &layer).unwrap();
+            f.reg.blob_stat(&name("race/a"), &config).unwrap();
+        }
+    };
+    let r = f.reg.gc(&now_opts(), &during).unwrap();
+    assert!(checked.load(std::sync::atomic::Ordering::SeqCst));
+    assert_eq!(r.blobs, 0, "{r:?}");
+    let m = manifest_json(&config, 2, &[(&layer, 25)]);
+    f.reg.manifest_put(&name("race/a"), &tag("v1"), None, Bytes::from(m)).unwrap();
+    assert!(whole(&f.reg, "race/a", "v1"));
+}
+
+#[test]
+fn i2_race_a_blob_checked_before_a_gc_without_grace_is_swept_and_the_push_is_refused_not_broken() {
+    let f = fixture();
+    let layer = upload(&f.reg, "race/b", b"slow push");
+    let config = upload(&f.reg, "race/b", b"{}");
+    f.reg.blob_stat(&name("race/b"), &layer).unwrap();
+    for d in [&layer, &config] {
+        age(&f, &layout::blob_data(d), Duration::from_secs(7200));
+    }
+    // The next GC starts after the check, with grace 0 and a clock past the touch.
+    std::thread::sleep(Duration::from_millis(20));
+    let r = gc(&f.reg, &GcOptions { grace: Duration::from_millis(1), ..now_opts() });
+    assert_eq!(r.blobs, 2, "{r:?}");
+    let m = manifest_json(&config, 2, &[(&layer, 9)]);
+    let err = f.reg.manifest_put(&name("race/b"), &tag("v1"), None, Bytes::from(m.clone())).unwrap_err();
+    match err {
+        RegistryError::ManifestBlobUnknown { digests } => assert_eq!(digests.len(), 2),
+        e => panic!("{e:?}"),
+    }
+    // The client pushes the blobs again and the manifest goes through.
+    upload(&f.reg, "race/b", b"slow push");
+    upload(&f.reg, "race/b", b"{}");
+    f.reg.manifest_put(&name("race/b"), &tag("v1"), None, Bytes::from(m)).unwrap();
+    assert!(whole(&f.reg, "race/b", "v1"));
+}
+
+#[test]
+fn i2_grace_keeps_young_unreferenced_blobs_and_gc_purges_stale_uploads() {
+    let f = fixture();
+    let young = upload(&f.reg, "grace/a", b"just uploaded, manifest not yet pushed");
+    let r = gc(&f.reg, &GcOptions { grace: Duration::from_secs(3600), ..now_opts() });
+    assert_eq!((r.blobs, r.blobs_kept_recent), (0, 1));
+    assert!(f.dir.path().join(layout::blob_data(&young).as_str()).exists());
+
+    let fresh = f.reg.upload_start(&name("grace/a")).unwrap();
+    let stale = f.reg.upload_start(&name("grace/a")).unwrap();
+    std::fs::write(
+        f.dir.path().join(layout::upload_started(&name("grace/a"), &stale).as_str()),
+        "2020-01-01T00:00:00.000000000Z",
+    )
+    .unwrap();
+    let r = gc(&f.reg, &GcOptions { upload_max_age: Duration::from_secs(3600), ..GcOptions::default() });
+    assert_eq!(r.uploads, 1);
+    assert!(f.reg.upload_status(&name("grace/a"), &fresh).is_ok());
+    assert!(matches!(f.reg.upload_status(&name("grace/a"), &stale), Err(RegistryError::BlobUploadUnknown { .. })));
+    let dry = gc(&f.reg, &GcOptions { dry_run: true, grace: Duration::ZERO, ..GcOptions::default() });
+    assert_eq!(dry.blobs, 1, "a dry run reports the blob");
+    assert!(f.dir.path().join(layout::blob_data(&young).as_str()).exists(), "and leaves it");
+}
+
+#[test]
+fn moving_a_tag_starts_the_untagged_clock_of_the_manifest_it_left() {
+    let f = fixture();
+    let (old, _) = push_image(&f.reg, "clock/a", "latest", b"old");
+    let link = layout::revision_link(&name("clock/a"), &old);
+    age(&f, &link, Duration::from_secs(48 * 3600));
+    push_image(&f.reg, "clock/a", "latest", b"new");
+    let r = gc(&f.reg, &GcOptions { untagged: UntaggedPolicy::OlderThan(Duration::from_secs(3600)), ..now_opts() });
+    assert!(r.manifests.is_empty(), "untagged a moment ago, though pushed two days ago");
+}
+
+#[test]
+fn fsck_finds_damage_and_debris_and_repair_fixes_what_it_can() {
+    let f = fixture();
+    let (m, layer) = push_image(&f.reg, "fsck/a", "v1", b"layer");
+    push_image(&f.reg, "fsck/b", "v1", b"other");
+    let opts = FsckOptions { verify_content: true, repair: false, upload_max_age: Duration::from_secs(3600) };
+    assert!(f.reg.fsck(&opts).unwrap().findings.is_empty());
+
+    // A missing layer link (repairable), a dangling one (debris), corrupt content (damage).
+    std::fs::remove_dir_all(f.dir.path().join(layout::layer_link_dir(&name("fsck/a"), &layer).as_str())).unwrap();
+    let ghost = Digest::sha256_of(b"ghost");
+    f.dir.path().join(layout::layer_link(&name("fsck/b"), &ghost).as_str()).parent().map(std::fs::create_dir_all);
+    std::fs::write(f.dir.path().join(layout::layer_link(&name("fsck/b"), &ghost).as_str()), ghost.to_string()).unwrap();
+    let (_, other) = (m, Digest::sha256_of(b"other"));
+    std::fs::write(f.dir.path().join(layout::blob_data(&other).as_str()), b"bit rot").unwrap();
+    let reg = open(f.dir.path());
+    let r = reg.fsck(&opts).unwrap();
+    let kinds: Vec<(&str, bool)> = r.findings.iter().map(|x| (x.kind, x.damage)).collect();
+    assert!(kinds.contains(&("missing-layer-link", true)), "{kinds:?}");
+    assert!(kinds.contains(&("dangling-layer-link", false)), "{kinds:?}");
+    assert!(kinds.contains(&("corrupt-blob", true)), "{kinds:?}");
+    assert_eq!(r.damage(), 2);
+
+    let r = reg.fsck(&FsckOptions { repair: true, ..opts.clone() }).unwrap();
+    assert_eq!(r.damage(), 0, "{:?}", r.findings);
+    assert!(whole(&reg, "fsck/a", "v1"), "the layer link is back");
+    assert!(f.dir.path().join(layout::quarantine(&other).as_str()).exists(), "corrupt data is set aside, not deleted");
+    let after = reg.fsck(&opts).unwrap();
+    let kinds: Vec<&str> = after.findings.iter().map(|x| x.kind).collect();
+    assert_eq!(kinds, ["missing-blob", "dangling-layer-link"], "fsck/b now says honestly that its layer is gone");
+}

@@ -1,0 +1,118 @@
+//! Digests clients used recently, and the lock that makes GC's "is it still unused? then
+//! delete it" one step against a push's "record that I use it, then check it exists".
+//!
+//! Every blob HEAD/GET, mount, upload completion and manifest PUT records its digests here,
+//! *before* it checks that they exist. GC deletes a blob or a manifest only inside
+//! [`Touched::sweep_if_untouched`], which holds the same lock while it checks and deletes.
+//! So for any push racing a sweep, exactly one of two things happens: the sweep sees the touch
+//! and keeps the blob, or the push finds the blob gone and is refused (`MANIFEST_BLOB_UNKNOWN`)
+//! rather than accepted broken (DESIGN.md, "Garbage collection, online").
+//!
+//! Two memories: the time of each digest's last touch (GC keeps what was touched within its
+//! grace period), and, while a GC runs, the set of everything touched since it began (kept
+//! whatever the grace period, so `--grace 0s` still protects pushes in flight).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use berth_oci::Digest;
+
+#[derive(Debug, Default)]
+pub(crate) struct Touched {
+    state: Mutex<State>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    at: HashMap<Digest, SystemTime>,
+    during_gc: Option<HashSet<Digest>>,
+}
+
+impl Touched {
+    /// Records that a client is using these digests now.
+    pub(crate) fn touch<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) {
+        let now = SystemTime::now();
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let State { at, during_gc } = &mut *s;
+        for d in digests {
+            at.insert(d.clone(), now);
+            if let Some(set) = during_gc.as_mut() {
+                set.insert(d.clone());
+            }
+        }
+    }
+
+    /// Starts recording for a GC; forgets touches older than `forget_before`.
+    pub(crate) fn gc_begin(&self, forget_before: SystemTime) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        s.at.retain(|_, t| *t >= forget_before);
+        s.during_gc = Some(HashSet::new());
+    }
+
+    /// Stops recording for the GC.
+    pub(crate) fn gc_end(&self) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).during_gc = None;
+    }
+
+    /// Whether `d` was touched at or after `cutoff`, or since the running GC began.
+    pub(crate) fn protected(&self, d: &Digest, cutoff: SystemTime) -> bool {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        Self::is_protected(&s, d, cutoff)
+    }
+
+    fn is_protected(s: &State, d: &Digest, cutoff: SystemTime) -> bool {
+        s.during_gc.as_ref().is_some_and(|set| set.contains(d)) || s.at.get(d).is_some_and(|t| *t >= cutoff)
+    }
+
+    /// Digests touched at or after `cutoff`, or since the running GC began.
+    pub(crate) fn recent(&self, cutoff: SystemTime) -> HashSet<Digest> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out: HashSet<Digest> = s.at.iter().filter(|(_, t)| **t >= cutoff).map(|(d, _)| d.clone()).collect();
+        if let Some(set) = &s.during_gc {
+            out.extend(set.iter().cloned());
+        }
+        out
+    }
+
+    /// Runs `delete` unless `d` is protected, holding the lock throughout; returns whether it
+    /// ran. `delete` must be short: every touch waits for it.
+    pub(crate) fn sweep_if_untouched<T>(
+        &self,
+        d: &Digest,
+        cutoff: SystemTime,
+        delete: impl FnOnce() -> T,
+    ) -> Option<T> {
+        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if Self::is_protected(&s, d, cutoff) {
+            return None;
+        }
+        let out = delete();
+        drop(s);
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[test]
+    fn i2_touches_during_gc_protect_whatever_the_grace() {
+        let t = Touched::default();
+        let d = Digest::sha256_of(b"x");
+        let now = SystemTime::now();
+        t.touch([&d]);
+        assert!(t.protected(&d, now - Duration::from_secs(1)), "within grace");
+        let future = now + Duration::from_secs(3600);
+        assert!(!t.protected(&d, future), "grace 0 at a later time: not protected by age");
+        t.gc_begin(now - Duration::from_secs(1));
+        assert!(t.sweep_if_untouched(&d, future, || ()).is_some(), "touched before the GC began");
+        t.touch([&d]);
+        assert!(t.sweep_if_untouched(&d, future, || ()).is_none(), "touched while the GC runs");
+        t.gc_end();
+        assert!(!t.protected(&d, future));
+    }
+}
