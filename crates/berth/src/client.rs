@@ -76,9 +76,13 @@ impl Admin {
                 }
             }
         };
-        let config = berth_registry::Config { trash_retention: file.trash_retention()?, ..Default::default() };
-        let who = env("USER").map(|u| format!("local:{u}"));
         let gc = file.gc()?.0;
+        let config = berth_registry::Config {
+            trash_retention: file.trash_retention()?,
+            untagged: gc.untagged,
+            ..Default::default()
+        };
+        let who = env("USER").map(|u| format!("local:{u}"));
         Ok(Admin::Local { reg: Registry::new(Arc::new(backend), config), who, gc, _lock: lock })
     }
 
@@ -171,7 +175,7 @@ impl Admin {
         dry_run: bool,
         grace: Option<&str>,
         untagged: Option<&str>,
-        progress: &dyn Fn(berth_registry::GcProgress),
+        progress: &(dyn Fn(berth_registry::GcProgress) + Sync),
     ) -> anyhow::Result<wire::GcResult> {
         match self {
             Admin::Http { .. } => {

@@ -21,6 +21,11 @@ fn main() -> std::process::ExitCode {
             serve::run(s)
         }),
         command => {
+            // Like other Unix tools: `berth ls | head` ends quietly when head stops reading.
+            // SAFETY: restoring the default disposition of a signal at start, before any thread.
+            unsafe {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+            }
             init_logging("warn");
             match command {
                 cli::Command::Serve(_) => unreachable!("handled above"),

@@ -83,6 +83,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let config = berth_registry::Config {
             max_manifest_bytes: settings.max_manifest_bytes,
             trash_retention: settings.trash_retention,
+            untagged: settings.gc.untagged,
         };
         let registry = Arc::new(Registry::new(Arc::new(backend), config));
         let state = AppState {

@@ -23,22 +23,26 @@ impl Registry {
     /// The size of a blob linked into `name`; `BlobUnknown` when it is not linked there or its
     /// data is gone.
     pub fn blob_stat(&self, name: &RepoName, digest: &Digest) -> Result<u64> {
-        // A client that asks whether a blob exists is likely to name it in a manifest next.
-        self.touched.touch([digest]);
         if !self.layer_linked(name, digest)? {
             return Err(RegistryError::BlobUnknown { digest: digest.clone() });
         }
-        self.blob_size(digest)?.ok_or_else(|| RegistryError::BlobUnknown { digest: digest.clone() })
+        let size = self.blob_size(digest)?.ok_or_else(|| RegistryError::BlobUnknown { digest: digest.clone() })?;
+        // A client told a blob exists is likely to name it in a manifest next: keep it for the
+        // grace period. Only blobs that exist are recorded, so random HEADs cost no memory.
+        self.touched.touch([digest]);
+        Ok(size)
     }
 
     /// Opens a blob linked into `name` at `offset`.
     pub fn blob_open(&self, name: &RepoName, digest: &Digest, offset: u64) -> Result<BlobReader> {
-        self.touched.touch([digest]);
         if !self.layer_linked(name, digest)? {
             return Err(RegistryError::BlobUnknown { digest: digest.clone() });
         }
         match self.store().open(&layout::blob_data(digest), offset) {
-            Ok((reader, size)) => Ok(BlobReader { reader, size }),
+            Ok((reader, size)) => {
+                self.touched.touch([digest]);
+                Ok(BlobReader { reader, size })
+            }
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown { digest: digest.clone() }),
             Err(e) => Err(storage(e)),
         }

@@ -122,7 +122,8 @@ impl Registry {
             }
         };
         let removed = tags.keys().cloned().collect();
-        let bytes_freed = self.with_graph(|g| g.freed(&name, &removed, &manifests, &layers))?;
+        let keep = self.keeps_untagged();
+        let bytes_freed = self.with_graph(|g| g.freed(&name, &removed, &manifests, &layers, keep))?;
         Ok(TrashEntry {
             id: TrashId::new(now),
             time: now,

@@ -24,10 +24,11 @@
 //! manifest bytes, immutable by digest, come from the cache); delete a folder that is not empty.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use berth_oci::{Algorithm, Digest, RepoName, Tag, UploadId};
-use berth_storage::layout;
+use berth_storage::{Key, layout};
 
 use crate::Registry;
 use crate::error::{RegistryError, Result, storage};
@@ -110,23 +111,36 @@ struct RepoScan {
 
 impl Registry {
     /// Runs one GC. Waits for a GC already running to finish first (one at a time).
-    pub fn gc(&self, opts: &GcOptions, progress: &dyn Fn(GcProgress)) -> Result<GcReport> {
+    pub fn gc(&self, opts: &GcOptions, progress: &(dyn Fn(GcProgress) + Sync)) -> Result<GcReport> {
         let _one = self.gc_lock.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         let now = SystemTime::now();
         let cutoff = now.checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
         self.touched.gc_begin(cutoff.min(now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)));
-        struct End<'a>(&'a Registry);
+        struct End<'a>(&'a Registry, bool);
         impl Drop for End<'_> {
             fn drop(&mut self) {
                 self.0.touched.gc_end();
+                if self.1 {
+                    // Whatever happened, the in-memory graph is rebuilt from storage next time.
+                    self.0.usage_change(Change::Invalidate);
+                }
             }
         }
-        let _end = End(self);
+        let _end = End(self, !opts.dry_run);
+        // Wait out every operation that touched before recording began (see `inflight`).
+        drop(self.inflight.write().unwrap_or_else(|e| e.into_inner()));
         let mut report = GcReport { dry_run: opts.dry_run, ..Default::default() };
 
+        // Trash entries read before the scan catch a restore that relinks what the scan then
+        // misses; those read after it catch a delete that unlinks what the scan already passed.
+        let mut trash = self.trash_list()?;
         let repos = self.gc_scan(progress)?;
-        let trash = self.trash_list()?;
+        for e in self.trash_list()? {
+            if !trash.iter().any(|t| t.id == e.id) {
+                trash.push(e);
+            }
+        }
         let recent = self.touched.recent(cutoff);
 
         // Mark.
@@ -134,11 +148,17 @@ impl Registry {
         let mut marked: HashSet<Digest> = HashSet::new();
         let mut keep: Vec<HashSet<Digest>> = Vec::with_capacity(repos.len());
         let by_name: HashMap<&RepoName, usize> = repos.iter().enumerate().map(|(i, r)| (&r.name, i)).collect();
-        for r in &repos {
-            for d in &r.revisions {
-                self.gc_node(d, &mut nodes)?;
-            }
-        }
+        let mut wanted: Vec<Digest> =
+            repos.iter().flat_map(|r| r.revisions.iter().chain(r.tags.values()).cloned()).collect();
+        wanted.extend(trash.iter().flat_map(|e| e.held_manifests().cloned().collect::<Vec<_>>()));
+        wanted.sort();
+        wanted.dedup();
+        let loaded = par_map(&wanted, |d| {
+            let mut one = HashMap::new();
+            self.gc_node(d, &mut one)?;
+            Ok(one.remove(d).flatten())
+        })?;
+        nodes.extend(wanted.into_iter().zip(loaded));
         let subjects: Vec<HashMap<Digest, Vec<Digest>>> = repos
             .iter()
             .map(|r| {
@@ -209,94 +229,109 @@ impl Registry {
 
         // Sweep untagged manifests.
         let mut changed_repos: HashSet<usize> = HashSet::new();
-        for (i, r) in repos.iter().enumerate() {
-            for d in r.revisions.iter().filter(|d| !keep[i].contains(*d)) {
-                let removed = if opts.dry_run {
-                    !self.touched.protected(d, cutoff)
-                } else {
-                    let subject = nodes.get(d).and_then(|n| n.as_ref()).and_then(|n| n.subject.clone());
-                    match self.touched.sweep_if_untouched(d, cutoff, || self.gc_remove_manifest(r, d, subject.as_ref()))
-                    {
-                        Some(res) => {
-                            res?;
-                            true
-                        }
-                        None => false,
-                    }
-                };
-                if removed {
-                    report.manifests.push((r.name.clone(), d.clone()));
-                    changed_repos.insert(i);
-                }
+        let doomed: Vec<(usize, Digest)> = repos
+            .iter()
+            .enumerate()
+            .flat_map(|(i, r)| {
+                let k = &keep[i];
+                r.revisions.iter().filter(move |d| !k.contains(*d)).map(move |d| (i, d.clone()))
+            })
+            .collect();
+        let gone = par_map(&doomed, |(i, d)| {
+            if opts.dry_run {
+                return Ok(!self.touched.protected(d, cutoff));
             }
+            let r = &repos[*i];
+            let subject = nodes.get(d).and_then(|n| n.as_ref()).and_then(|n| n.subject.clone());
+            match self.touched.sweep_if_untouched(d, cutoff, || self.gc_remove_manifest(r, d, subject.as_ref())) {
+                Some(res) => res.map(|()| true),
+                None => Ok(false),
+            }
+        })?;
+        let mut removed_here: Vec<HashSet<Digest>> = vec![HashSet::new(); repos.len()];
+        for ((i, d), g) in doomed.into_iter().zip(gone) {
+            if g {
+                report.manifests.push((repos[i].name.clone(), d.clone()));
+                removed_here[i].insert(d);
+                changed_repos.insert(i);
+            }
+        }
+        if !opts.dry_run {
+            // Tag histories (`tags/<t>/index/`) that name removed manifests: one listing per tag.
+            let work: Vec<usize> = (0..repos.len()).filter(|i| !removed_here[*i].is_empty()).collect();
+            par_map(&work, |&i| self.gc_clean_tag_histories(&repos[i], &removed_here[i]))?;
         }
 
-        // Sweep blobs.
-        let mut swept: HashSet<Digest> = HashSet::new();
-        let mut seen = 0usize;
+        // Sweep blobs: list every blob folder, then check and remove the unreached ones.
+        let mut prefixes = Vec::new();
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            let prefixes = self.store().list(&layout::blob_algorithm_dir(alg), None, usize::MAX).map_err(storage)?;
-            for p in prefixes {
-                let Some(dir) = layout::blob_prefix_dir(alg, &p) else { continue };
-                let hexes = self.store().list(&dir, None, usize::MAX).map_err(storage)?;
-                for hex in hexes {
-                    seen += 1;
-                    if seen % 4096 == 0 {
-                        progress(GcProgress::Sweep { done: seen });
-                    }
-                    let Some(d) = Digest::from_parts(alg.as_str(), &hex) else { continue };
-                    if marked.contains(&d) {
-                        continue;
-                    }
-                    if recent.contains(&d) {
-                        report.blobs_kept_recent += 1;
-                        continue;
-                    }
-                    let meta = match self.store().stat(&layout::blob_data(&d)) {
-                        Ok(m) => Some(m),
-                        Err(e) if e.is_not_found() => None,
-                        Err(e) => return Err(storage(e)),
-                    };
-                    let recent_data = meta.is_some_and(|m| m.modified >= cutoff);
-                    if recent_data {
-                        report.blobs_kept_recent += 1;
-                        continue;
-                    }
-                    let size = meta.map(|m| m.size).unwrap_or(0);
-                    let removed = if opts.dry_run {
-                        !self.touched.protected(&d, cutoff)
-                    } else {
-                        match self
-                            .touched
-                            .sweep_if_untouched(&d, cutoff, || self.store().delete_prefix(&layout::blob_dir(&d)))
-                        {
-                            Some(res) => {
-                                res.map_err(storage)?;
-                                true
-                            }
-                            None => false,
-                        }
-                    };
-                    if removed {
-                        if meta.is_some() {
-                            report.blobs += 1;
-                            report.bytes_freed += size;
-                        }
-                        swept.insert(d.clone());
-                        self.manifests.remove(&d);
-                    } else {
-                        report.blobs_kept_recent += 1;
-                    }
+            for p in self.store().list(&layout::blob_algorithm_dir(alg), None, usize::MAX).map_err(storage)? {
+                if let Some(dir) = layout::blob_prefix_dir(alg, &p) {
+                    prefixes.push((alg, dir));
                 }
             }
         }
-        progress(GcProgress::Sweep { done: seen });
+        let seen = AtomicUsize::new(0);
+        let listed = par_map(&prefixes, |(alg, dir)| {
+            let hexes = self.store().list(dir, None, usize::MAX).map_err(storage)?;
+            let n = seen.fetch_add(hexes.len(), Ordering::Relaxed) + hexes.len();
+            progress(GcProgress::Sweep { done: n });
+            Ok(hexes.iter().filter_map(|h| Digest::from_parts(alg.as_str(), h)).collect::<Vec<_>>())
+        })?;
+        let candidates: Vec<Digest> = listed.into_iter().flatten().filter(|d| !marked.contains(d)).collect();
+        #[derive(Clone, Copy)]
+        enum Fate {
+            Recent,
+            Removed(u64, bool),
+        }
+        let fates = par_map(&candidates, |d| {
+            if recent.contains(d) {
+                return Ok(Fate::Recent);
+            }
+            let meta = match self.store().stat(&layout::blob_data(d)) {
+                Ok(m) => Some(m),
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(storage(e)),
+            };
+            if meta.is_some_and(|m| m.modified >= cutoff) {
+                return Ok(Fate::Recent);
+            }
+            let removed = if opts.dry_run {
+                !self.touched.protected(d, cutoff)
+            } else {
+                let remove = || {
+                    self.manifests.remove(d);
+                    self.remove_one(&layout::blob_data(d), &layout::blob_dir(d))
+                };
+                match self.touched.sweep_if_untouched(d, cutoff, remove) {
+                    Some(res) => res.map(|()| true)?,
+                    None => false,
+                }
+            };
+            Ok(if removed { Fate::Removed(meta.map(|m| m.size).unwrap_or(0), meta.is_some()) } else { Fate::Recent })
+        })?;
+        let mut swept: HashSet<Digest> = HashSet::new();
+        for (d, fate) in candidates.into_iter().zip(fates) {
+            match fate {
+                Fate::Recent => report.blobs_kept_recent += 1,
+                Fate::Removed(size, had_data) => {
+                    if had_data {
+                        report.blobs += 1;
+                        report.bytes_freed += size;
+                    }
+                    swept.insert(d);
+                }
+            }
+        }
+        progress(GcProgress::Sweep { done: seen.load(Ordering::Relaxed) });
 
         // Layer links no kept manifest of the repository needs (a push's leftovers, older than
         // the grace period) or that point at nothing; stale uploads; empty folders.
         let upload_cutoff = now.checked_sub(opts.upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
-        for (i, r) in repos.iter().enumerate() {
-            let mut links_left = r.layers.len();
+        let indexes: Vec<usize> = (0..repos.len()).collect();
+        let tidy = par_map(&indexes, |&i| {
+            let r = &repos[i];
+            let (mut links, mut uploads) = (0u64, 0u64);
             for l in &r.layers {
                 if needed[i].contains(l) || recent.contains(l) {
                     continue;
@@ -313,76 +348,83 @@ impl Registry {
                 let removed = opts.dry_run
                     || self
                         .touched
-                        .sweep_if_untouched(l, cutoff, || self.gc_unlink_layer(&r.name, l))
+                        .sweep_if_untouched(l, cutoff, || {
+                            self.remove_one(&layout::layer_link(&r.name, l), &layout::layer_link_dir(&r.name, l))
+                        })
                         .transpose()?
                         .is_some();
                 if removed {
-                    report.layer_links += 1;
-                    links_left -= 1;
-                    changed_repos.insert(i);
+                    links += 1;
                 }
             }
-            let mut uploads_left = r.uploads.len();
             for id in &r.uploads {
                 if self.upload_started_at(&r.name, id)? < upload_cutoff {
                     if !opts.dry_run {
                         self.store().delete_prefix(&layout::upload_dir(&r.name, id)).map_err(storage)?;
+                        self.forget_upload(&r.name, id);
                     }
-                    report.uploads += 1;
-                    uploads_left -= 1;
-                    changed_repos.insert(i);
+                    uploads += 1;
                 }
             }
+            Ok((links, uploads))
+        })?;
+        for (i, (links, uploads)) in tidy.into_iter().enumerate() {
+            let r = &repos[i];
+            report.layer_links += links;
+            report.uploads += uploads;
+            if links > 0 || uploads > 0 {
+                changed_repos.insert(i);
+            }
             let manifests_left = r.revisions.iter().filter(|d| keep[i].contains(*d)).count();
+            let links_left = r.layers.len() as u64 - links;
+            let uploads_left = r.uploads.len() as u64 - uploads;
             if r.tags.is_empty() && manifests_left == 0 && links_left == 0 && uploads_left == 0 {
                 report.repositories.push(r.name.clone());
-                changed_repos.insert(i);
             }
         }
         if !opts.dry_run {
-            for &i in &changed_repos {
-                let name = &repos[i].name;
+            // Only repositories left with nothing are walked for empty folders: walking every
+            // changed repository would cost as much as the rest of the sweep.
+            for name in &report.repositories {
                 self.store().prune_empty(&layout::repo_dir(name)).map_err(storage)?;
-                if !self.repo_exists(name)? {
-                    self.store().prune_empty(&layout::referrers_dir(name)).map_err(storage)?;
-                }
+                self.store().prune_empty(&layout::referrers_dir(name)).map_err(storage)?;
                 self.prune_repo_parents(name)?;
-                self.catalog_refresh(name)?;
             }
-            self.usage_change(Change::Invalidate);
+            for &i in &changed_repos {
+                self.catalog_refresh(&repos[i].name)?;
+            }
         }
         report.duration = started.elapsed();
         Ok(report)
     }
 
     /// Reads every repository folder's links.
-    fn gc_scan(&self, progress: &dyn Fn(GcProgress)) -> Result<Vec<RepoScan>> {
+    fn gc_scan(&self, progress: &(dyn Fn(GcProgress) + Sync)) -> Result<Vec<RepoScan>> {
         let names = self.repository_folders()?;
         let total = names.len();
-        let mut out = Vec::with_capacity(total);
-        for (i, name) in names.into_iter().enumerate() {
-            if i % 64 == 0 {
-                progress(GcProgress::Scan { done: i, total });
-            }
+        let done = AtomicUsize::new(0);
+        par_map(&names, |name| {
             let mut tags = BTreeMap::new();
-            for t in self.tags(&name)? {
-                if let Some(d) = self.tag_get(&name, &t)? {
+            for t in self.tags(name)? {
+                if let Some(d) = self.tag_get(name, &t)? {
                     tags.insert(t, d);
                 }
             }
-            let revisions = self.revisions(&name)?;
-            let layers = self.layer_links(&name)?;
+            let revisions = self.revisions(name)?;
+            let layers = self.layer_links(name)?;
             let uploads = self
                 .store()
-                .list(&layout::uploads_dir(&name), None, usize::MAX)
+                .list(&layout::uploads_dir(name), None, usize::MAX)
                 .map_err(storage)?
                 .into_iter()
                 .filter_map(|s| s.parse().ok())
                 .collect();
-            out.push(RepoScan { name, tags, revisions, layers, uploads });
-        }
-        progress(GcProgress::Scan { done: total, total });
-        Ok(out)
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            if n % 64 == 0 || n == total {
+                progress(GcProgress::Scan { done: n, total });
+            }
+            Ok(RepoScan { name: name.clone(), tags, revisions, layers, uploads })
+        })
     }
 
     /// The node of a manifest, loaded once. A manifest whose bytes are there but unreadable
@@ -440,18 +482,38 @@ impl Registry {
     }
 
     fn gc_remove_manifest(&self, r: &RepoScan, d: &Digest, subject: Option<&Digest>) -> Result<()> {
-        self.store().delete_prefix(&layout::revision_dir(&r.name, d)).map_err(storage)?;
-        for t in r.tags.keys() {
-            self.store().delete_prefix(&layout::tag_index_dir(&r.name, t, d)).map_err(storage)?;
-        }
+        self.remove_one(&layout::revision_link(&r.name, d), &layout::revision_dir(&r.name, d))?;
         if let Some(s) = subject {
             self.store().delete(&layout::referrer_entry(&r.name, s, d)).map_err(storage)?;
         }
         Ok(())
     }
 
-    fn gc_unlink_layer(&self, name: &RepoName, d: &Digest) -> Result<()> {
-        self.store().delete_prefix(&layout::layer_link_dir(name, d)).map_err(storage)?;
+    /// Removes the entries of each remaining tag's history that name a removed manifest.
+    fn gc_clean_tag_histories(&self, r: &RepoScan, removed: &HashSet<Digest>) -> Result<()> {
+        for t in r.tags.keys() {
+            for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+                let hexes = self
+                    .store()
+                    .list(&layout::tag_index_alg_dir(&r.name, t, alg), None, usize::MAX)
+                    .map_err(storage)?;
+                for d in
+                    hexes.iter().filter_map(|h| Digest::from_parts(alg.as_str(), h)).filter(|d| removed.contains(d))
+                {
+                    self.remove_one(&layout::tag_index_link(&r.name, t, &d), &layout::tag_index_dir(&r.name, t, &d))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a folder that holds one file (a blob's `data`, a link): two calls instead of a
+    /// recursive walk, and a recursive walk only if something unexpected is left in it.
+    fn remove_one(&self, file: &Key, dir: &Key) -> Result<()> {
+        self.store().delete(file).map_err(storage)?;
+        if !self.store().remove_empty_folder(dir).map_err(storage)? {
+            self.store().delete_prefix(dir).map_err(storage)?;
+        }
         Ok(())
     }
 
@@ -469,4 +531,52 @@ impl Registry {
             Err(e) => Err(storage(e)),
         }
     }
+}
+
+/// Threads for GC's listing, loading and removing. The work is system calls on many small files,
+/// which wait on the filesystem more than on the CPU, so more threads than cores pay off.
+const WORKERS: usize = 4;
+
+/// `items.iter().map(f).collect()`, on `WORKERS` threads, in order; stops at the first error.
+fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
+    if items.len() < 32 {
+        return items.iter().map(&f).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..WORKERS)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= items.len() || failed.load(Ordering::Relaxed) {
+                            return Ok(out);
+                        }
+                        match f(&items[i]) {
+                            Ok(r) => out.push((i, r)),
+                            Err(e) => {
+                                failed.store(true, Ordering::Relaxed);
+                                return Err(e);
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut all = Vec::with_capacity(items.len());
+        let mut first_error = None;
+        for w in workers {
+            match w.join().expect("GC worker panicked") {
+                Ok(part) => all.extend(part),
+                Err(e) => first_error = first_error.or(Some(e)),
+            }
+        }
+        if let Some(e) = first_error {
+            return Err(e);
+        }
+        all.sort_unstable_by_key(|(i, _)| *i);
+        Ok(all.into_iter().map(|(_, r)| r).collect())
+    })
 }

@@ -31,7 +31,7 @@ mod trash;
 mod uploads;
 mod usage;
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use std::time::Duration;
 
 pub use berth_storage::{Backend, StorageError};
@@ -58,11 +58,17 @@ pub struct Config {
     /// How long a trash entry protects and can restore what it names; zero turns the trash
     /// off (deletes are final, nothing can be restored).
     pub trash_retention: Duration,
+    /// What GC does with untagged manifests; accounting counts the same way.
+    pub untagged: gc::UntaggedPolicy,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { max_manifest_bytes: 4 << 20, trash_retention: Duration::from_secs(7 * 24 * 3600) }
+        Config {
+            max_manifest_bytes: 4 << 20,
+            trash_retention: Duration::from_secs(7 * 24 * 3600),
+            untagged: gc::UntaggedPolicy::OlderThan(Duration::from_secs(24 * 3600)),
+        }
     }
 }
 
@@ -82,6 +88,10 @@ pub struct Registry {
     repo_locks: Vec<Mutex<()>>,
     touched: touched::Touched,
     gc_lock: Mutex<()>,
+    /// Held (shared) by every operation from its first touch until its links are written;
+    /// GC takes it exclusively once, after it starts recording touches, so no push that
+    /// touched before the GC began is still between its check and its writes when GC scans.
+    inflight: RwLock<()>,
 }
 
 impl Registry {
@@ -97,7 +107,12 @@ impl Registry {
             repo_locks: (0..REPO_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             touched: Default::default(),
             gc_lock: Mutex::new(()),
+            inflight: RwLock::new(()),
         }
+    }
+
+    fn inflight(&self) -> RwLockReadGuard<'_, ()> {
+        self.inflight.read().unwrap_or_else(|e| e.into_inner())
     }
 
     fn repo_lock(&self, name: &berth_oci::RepoName) -> MutexGuard<'_, ()> {

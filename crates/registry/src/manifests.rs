@@ -84,13 +84,23 @@ impl Registry {
             });
         }
         let manifest = Manifest::parse_for_put(&bytes, content_type)?;
-        // Touch everything it names before checking that it exists (see `touched`): a GC
-        // running now either keeps it all or has removed something, which the check then sees.
-        let named: Vec<&Digest> =
-            manifest.references().map(|d| &d.digest).chain(manifest.manifests.iter().map(|c| &c.digest)).collect();
-        self.touched.touch(named.into_iter().chain([&digest]));
+        let _inflight = self.inflight();
+        // Touch everything the image reaches (an index's platform images and their blobs too)
+        // before checking that it exists (see `touched`): a GC running now either keeps it all
+        // or has removed something, which the check then sees.
+        let reach = self.closure_of(&manifest)?;
+        self.touched.touch(reach.iter().chain([&digest]));
         let _guard = self.repo_lock(name);
-        let sizes = self.check_complete(name, &manifest)?;
+        let sizes = match self.check_complete(name, &manifest) {
+            Ok(s) => s,
+            Err(e) => {
+                if let RegistryError::ManifestBlobUnknown { digests } = &e {
+                    // Nothing to protect; keep client input from growing the touched set.
+                    self.touched.forget(digests);
+                }
+                return Err(e);
+            }
+        };
 
         self.store().put_if_absent(&layout::blob_data(&digest), &bytes).map_err(storage)?;
         self.store().put(&layout::revision_link(name, &digest), &layout::link_content(&digest)).map_err(storage)?;
@@ -121,20 +131,65 @@ impl Registry {
         Ok(PutManifest { digest, subject })
     }
 
-    /// I1: refuses a manifest naming anything the repository does not hold. Returns the size
-    /// of everything it names.
+    /// Every digest an image reaches below its own: config and layers, and for an index its
+    /// children and everything they reach (as far as the children can be read).
+    fn closure_of(&self, m: &Manifest) -> Result<Vec<Digest>> {
+        let mut out: Vec<Digest> = m.references().map(|d| d.digest.clone()).collect();
+        out.extend(self.reach_from(m.manifests.iter().map(|c| c.digest.clone()).collect())?);
+        Ok(out)
+    }
+
+    /// The manifests `roots` and everything they reach: their blobs and their children, as far
+    /// as the manifests can be read.
+    pub(crate) fn reach_from(&self, roots: Vec<Digest>) -> Result<Vec<Digest>> {
+        let mut out = Vec::new();
+        let mut stack = roots;
+        let mut seen = std::collections::HashSet::new();
+        while let Some(d) = stack.pop() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            out.push(d.clone());
+            if let Some(m) = self.load_manifest(&d)?
+                && let Some(p) = &m.manifest
+            {
+                out.extend(p.references().map(|r| r.digest.clone()));
+                stack.extend(p.manifests.iter().map(|c| c.digest.clone()));
+            }
+        }
+        Ok(out)
+    }
+
+    /// I1: refuses a manifest naming anything the repository does not hold: its blobs (linked
+    /// and present), its child manifests (with a revision link and present), and, so that an
+    /// index is only accepted whole, everything those children name. Returns the size of what
+    /// the manifest names directly.
     fn check_complete(&self, name: &RepoName, m: &Manifest) -> Result<Vec<(Digest, u64)>> {
         let mut missing: Vec<Digest> = Vec::new();
         let mut sizes = Vec::new();
-        let blobs = m.references().map(|d| (&d.digest, true));
-        let children = m.manifests.iter().map(|c| (&c.digest, false));
-        for (d, is_blob) in blobs.chain(children) {
-            if missing.contains(d) {
+        let blobs = m.references().map(|d| (d.digest.clone(), true));
+        let children = m.manifests.iter().map(|c| (c.digest.clone(), false));
+        let mut work: Vec<(Digest, bool, bool)> = blobs.chain(children).map(|(d, b)| (d, b, true)).collect();
+        work.reverse(); // report missing digests in the manifest's own order
+        let mut seen = std::collections::HashSet::new();
+        while let Some((d, is_blob, direct)) = work.pop() {
+            if !seen.insert((d.clone(), is_blob)) || missing.contains(&d) {
                 continue;
             }
-            let linked = if is_blob { self.layer_linked(name, d)? } else { self.revision_exists(name, d)? };
-            match (linked, self.blob_size(d)?) {
-                (true, Some(size)) => sizes.push((d.clone(), size)),
+            let linked = if is_blob { self.layer_linked(name, &d)? } else { self.revision_exists(name, &d)? };
+            match (linked, self.blob_size(&d)?) {
+                (true, Some(size)) => {
+                    if direct {
+                        sizes.push((d.clone(), size));
+                    }
+                    if !is_blob
+                        && let Some(child) = self.load_manifest(&d)?
+                        && let Some(p) = &child.manifest
+                    {
+                        work.extend(p.references().map(|r| (r.digest.clone(), true, false)));
+                        work.extend(p.manifests.iter().map(|c| (c.digest.clone(), false, false)));
+                    }
+                }
                 _ => missing.push(d.clone()),
             }
         }

@@ -1,8 +1,8 @@
 //! Digests clients used recently, and the lock that makes GC's "is it still unused? then
 //! delete it" one step against a push's "record that I use it, then check it exists".
 //!
-//! Every blob HEAD/GET, mount, upload completion and manifest PUT records its digests here,
-//! *before* it checks that they exist. GC deletes a blob or a manifest only inside
+//! Every mount, upload completion, manifest PUT and restore records its digests here *before*
+//! it checks that they exist (a blob HEAD/GET records its digest once it has found it). GC deletes a blob or a manifest only inside
 //! [`Touched::sweep_if_untouched`], which holds the same lock while it checks and deletes.
 //! So for any push racing a sweep, exactly one of two things happens: the sweep sees the touch
 //! and keeps the blob, or the push finds the blob gone and is refused (`MANIFEST_BLOB_UNKNOWN`)
@@ -18,9 +18,20 @@ use std::time::SystemTime;
 
 use berth_oci::Digest;
 
-#[derive(Debug, Default)]
+/// The state is split by digest into stripes, so GC threads sweeping different blobs do not
+/// wait on each other; the argument above holds per digest, and one digest is always in one
+/// stripe.
+const STRIPES: usize = 16;
+
+#[derive(Debug)]
 pub(crate) struct Touched {
-    state: Mutex<State>,
+    stripes: Vec<Mutex<State>>,
+}
+
+impl Default for Touched {
+    fn default() -> Self {
+        Touched { stripes: (0..STRIPES).map(|_| Mutex::new(State::default())).collect() }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -30,35 +41,54 @@ struct State {
 }
 
 impl Touched {
+    fn stripe(&self, d: &Digest) -> std::sync::MutexGuard<'_, State> {
+        // The hex of a digest is already uniformly distributed.
+        let i = usize::from_str_radix(&d.hex()[..4], 16).unwrap_or(0) % STRIPES;
+        self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Records that a client is using these digests now.
     pub(crate) fn touch<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) {
         let now = SystemTime::now();
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let State { at, during_gc } = &mut *s;
         for d in digests {
-            at.insert(d.clone(), now);
-            if let Some(set) = during_gc.as_mut() {
+            let mut s = self.stripe(d);
+            s.at.insert(d.clone(), now);
+            if let Some(set) = s.during_gc.as_mut() {
                 set.insert(d.clone());
+            }
+        }
+    }
+
+    /// Forgets touches of digests that turned out not to exist (nothing to protect).
+    pub(crate) fn forget<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) {
+        for d in digests {
+            let mut s = self.stripe(d);
+            s.at.remove(d);
+            if let Some(set) = s.during_gc.as_mut() {
+                set.remove(d);
             }
         }
     }
 
     /// Starts recording for a GC; forgets touches older than `forget_before`.
     pub(crate) fn gc_begin(&self, forget_before: SystemTime) {
-        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.at.retain(|_, t| *t >= forget_before);
-        s.during_gc = Some(HashSet::new());
+        for stripe in &self.stripes {
+            let mut s = stripe.lock().unwrap_or_else(|e| e.into_inner());
+            s.at.retain(|_, t| *t >= forget_before);
+            s.during_gc = Some(HashSet::new());
+        }
     }
 
     /// Stops recording for the GC.
     pub(crate) fn gc_end(&self) {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).during_gc = None;
+        for stripe in &self.stripes {
+            stripe.lock().unwrap_or_else(|e| e.into_inner()).during_gc = None;
+        }
     }
 
     /// Whether `d` was touched at or after `cutoff`, or since the running GC began.
     pub(crate) fn protected(&self, d: &Digest, cutoff: SystemTime) -> bool {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        Self::is_protected(&s, d, cutoff)
+        Self::is_protected(&self.stripe(d), d, cutoff)
     }
 
     fn is_protected(s: &State, d: &Digest, cutoff: SystemTime) -> bool {
@@ -67,10 +97,13 @@ impl Touched {
 
     /// Digests touched at or after `cutoff`, or since the running GC began.
     pub(crate) fn recent(&self, cutoff: SystemTime) -> HashSet<Digest> {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: HashSet<Digest> = s.at.iter().filter(|(_, t)| **t >= cutoff).map(|(d, _)| d.clone()).collect();
-        if let Some(set) = &s.during_gc {
-            out.extend(set.iter().cloned());
+        let mut out = HashSet::new();
+        for stripe in &self.stripes {
+            let s = stripe.lock().unwrap_or_else(|e| e.into_inner());
+            out.extend(s.at.iter().filter(|(_, t)| **t >= cutoff).map(|(d, _)| d.clone()));
+            if let Some(set) = &s.during_gc {
+                out.extend(set.iter().cloned());
+            }
         }
         out
     }
@@ -83,7 +116,7 @@ impl Touched {
         cutoff: SystemTime,
         delete: impl FnOnce() -> T,
     ) -> Option<T> {
-        let s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let s = self.stripe(d);
         if Self::is_protected(&s, d, cutoff) {
             return None;
         }

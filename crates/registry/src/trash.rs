@@ -224,6 +224,12 @@ impl Registry {
     /// (else refuses unless `force`, naming what would be overwritten); then re-links it all.
     pub fn restore(&self, target: &RestoreTarget, force: bool) -> Result<Restored> {
         let entry = self.find_entry(target)?;
+        let _inflight = self.inflight();
+        let _guard = self.repo_lock(&entry.repository);
+        // Touch all of it before checking that it is whole (see `touched`), so a GC running now
+        // either keeps it or has already removed something, which the check then reports.
+        let reach = self.entry_reach(&entry)?;
+        self.touched.touch(reach.iter());
         let missing = self.missing_content(&entry)?;
         if !missing.is_empty() {
             return Err(RegistryError::RestoreIncomplete { id: entry.id.to_string(), missing });
@@ -283,6 +289,13 @@ impl Registry {
         }
     }
 
+    /// Every digest the entry reaches: held manifests, their children, their blobs, its layers.
+    fn entry_reach(&self, e: &TrashEntry) -> Result<Vec<Digest>> {
+        let mut out = self.reach_from(e.held_manifests().cloned().collect())?;
+        out.extend(e.layers.iter().cloned());
+        Ok(out)
+    }
+
     /// Every blob or manifest the entry needs that is no longer in the blob store.
     pub(crate) fn restore_missing(&self, e: &TrashEntry) -> Result<Vec<Digest>> {
         self.missing_content(e)
@@ -296,7 +309,9 @@ impl Registry {
             if !seen.insert(d.clone()) {
                 continue;
             }
-            match self.load_manifest(&d)? {
+            // The store, not the manifest cache, says whether the bytes are still there.
+            let present = self.blob_size(&d)?.is_some();
+            match self.load_manifest(&d)?.filter(|_| present) {
                 None => missing.push(d),
                 Some(m) => {
                     if let Some(parsed) = &m.manifest {

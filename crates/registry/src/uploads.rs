@@ -188,7 +188,9 @@ impl Registry {
             // An empty blob has no data file yet; make one so it can be moved into place.
             self.store().writer(&data).and_then(|w| w.commit()).map_err(storage)?;
         }
+        let inflight = self.inflight();
         self.commit_blob(name, digest, &data, size)?;
+        drop(inflight);
         drop(s);
         self.discard_upload(name, id)?;
         Ok(BlobInfo { digest: digest.clone(), size })
@@ -218,6 +220,7 @@ impl Registry {
     /// Links a blob of repository `from` into `name` without copying it. Returns `false` (and
     /// changes nothing) when `from` does not hold the blob.
     pub fn blob_mount(&self, name: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+        let _inflight = self.inflight();
         self.touched.touch([digest]);
         let size = match self.blob_size(digest)? {
             Some(size) if self.layer_linked(from, digest)? => size,
@@ -300,6 +303,11 @@ impl Registry {
         self.link_layer(name, digest)?;
         self.usage_change(crate::usage::Change::Blob { repo: name.clone(), digest: digest.clone(), size });
         Ok(())
+    }
+
+    /// Forgets the in-memory state of an upload that GC removed.
+    pub(crate) fn forget_upload(&self, name: &RepoName, id: &UploadId) {
+        self.uploads.remove(name, id);
     }
 
     fn discard_upload(&self, name: &RepoName, id: &UploadId) -> Result<()> {

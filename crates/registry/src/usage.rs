@@ -212,7 +212,9 @@ impl Graph {
 
     /// Every root (a tag or a trash entry) with what it reaches, and how many roots reach
     /// each digest.
-    fn roots(&self) -> Roots {
+    /// With `keep_untagged`, every manifest in a repository is a root too (GC's `keep` policy);
+    /// otherwise untagged manifests count as garbage to come.
+    fn roots(&self, keep_untagged: bool) -> Roots {
         let subjects = self.subjects();
         let mut roots = Vec::new();
         for (name, st) in &self.repos {
@@ -220,6 +222,13 @@ impl Graph {
                 let mut c = HashSet::new();
                 self.closure(name, [d], &subjects, &mut c);
                 roots.push((Root::Tag(name.clone(), tag.clone()), c));
+            }
+            if keep_untagged {
+                for d in &st.manifests {
+                    let mut c = HashSet::new();
+                    self.closure(name, [d], &subjects, &mut c);
+                    roots.push((Root::Manifest(name.clone(), d.clone()), c));
+                }
             }
         }
         for e in self.trash.values() {
@@ -237,23 +246,26 @@ impl Graph {
         Roots { roots, counts, subjects }
     }
 
-    /// Bytes freed by removing the roots `removed` (tags in `repo`) plus whatever `extra`
-    /// manifests and `extra_layers` reach, once GC runs.
+    /// Bytes freed, once GC runs, by removing the tags `removed` of `repo` and the manifests
+    /// `extra` and layer links `extra_layers` from it.
     pub(crate) fn freed(
         &self,
         repo: &RepoName,
         removed: &BTreeSet<Tag>,
         extra: &[Digest],
         extra_layers: &[Digest],
+        keep_untagged: bool,
     ) -> u64 {
-        let r = self.roots();
+        let r = self.roots(keep_untagged);
         let mut removed_count: HashMap<&Digest, u32> = HashMap::new();
         let mut reach: HashSet<Digest> = HashSet::new();
         for (root, c) in &r.roots {
-            if let Root::Tag(n, t) = root
-                && n == repo
-                && removed.contains(t)
-            {
+            let goes = match root {
+                Root::Tag(n, t) => n == repo && removed.contains(t),
+                Root::Manifest(n, d) => n == repo && extra.contains(d),
+                Root::Trash => false,
+            };
+            if goes {
                 for d in c {
                     *removed_count.entry(d).or_default() += 1;
                 }
@@ -269,38 +281,56 @@ impl Graph {
         )
     }
 
-    /// Accounting for every repository, sorted by name.
-    pub fn usage(&self) -> Vec<RepoUsage> {
-        let r = self.roots();
+    /// Accounting for every repository, sorted by name. A repository's figures cover everything
+    /// it holds: tagged images, untagged manifests (until GC takes them) and layer links; its
+    /// `unique` is exactly what deleting the repository frees.
+    pub fn usage(&self, keep_untagged: bool) -> Vec<RepoUsage> {
+        let r = self.roots(keep_untagged);
         let mut out = Vec::new();
         for (name, st) in &self.repos {
+            let all: Vec<&(Root, HashSet<Digest>)> = r
+                .roots
+                .iter()
+                .filter(|(root, _)| matches!(root, Root::Tag(n, _) | Root::Manifest(n, _) if n == name))
+                .collect();
             let mine: Vec<&(Root, HashSet<Digest>)> =
-                r.roots.iter().filter(|(root, _)| matches!(root, Root::Tag(n, _) if n == name)).collect();
+                all.iter().copied().filter(|(root, _)| matches!(root, Root::Tag(..))).collect();
             let mut in_repo: HashMap<&Digest, u32> = HashMap::new();
-            for (_, c) in &mine {
+            for (_, c) in &all {
                 for d in c {
                     *in_repo.entry(d).or_default() += 1;
                 }
             }
-            let total = self.bytes(in_repo.keys().copied());
-            let unique = self.bytes(in_repo.iter().filter(|(d, n)| r.counts.get(**d) == Some(n)).map(|(d, _)| *d));
+            let mut held: HashSet<Digest> = HashSet::new();
+            self.closure(name, st.manifests.iter(), &r.subjects, &mut held);
+            held.extend(st.layers.iter().cloned());
+            held.extend(in_repo.keys().map(|d| (*d).clone()));
+            let total = self.bytes(held.iter());
+            let unique = self.bytes(
+                held.iter().filter(|d| r.counts.get(*d).copied().unwrap_or(0) == in_repo.get(d).copied().unwrap_or(0)),
+            );
             let mut tags = Vec::new();
             for (root, c) in &mine {
                 let Root::Tag(_, tag) = root else { continue };
                 let digest = st.tags[tag].clone();
                 // Roots in this repository on the same digest go together when the image goes.
                 let mut same: HashMap<&Digest, u32> = HashMap::new();
-                for (other, oc) in &mine {
-                    if let Root::Tag(_, t) = other
-                        && st.tags[t] == digest
-                    {
+                for (other, oc) in &all {
+                    let goes = match other {
+                        Root::Tag(_, t) => st.tags[t] == digest,
+                        Root::Manifest(_, d) => *d == digest,
+                        Root::Trash => false,
+                    };
+                    if goes {
                         for d in oc {
                             *same.entry(d).or_default() += 1;
                         }
                     }
                 }
                 let t_total = self.bytes(c.iter());
-                let t_unique = self.bytes(c.iter().filter(|d| r.counts.get(*d) == Some(&1)));
+                // Under `keep`, the manifest itself stays after its tag goes: nothing is freed.
+                let t_unique =
+                    if keep_untagged { 0 } else { self.bytes(c.iter().filter(|d| r.counts.get(*d) == Some(&1))) };
                 let image_unique = self.bytes(c.iter().filter(|d| r.counts.get(*d) == same.get(d)));
                 tags.push(TagUsage {
                     tag: tag.clone(),
@@ -319,6 +349,7 @@ type Subjects = HashMap<(RepoName, Digest), Vec<Digest>>;
 
 enum Root {
     Tag(RepoName, Tag),
+    Manifest(RepoName, Digest),
     Trash,
 }
 
@@ -415,7 +446,14 @@ impl Registry {
         let mut s = self.usage.state.lock().expect("usage lock");
         s.scanning = false;
         self.usage.ready.notify_all();
-        let mut g = scanned?;
+        let mut g = match scanned {
+            Ok(g) => g,
+            Err(e) => {
+                // Changes recorded for this scan must not be replayed over a later one.
+                s.pending.clear();
+                return Err(e);
+            }
+        };
         let pending = std::mem::take(&mut s.pending);
         if pending.iter().any(|c| matches!(c, Change::Invalidate)) {
             drop(s);
@@ -429,9 +467,14 @@ impl Registry {
         Ok(out)
     }
 
-    /// Accounting for every repository.
+    /// Accounting for every repository, under the configured untagged policy.
     pub fn usage(&self) -> Result<Vec<RepoUsage>> {
-        self.with_graph(Graph::usage)
+        let keep = self.keeps_untagged();
+        self.with_graph(|g| g.usage(keep))
+    }
+
+    pub(crate) fn keeps_untagged(&self) -> bool {
+        self.config().untagged == crate::gc::UntaggedPolicy::Keep
     }
 
     /// Builds the graph from storage.

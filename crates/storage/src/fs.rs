@@ -99,6 +99,32 @@ impl FsBackend {
         Ok(())
     }
 
+    /// Creates `dir` and its missing ancestors. With fsync on, also makes each new folder's
+    /// entry in its parent durable: a file is only as durable as the path that leads to it.
+    fn create_dirs(&self, dir: &Path) -> io::Result<()> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        let mut missing = Vec::new();
+        let mut d = dir;
+        while !d.is_dir() {
+            missing.push(d.to_owned());
+            match d.parent() {
+                Some(p) if p.starts_with(&self.root) => d = p,
+                _ => break,
+            }
+        }
+        fs::create_dir_all(dir)?;
+        if self.opts.fsync {
+            for m in missing.iter().rev() {
+                if let Some(p) = m.parent() {
+                    File::open(p)?.sync_all()?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Runs `op` (a rename or link into `target`), creating the parent folders first. Retries
     /// when a concurrent [`Backend::prune_empty`] removed a parent in between.
     fn into_place(&self, key: &Key, target: &Path, op: impl Fn() -> io::Result<()>) -> Result<()> {
@@ -106,7 +132,7 @@ impl FsBackend {
         let io = |e| StorageError::Io { key: key.clone(), source: e };
         let mut attempts = 0;
         loop {
-            fs::create_dir_all(parent).map_err(io)?;
+            self.create_dirs(parent).map_err(io)?;
             match op() {
                 Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
                 other => {
@@ -228,8 +254,16 @@ impl Backend for FsBackend {
     fn writer(&self, key: &Key) -> Result<Box<dyn ObjectWriter>> {
         let path = self.path(key);
         let io = |e| map_io(key, e);
-        fs::create_dir_all(path.parent().expect("keys are below the root")).map_err(io)?;
-        let file = OpenOptions::new().append(true).create(true).open(&path).map_err(io)?;
+        let parent = path.parent().expect("keys are below the root");
+        let mut attempts = 0;
+        let file = loop {
+            self.create_dirs(parent).map_err(io)?;
+            match OpenOptions::new().append(true).create(true).open(&path) {
+                // A concurrent prune removed the folder just created: make it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
+                other => break other.map_err(io)?,
+            }
+        };
         let size = file.metadata().map_err(io)?.len();
         Ok(Box::new(FsWriter { file, size, flushed: size, key: key.clone(), fsync: self.opts.fsync }))
     }

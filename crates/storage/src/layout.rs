@@ -127,6 +127,11 @@ pub fn tag_index_link(name: &RepoName, tag: &Tag, d: &Digest) -> Key {
     key(format!("{}/index/{}/{}/link", tag_dir(name, tag), d.algorithm().as_str(), d.hex()))
 }
 
+/// `<repo>/_manifests/tags/<tag>/index/<alg>`: a tag's history for one algorithm.
+pub fn tag_index_alg_dir(name: &RepoName, tag: &Tag, algorithm: Algorithm) -> Key {
+    key(format!("{}/index/{}", tag_dir(name, tag), algorithm.as_str()))
+}
+
 /// `<repo>/_manifests/tags/<tag>/index/<alg>/<hex>`: one entry of a tag's history.
 pub fn tag_index_dir(name: &RepoName, tag: &Tag, d: &Digest) -> Key {
     key(format!("{}/index/{}/{}", tag_dir(name, tag), d.algorithm().as_str(), d.hex()))

@@ -291,3 +291,89 @@ fn fsck_finds_damage_and_debris_and_repair_fixes_what_it_can() {
     let kinds: Vec<&str> = after.findings.iter().map(|x| x.kind).collect();
     assert_eq!(kinds, ["missing-blob", "dangling-layer-link"], "fsck/b now says honestly that its layer is gone");
 }
+
+#[test]
+fn i2_race_an_index_pushed_during_gc_keeps_its_old_untagged_children_whole() {
+    let f = fixture();
+    let (child, child_layer) = push_image(&f.reg, "race/idx", "amd", b"platform layer");
+    let entry = format!(
+        r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{child}","size":1,"platform":{{"architecture":"amd64","os":"linux"}}}}"#
+    );
+    let index =
+        format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{entry}]}}"#);
+    f.reg.manifest_put(&name("race/idx"), &tag("both"), None, Bytes::from(index.clone())).unwrap();
+    for t in ["both", "amd"] {
+        f.reg
+            .delete(&DeleteRequest {
+                target: DeleteTarget::Tag(name("race/idx"), t.parse().unwrap()),
+                force: false,
+                who: None,
+            })
+            .unwrap();
+    }
+    f.reg.trash_purge(None).unwrap();
+    // The child lost its tags two days ago; its blobs are old.
+    age(&f, &layout::revision_link(&name("race/idx"), &child), Duration::from_secs(48 * 3600));
+    for d in [&child, &child_layer] {
+        age(&f, &layout::blob_data(d), Duration::from_secs(48 * 3600));
+    }
+    // While GC scans, someone tags the index again (a rollback): the push must come out whole.
+    let pushed = std::sync::atomic::AtomicBool::new(false);
+    let during = |p: GcProgress| {
+        if let GcProgress::Scan { done, total } = p
+            && done == total
+            && !pushed.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            f.reg.manifest_put(&name("race/idx"), &tag("both"), None, Bytes::from(index.clone())).unwrap();
+        }
+    };
+    let opts = GcOptions { untagged: UntaggedPolicy::OlderThan(Duration::from_secs(24 * 3600)), ..now_opts() };
+    f.reg.gc(&opts, &during).unwrap();
+    assert!(pushed.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(whole(&f.reg, "race/idx", "both"), "the index and its platform image are whole");
+    assert!(f.dir.path().join(layout::blob_data(&child_layer).as_str()).exists());
+}
+
+#[test]
+fn i4_race_a_restore_during_gc_comes_out_whole() {
+    let f = fixture();
+    let (img, layer) = push_image(&f.reg, "race/restore", "v1", b"restored layer");
+    let del = f
+        .reg
+        .delete(&DeleteRequest {
+            target: DeleteTarget::Manifest(name("race/restore"), img.clone()),
+            force: false,
+            who: None,
+        })
+        .unwrap();
+    for d in [&img, &layer] {
+        age(&f, &layout::blob_data(d), Duration::from_secs(7200));
+    }
+    let restored = std::sync::atomic::AtomicBool::new(false);
+    let during = |p: GcProgress| {
+        if let GcProgress::Scan { done, total } = p
+            && done == total
+            && !restored.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            f.reg.restore(&RestoreTarget::Id(del.entry.id.clone()), false).unwrap();
+        }
+    };
+    f.reg.gc(&now_opts(), &during).unwrap();
+    assert!(restored.load(std::sync::atomic::Ordering::SeqCst));
+    assert!(whole(&f.reg, "race/restore", "v1"), "restored during GC, whole after it");
+}
+
+#[test]
+fn an_index_is_accepted_only_when_its_platform_images_are_whole() {
+    let f = fixture();
+    let (child, layer) = push_image(&f.reg, "idx/whole", "amd", b"layer");
+    std::fs::remove_dir_all(f.dir.path().join(layout::blob_dir(&layer).as_str())).unwrap();
+    let entry = format!(r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{child}","size":1}}"#);
+    let index =
+        format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{entry}]}}"#);
+    let err = f.reg.manifest_put(&name("idx/whole"), &tag("both"), None, Bytes::from(index)).unwrap_err();
+    match err {
+        RegistryError::ManifestBlobUnknown { digests } => assert_eq!(digests, vec![layer]),
+        e => panic!("{e:?}"),
+    }
+}

@@ -135,7 +135,7 @@ pub mod ops {
     pub fn gc(
         reg: &Registry,
         opts: &berth_registry::GcOptions,
-        progress: &dyn Fn(berth_registry::GcProgress),
+        progress: &(dyn Fn(berth_registry::GcProgress) + Sync),
     ) -> Result<GcResult, RegistryError> {
         Ok(GcResult::new(&reg.gc(opts, progress)?))
     }
