@@ -10,9 +10,14 @@ use berth_oci::Digest;
 
 use crate::manifests::StoredManifest;
 
-/// Total bytes of manifests kept; past it the cache starts over. Manifests are small (KiBs),
-/// so this holds tens of thousands of them.
+/// Memory the cache may use; past it the cache starts over. An entry costs its bytes plus
+/// the parsed form (estimated at three times the bytes), so this holds tens of thousands of
+/// manifests.
 const BUDGET: usize = 64 << 20;
+
+fn cost(m: &StoredManifest) -> usize {
+    m.bytes.len() * 4 + 256
+}
 
 #[derive(Debug, Default)]
 pub(crate) struct ManifestCache {
@@ -35,21 +40,21 @@ impl ManifestCache {
     pub(crate) fn remove(&self, d: &Digest) {
         let mut inner = self.inner.lock().expect("cache lock");
         if let Some(old) = inner.map.remove(d) {
-            inner.bytes -= old.bytes.len();
+            inner.bytes -= cost(&old);
         }
     }
 
     pub(crate) fn insert(&self, m: Arc<StoredManifest>) {
         let mut inner = self.inner.lock().expect("cache lock");
-        if inner.bytes + m.bytes.len() > BUDGET {
+        if inner.bytes + cost(&m) > BUDGET {
             // Dropping everything is crude but O(1) amortised and cannot thrash a hot set
             // that fits the budget.
             inner.map.clear();
             inner.bytes = 0;
         }
-        inner.bytes += m.bytes.len();
+        inner.bytes += cost(&m);
         if let Some(old) = inner.map.insert(m.digest.clone(), m) {
-            inner.bytes -= old.bytes.len();
+            inner.bytes -= cost(&old);
         }
     }
 }

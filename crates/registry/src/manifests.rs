@@ -213,6 +213,12 @@ impl Registry {
 
     /// Reads a manifest from the blob store, verifying its bytes against its digest (I3).
     pub(crate) fn load_manifest(&self, d: &Digest) -> Result<Option<Arc<StoredManifest>>> {
+        self.load_manifest_with(d, true)
+    }
+
+    /// Like [`Registry::load_manifest`]; with `remember` false a manifest not already cached is
+    /// read without filling the cache (GC reads every manifest once and must not hold them all).
+    pub(crate) fn load_manifest_with(&self, d: &Digest, remember: bool) -> Result<Option<Arc<StoredManifest>>> {
         if let Some(m) = self.manifests.get(d) {
             return Ok(Some(m));
         }
@@ -238,7 +244,9 @@ impl Registry {
             }
         };
         let stored = Arc::new(StoredManifest { digest: d.clone(), media_type, bytes, manifest });
-        self.manifests.insert(stored.clone());
+        if remember {
+            self.manifests.insert(stored.clone());
+        }
         Ok(Some(stored))
     }
 
