@@ -308,13 +308,13 @@ pub fn gc(a: GcArgs) -> anyhow::Result<()> {
     }
     let verb = if r.dry_run { "would remove" } else { "removed" };
     println!(
-        "{verb} {} blobs ({}), {} untagged manifests, {} empty repositories, {} stale uploads, {} dangling layer links in {:.1} s",
+        "{verb} {} blobs ({}), {} untagged manifests, {} empty repositories ({} layer links), {} stale uploads in {:.1} s",
         r.blobs,
         size(r.bytes_freed),
         r.manifests.len(),
         r.repositories.len(),
-        r.uploads,
         r.layer_links,
+        r.uploads,
         r.seconds
     );
     println!(
