@@ -229,7 +229,7 @@ impl Manifest {
     pub fn references(&self) -> impl Iterator<Item = &Descriptor> {
         self.config
             .iter()
-            .chain(self.layers.iter().filter(|l| !(media::is_foreign_layer(&l.media_type) && !l.urls.is_empty())))
+            .chain(self.layers.iter().filter(|l| !media::is_foreign_layer(&l.media_type) || l.urls.is_empty()))
     }
 
     /// The artifact type the referrers API reports: `artifactType`, else the config's media

@@ -127,7 +127,7 @@ impl FsBackend {
 
     /// Runs `op` (a rename or link into `target`), creating the parent folders first. Retries
     /// when a concurrent [`Backend::prune_empty`] removed a parent in between.
-    fn into_place(&self, key: &Key, target: &Path, op: impl Fn() -> io::Result<()>) -> Result<()> {
+    fn move_into_place(&self, key: &Key, target: &Path, op: impl Fn() -> io::Result<()>) -> Result<()> {
         let parent = target.parent().expect("keys are below the root");
         let io = |e| StorageError::Io { key: key.clone(), source: e };
         let mut attempts = 0;
@@ -232,7 +232,7 @@ impl Backend for FsBackend {
     fn put(&self, key: &Key, data: &[u8]) -> Result<()> {
         let mut temp = self.write_temp(key, data)?;
         let target = self.path(key);
-        self.into_place(key, &target, || fs::rename(temp.path(), &target))?;
+        self.move_into_place(key, &target, || fs::rename(temp.path(), &target))?;
         temp.0 = None;
         Ok(())
     }
@@ -244,7 +244,7 @@ impl Backend for FsBackend {
         }
         let temp = self.write_temp(key, data)?;
         // link(2) fails with EEXIST instead of replacing, which makes the check atomic.
-        match self.into_place(key, &target, || fs::hard_link(temp.path(), &target)) {
+        match self.move_into_place(key, &target, || fs::hard_link(temp.path(), &target)) {
             Ok(()) => Ok(true),
             Err(StorageError::Io { source, .. }) if source.kind() == io::ErrorKind::AlreadyExists => Ok(false),
             Err(e) => Err(e),
@@ -274,7 +274,7 @@ impl Backend for FsBackend {
             return Err(StorageError::NotFound { key: from.clone() });
         }
         let target = self.path(to);
-        self.into_place(to, &target, || fs::rename(&src, &target))
+        self.move_into_place(to, &target, || fs::rename(&src, &target))
     }
 
     fn delete(&self, key: &Key) -> Result<bool> {
