@@ -137,7 +137,7 @@ impl Remote {
                 let mut url = format!("{realm}?");
                 for key in ["service", "scope"] {
                     if let Some(v) = p.get(key) {
-                        url.push_str(&format!("{key}={}&", encode(v)));
+                        url.push_str(&format!("{key}={}&", berth_server::v2::listing::encode(v)));
                     }
                 }
                 let resp = self.send("GET", url.trim_end_matches(['?', '&']), None, self.basic().as_deref())?;
@@ -214,15 +214,6 @@ fn parse_params(s: &str) -> BTreeMap<String, String> {
         rest = tail.trim_start_matches(',').trim();
     }
     out
-}
-
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Credentials for `host` from `~/.docker/config.json`, if it has them inline.

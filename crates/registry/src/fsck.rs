@@ -288,7 +288,7 @@ impl Registry {
             let Some(id) = n.strip_suffix(".json").and_then(|s| s.parse::<crate::TrashId>().ok()) else { continue };
             match self.trash_get(&id) {
                 Ok(e) => {
-                    let missing = self.restore_missing(&e)?;
+                    let missing = self.missing_content(&e)?;
                     if !missing.is_empty() {
                         let list = missing.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ");
                         cx.find(

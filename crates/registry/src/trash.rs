@@ -297,11 +297,7 @@ impl Registry {
     }
 
     /// Every blob or manifest the entry needs that is no longer in the blob store.
-    pub(crate) fn restore_missing(&self, e: &TrashEntry) -> Result<Vec<Digest>> {
-        self.missing_content(e)
-    }
-
-    fn missing_content(&self, e: &TrashEntry) -> Result<Vec<Digest>> {
+    pub(crate) fn missing_content(&self, e: &TrashEntry) -> Result<Vec<Digest>> {
         let mut missing = Vec::new();
         let mut seen = std::collections::HashSet::new();
         let mut stack: Vec<Digest> = e.held_manifests().cloned().collect();

@@ -45,6 +45,7 @@ fn try_push(addr: &str, repo: &str, tag: &str, layers: &[Vec<u8>]) -> Option<Dig
 fn load_then_kill(berth: &mut Berth, round: u64, after: Duration) -> BTreeMap<String, Digest> {
     let acked: Arc<Mutex<BTreeMap<String, Digest>>> = Default::default();
     let stop = Arc::new(AtomicBool::new(false));
+    let gcs_done = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let addr = berth.addr.clone();
     std::thread::scope(|s| {
         for t in 0..2u64 {
@@ -67,11 +68,16 @@ fn load_then_kill(berth: &mut Berth, round: u64, after: Duration) -> BTreeMap<St
             });
         }
         {
-            let (addr, stop) = (addr.clone(), stop.clone());
+            let (addr, stop, gcs_done) = (addr.clone(), stop.clone(), gcs_done.clone());
             s.spawn(move || {
                 let agent = crate::harness::http();
                 while !stop.load(Ordering::Relaxed) {
-                    let _ = agent.post(format!("http://{addr}/api/gc?grace=1s&untagged=0s")).send_empty();
+                    // The last call fails when the server is killed under it; that is the point.
+                    if let Ok(r) = agent.post(format!("http://{addr}/api/gc?grace=1s&untagged=0s")).send_empty()
+                        && r.status() == 200
+                    {
+                        gcs_done.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             });
         }
@@ -79,6 +85,7 @@ fn load_then_kill(berth: &mut Berth, round: u64, after: Duration) -> BTreeMap<St
         berth.kill9();
         stop.store(true, Ordering::Relaxed);
     });
+    assert!(gcs_done.load(Ordering::Relaxed) > 0, "round {round}: no GC completed before the kill");
     Arc::try_unwrap(acked).unwrap().into_inner().unwrap()
 }
 

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use berth_oci::Digest;
 use serde_json::json;
 
-use crate::clients::{copy, served_digest};
+use crate::clients::copy;
 use crate::harness::{Berth, Distribution, cli_ok, run};
 use crate::image::{Layout, noise, standard};
 use crate::protocol::Reg;
@@ -170,5 +170,4 @@ fn scheduled_gc_runs_on_its_interval() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(berth.log().contains("scheduled GC done"), "{}", berth.log());
-    let _ = served_digest;
 }

@@ -100,7 +100,7 @@ fn i4_manifest_delete_takes_every_tag_and_restore_brings_exactly_them_back() {
 #[test]
 fn i4_restore_refuses_when_content_is_gone_and_changes_nothing() {
     let f = fixture();
-    let img = image(&f.reg, "d/gone", "v1", &[b"precious layer"]);
+    image(&f.reg, "d/gone", "v1", &[b"precious layer"]);
     let done = del(&f.reg, DeleteTarget::Tag(name("d/gone"), t("v1"))).unwrap();
     let layer = Digest::sha256_of(b"precious layer");
     std::fs::remove_file(f.dir.path().join(layout::blob_data(&layer).as_str())).unwrap();
@@ -112,7 +112,6 @@ fn i4_restore_refuses_when_content_is_gone_and_changes_nothing() {
     assert!(err.to_string().contains(&layer.to_string()), "{err}");
     assert_eq!(resolves(&f.reg, "d/gone", "v1"), None, "nothing was restored");
     assert_eq!(f.reg.trash_list().unwrap().len(), 1, "the entry stays");
-    let _ = img;
 }
 
 #[test]

@@ -46,19 +46,44 @@ fn whole(reg: &Registry, repo: &str, tag_name: &str) -> bool {
     reg.image_whole(&name(repo), &tag(tag_name)).unwrap()
 }
 
+/// Deletes one tag (into the trash).
+fn delete_tag(reg: &Registry, repo: &str, t: &str) -> crate::Deleted {
+    let target = DeleteTarget::Tag(name(repo), t.parse().unwrap());
+    reg.delete(&DeleteRequest { target, force: false, who: None }).unwrap()
+}
+
+/// Deletes tags and purges the trash: what they held is unprotected from now on.
+fn delete_tags_for_good(reg: &Registry, repo: &str, tags: &[&str]) {
+    for t in tags {
+        delete_tag(reg, repo, t);
+    }
+    reg.trash_purge(None).unwrap();
+}
+
+/// Runs GC and, once, right after its scan has read every repository (before any sweep), runs
+/// `action`: a client acting while GC runs, at a chosen instant.
+fn gc_with_action_after_scan(reg: &Registry, opts: &GcOptions, action: impl Fn() + Sync) -> crate::GcReport {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let acted = AtomicBool::new(false);
+    let during = |p: GcProgress| {
+        if let GcProgress::Scan { done, total } = p
+            && done == total
+            && !acted.swap(true, Ordering::SeqCst)
+        {
+            action();
+        }
+    };
+    let report = reg.gc(opts, &during).unwrap();
+    assert!(acted.load(Ordering::SeqCst), "GC never reported the end of its scan");
+    report
+}
+
 #[test]
 fn i2_gc_keeps_every_tagged_image_and_trash_content_and_frees_what_the_delete_predicted() {
     let f = fixture();
     let (_, keep_layer) = push_image(&f.reg, "gc/keep", "v1", b"kept layer");
     let (gone, _) = push_image(&f.reg, "gc/drop", "v1", b"dropped layer");
-    let del = f
-        .reg
-        .delete(&DeleteRequest {
-            target: DeleteTarget::Tag(name("gc/drop"), "v1".parse().unwrap()),
-            force: false,
-            who: None,
-        })
-        .unwrap();
+    let del = delete_tag(&f.reg, "gc/drop", "v1");
     let predicted = del.entry.bytes_freed;
     assert!(predicted > 0);
 
@@ -68,14 +93,7 @@ fn i2_gc_keeps_every_tagged_image_and_trash_content_and_frees_what_the_delete_pr
     assert!(whole(&f.reg, "gc/drop", "v1"), "restored whole after a GC");
     assert!(whole(&f.reg, "gc/keep", "v1"));
 
-    let del = f
-        .reg
-        .delete(&DeleteRequest {
-            target: DeleteTarget::Tag(name("gc/drop"), "v1".parse().unwrap()),
-            force: false,
-            who: None,
-        })
-        .unwrap();
+    let del = delete_tag(&f.reg, "gc/drop", "v1");
     f.reg.trash_purge(Some(&del.entry.id)).unwrap();
     let r = gc(&f.reg, &now_opts());
     assert_eq!(r.bytes_freed, predicted, "{r:?}");
@@ -124,26 +142,10 @@ fn i2_index_children_and_referrers_of_kept_manifests_stay_and_untagged_ones_go_b
         )
         .unwrap();
     // Untag the platform images: they are now reachable only as children of the index.
-    for t in ["amd", "arm"] {
-        f.reg
-            .delete(&DeleteRequest {
-                target: DeleteTarget::Tag(name("gc/multi"), t.parse().unwrap()),
-                force: false,
-                who: None,
-            })
-            .unwrap();
-    }
-    f.reg.trash_purge(None).unwrap();
+    delete_tags_for_good(&f.reg, "gc/multi", &["amd", "arm"]);
     // And an untagged manifest that nothing reaches.
     let (orphan, orphan_layer) = push_image(&f.reg, "gc/multi", "tmp", b"orphan");
-    f.reg
-        .delete(&DeleteRequest {
-            target: DeleteTarget::Tag(name("gc/multi"), "tmp".parse().unwrap()),
-            force: false,
-            who: None,
-        })
-        .unwrap();
-    f.reg.trash_purge(None).unwrap();
+    delete_tags_for_good(&f.reg, "gc/multi", &["tmp"]);
 
     let keep = GcOptions { untagged: UntaggedPolicy::Keep, ..now_opts() };
     assert!(gc(&f.reg, &keep).manifests.is_empty(), "untagged: keep");
@@ -159,14 +161,7 @@ fn i2_index_children_and_referrers_of_kept_manifests_stay_and_untagged_ones_go_b
     assert!(whole(&f.reg, "gc/multi", "both"));
     assert_eq!(f.reg.referrers(&name("gc/multi"), &idx, None).unwrap()[0].digest, sig_m.digest);
     // Once the index goes, its children and its signature go with it.
-    f.reg
-        .delete(&DeleteRequest {
-            target: DeleteTarget::Tag(name("gc/multi"), "both".parse().unwrap()),
-            force: false,
-            who: None,
-        })
-        .unwrap();
-    f.reg.trash_purge(None).unwrap();
+    delete_tags_for_good(&f.reg, "gc/multi", &["both"]);
     let r = gc(&f.reg, &now_opts());
     assert_eq!(r.manifests.len(), 4, "index, two children, signature: {r:?}");
     assert_eq!(r.repositories, vec![name("gc/multi")]);
@@ -181,18 +176,10 @@ fn i2_race_a_blob_checked_during_gc_survives_and_the_push_completes() {
         age(&f, &layout::blob_data(d), Duration::from_secs(7200));
     }
     // The client checks its blobs exist while GC is scanning (grace 0: only the touch saves them).
-    let checked = std::sync::atomic::AtomicBool::new(false);
-    let during = |p: GcProgress| {
-        if let GcProgress::Scan { done, total } = p
-            && done == total
-            && !checked.swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            f.reg.blob_stat(&name("race/a"), &layer).unwrap();
-            f.reg.blob_stat(&name("race/a"), &config).unwrap();
-        }
-    };
-    let r = f.reg.gc(&now_opts(), &during).unwrap();
-    assert!(checked.load(std::sync::atomic::Ordering::SeqCst));
+    let r = gc_with_action_after_scan(&f.reg, &now_opts(), || {
+        f.reg.blob_stat(&name("race/a"), &layer).unwrap();
+        f.reg.blob_stat(&name("race/a"), &config).unwrap();
+    });
     assert_eq!(r.blobs, 0, "{r:?}");
     let m = manifest_json(&config, 2, &[(&layer, 25)]);
     f.reg.manifest_put(&name("race/a"), &tag("v1"), None, Bytes::from(m)).unwrap();
@@ -302,34 +289,17 @@ fn i2_race_an_index_pushed_during_gc_keeps_its_old_untagged_children_whole() {
     let index =
         format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{entry}]}}"#);
     f.reg.manifest_put(&name("race/idx"), &tag("both"), None, Bytes::from(index.clone())).unwrap();
-    for t in ["both", "amd"] {
-        f.reg
-            .delete(&DeleteRequest {
-                target: DeleteTarget::Tag(name("race/idx"), t.parse().unwrap()),
-                force: false,
-                who: None,
-            })
-            .unwrap();
-    }
-    f.reg.trash_purge(None).unwrap();
+    delete_tags_for_good(&f.reg, "race/idx", &["both", "amd"]);
     // The child lost its tags two days ago; its blobs are old.
     age(&f, &layout::revision_link(&name("race/idx"), &child), Duration::from_secs(48 * 3600));
     for d in [&child, &child_layer] {
         age(&f, &layout::blob_data(d), Duration::from_secs(48 * 3600));
     }
     // While GC scans, someone tags the index again (a rollback): the push must come out whole.
-    let pushed = std::sync::atomic::AtomicBool::new(false);
-    let during = |p: GcProgress| {
-        if let GcProgress::Scan { done, total } = p
-            && done == total
-            && !pushed.swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            f.reg.manifest_put(&name("race/idx"), &tag("both"), None, Bytes::from(index.clone())).unwrap();
-        }
-    };
     let opts = GcOptions { untagged: UntaggedPolicy::OlderThan(Duration::from_secs(24 * 3600)), ..now_opts() };
-    f.reg.gc(&opts, &during).unwrap();
-    assert!(pushed.load(std::sync::atomic::Ordering::SeqCst));
+    gc_with_action_after_scan(&f.reg, &opts, || {
+        f.reg.manifest_put(&name("race/idx"), &tag("both"), None, Bytes::from(index.clone())).unwrap();
+    });
     assert!(whole(&f.reg, "race/idx", "both"), "the index and its platform image are whole");
     assert!(f.dir.path().join(layout::blob_data(&child_layer).as_str()).exists());
 }
@@ -349,17 +319,9 @@ fn i4_race_a_restore_during_gc_comes_out_whole() {
     for d in [&img, &layer] {
         age(&f, &layout::blob_data(d), Duration::from_secs(7200));
     }
-    let restored = std::sync::atomic::AtomicBool::new(false);
-    let during = |p: GcProgress| {
-        if let GcProgress::Scan { done, total } = p
-            && done == total
-            && !restored.swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            f.reg.restore(&RestoreTarget::Id(del.entry.id.clone()), false).unwrap();
-        }
-    };
-    f.reg.gc(&now_opts(), &during).unwrap();
-    assert!(restored.load(std::sync::atomic::Ordering::SeqCst));
+    gc_with_action_after_scan(&f.reg, &now_opts(), || {
+        f.reg.restore(&RestoreTarget::Id(del.entry.id.clone()), false).unwrap();
+    });
     assert!(whole(&f.reg, "race/restore", "v1"), "restored during GC, whole after it");
 }
 

@@ -232,7 +232,7 @@ pub struct GcResult {
     pub repositories: Vec<String>,
     /// Stale uploads removed.
     pub uploads: u64,
-    /// Layer links removed because their blob is gone.
+    /// Layer links removed with the repositories left empty.
     pub layer_links: u64,
     /// Blobs still reachable.
     pub blobs_in_use: u64,

@@ -36,8 +36,8 @@ fn link(path: &str, n: usize, last: &str) -> String {
     format!("<{path}?n={n}&last={}>; rel=\"next\"", encode(last))
 }
 
-/// Percent-encodes what a tag or repository name may hold that a query must not carry raw.
-fn encode(s: &str) -> String {
+/// Percent-encodes a query-string value: everything but RFC 3986's unreserved characters.
+pub fn encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
