@@ -1,10 +1,20 @@
-//! The configuration file: CNCF Distribution's `config.yml` keys that Berth understands, plus a
-//! `berth:` section of its own. This is one of Berth's serialization boundaries.
+//! The configuration file: CNCF Distribution's `config.yml` keys that Berth understands, plus
+//! sections of its own (`berth:`, `trash:`, `gc:`). This is one of Berth's serialization
+//! boundaries.
 //!
-//! A file may hold only the keys it changes; everything else has a default. Keys Berth does not
-//! know in Distribution's sections are ignored, so an existing `config.yml` loads as it is;
-//! unknown keys in the `berth:` section are errors, because there a typo is certainly a mistake.
-//! Flags and environment variables override the file (see `cli`).
+//! A file may hold only the keys it changes; everything else has a default. Every key of a
+//! Distribution file is classified by [`classify`] before anything else is read:
+//!
+//! - keys Berth takes are used;
+//! - keys that would make Distribution **restrict access** (`auth`, `http.tls`, a non-TCP
+//!   `http.net`, read-only mode, access middleware, manifest URL rules, proxy mode, other
+//!   storage drivers) are refused: `berth serve` stops at start naming the key, because serving
+//!   such a file open would be a silent security downgrade;
+//! - every other key is ignored and listed, so the operator sees in one log line what Berth did
+//!   not take (see [`FileConfig::ignored`]).
+//!
+//! Unknown keys in Berth's own sections are errors, because there a typo is certainly a
+//! mistake. Flags and environment variables override the file (see `cli`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +40,13 @@ pub struct FileConfig {
     pub trash: TrashSection,
     /// `gc:`
     pub gc: GcSection,
+    /// Keys of the file that Berth does not use, dotted (`notifications`, `http.secret`).
+    #[serde(skip)]
+    pub ignored: Vec<String>,
+    /// Keys that would restrict access under Distribution and that Berth cannot honour, each
+    /// with the reason; `berth serve` refuses to start while any is present.
+    #[serde(skip)]
+    pub refused: Vec<(String, &'static str)>,
 }
 
 /// `gc:`
@@ -88,18 +105,9 @@ pub struct LogSection {
 pub struct HttpSection {
     /// `http.addr`, such as `:5000` or `127.0.0.1:5000`.
     pub addr: Option<String>,
-    /// `http.tls`
-    pub tls: Option<TlsSection>,
-}
-
-/// `http.tls`
-#[derive(Debug, Default, Deserialize)]
-#[serde(default)]
-pub struct TlsSection {
-    /// PEM certificate chain.
-    pub certificate: Option<PathBuf>,
-    /// PEM private key.
-    pub key: Option<PathBuf>,
+    /// `http.headers`: headers added to every answer (Debian's file sets
+    /// `X-Content-Type-Options: nosniff`), as Distribution does.
+    pub headers: BTreeMap<String, Vec<String>>,
 }
 
 /// `storage:`
@@ -141,8 +149,113 @@ pub struct BerthSection {
     pub fsync: Option<bool>,
 }
 
+/// What Berth does with one key of a Distribution config file.
+#[derive(Debug, PartialEq, Eq)]
+enum Disposition {
+    /// Berth reads it.
+    Used,
+    /// A section: look at each key inside.
+    Descend,
+    /// Berth does not use it; harmless to leave out.
+    Ignored,
+    /// It would restrict access under Distribution and Berth cannot honour it.
+    Refused(&'static str),
+}
+
 /// Drivers CNCF Distribution has and Berth does not (yet).
 const OTHER_DRIVERS: &[&str] = &["s3", "azure", "gcs", "swift", "oss", "inmemory"];
+
+fn is_set(v: &serde_yaml_ng::Value) -> bool {
+    match v {
+        serde_yaml_ng::Value::Null => false,
+        serde_yaml_ng::Value::Mapping(m) => m.values().any(is_set),
+        serde_yaml_ng::Value::Sequence(s) => !s.is_empty(),
+        serde_yaml_ng::Value::String(s) => !s.trim().is_empty(),
+        _ => true,
+    }
+}
+
+/// Classifies the key at dotted `path` holding `v` (see the module docs). A section that is
+/// present but empty (`auth:` with nothing below) restricts nothing in Distribution either.
+fn classify(path: &str, v: &serde_yaml_ng::Value) -> Disposition {
+    use Disposition::*;
+    let restricting = |why| if is_set(v) { Refused(why) } else { Used };
+    match path {
+        "version"
+        | "log.level"
+        | "http.addr"
+        | "http.headers"
+        | "storage.filesystem.rootdirectory"
+        | "storage.delete.enabled"
+        | "storage.maintenance.uploadpurging.age"
+        | "berth"
+        | "trash"
+        | "gc" => Used,
+        // Berth's Location headers are always relative.
+        "http.relativeurls" => Used,
+        "log"
+        | "http"
+        | "storage"
+        | "storage.filesystem"
+        | "storage.delete"
+        | "storage.maintenance"
+        | "storage.maintenance.uploadpurging"
+        | "storage.maintenance.readonly"
+        | "middleware"
+        | "validation"
+        | "validation.manifests" => Descend,
+        "auth" => restricting(
+            "authentication is not supported yet; Berth would serve this registry to anyone, deletes included",
+        ),
+        "http.tls" => {
+            restricting("TLS is not supported yet; terminate TLS in front of Berth (e.g. with a reverse proxy)")
+        }
+        "http.net" => match v.as_str().map(str::trim) {
+            None | Some("") | Some("tcp") => Used,
+            Some(_) => Refused("Berth listens on TCP only; serving a unix socket's registry on TCP would expose it"),
+        },
+        "proxy" => restricting(
+            "pull-through cache mode is not supported; Berth would serve a writable registry instead of a read-only mirror",
+        ),
+        "storage.maintenance.readonly.enabled" => match v.as_bool() {
+            Some(true) => Refused("read-only mode is not supported; Berth would accept pushes and deletes"),
+            _ => Used,
+        },
+        "middleware.registry" | "middleware.repository" => {
+            restricting("middleware is not supported; what it would enforce would not be enforced")
+        }
+        "validation.manifests.urls" => {
+            restricting("manifest URL rules are not supported; Berth would accept manifests this file means to refuse")
+        }
+        p if p.strip_prefix("storage.").is_some_and(|d| OTHER_DRIVERS.contains(&d)) => {
+            Refused("this storage driver is not supported; Berth stores on the filesystem (storage.filesystem)")
+        }
+        _ => Ignored,
+    }
+}
+
+/// Walks a parsed file, sorting every key into `ignored` and `refused`.
+fn audit_keys(
+    prefix: &str,
+    v: &serde_yaml_ng::Value,
+    ignored: &mut Vec<String>,
+    refused: &mut Vec<(String, &'static str)>,
+) {
+    let Some(map) = v.as_mapping() else { return };
+    for (k, child) in map {
+        let key = match k {
+            serde_yaml_ng::Value::String(s) => s.clone(),
+            other => serde_yaml_ng::to_string(other).unwrap_or_default().trim().to_owned(),
+        };
+        let path = if prefix.is_empty() { key } else { format!("{prefix}.{key}") };
+        match classify(&path, child) {
+            Disposition::Used => {}
+            Disposition::Descend => audit_keys(&path, child, ignored, refused),
+            Disposition::Ignored => ignored.push(path),
+            Disposition::Refused(why) => refused.push((path, why)),
+        }
+    }
+}
 
 impl FileConfig {
     /// GC settings (`gc:`), with Distribution's `storage.maintenance.uploadpurging.age` as a
@@ -187,24 +300,53 @@ impl FileConfig {
         FileConfig::parse(&text).with_context(|| format!("in {}", path.display()))
     }
 
-    /// Parses config text.
+    /// Parses config text, classifying every key (see the module docs).
     pub fn parse(text: &str) -> anyhow::Result<FileConfig> {
-        let cfg: FileConfig =
-            if text.trim().is_empty() { FileConfig::default() } else { serde_yaml_ng::from_str(text)? };
-        if let Some(driver) = OTHER_DRIVERS.iter().find(|d| cfg.storage.other.contains_key(**d)) {
-            bail!("storage driver {driver:?} is not supported; Berth stores on the filesystem (storage.filesystem)");
+        if text.trim().is_empty() {
+            return Ok(FileConfig::default());
         }
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text)?;
+        if !value.is_mapping() && !value.is_null() {
+            bail!("the config file must be a YAML mapping of sections");
+        }
+        let (mut ignored, mut refused) = (Vec::new(), Vec::new());
+        audit_keys("", &value, &mut ignored, &mut refused);
+        // From the text, not the value: a bare `retention: 0` must read as the string "0".
+        let mut cfg: FileConfig = serde_yaml_ng::from_str(text)?;
+        for (name, values) in &cfg.http.headers {
+            check_header(name, values)?;
+        }
+        cfg.ignored = ignored;
+        cfg.refused = refused;
         Ok(cfg)
     }
+
+    /// Fails naming the first key that would restrict access and that Berth cannot honour.
+    pub fn refuse_restrictions(&self) -> anyhow::Result<()> {
+        match self.refused.first() {
+            Some((key, why)) => bail!("config key {key}: {why}; refusing to start rather than serve it unprotected"),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Checks an `http.headers` entry is a valid header name with valid values.
+fn check_header(name: &str, values: &[String]) -> anyhow::Result<()> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(token) {
+        bail!("http.headers: {name:?} is not a valid header name");
+    }
+    if let Some(v) = values.iter().find(|v| v.bytes().any(|b| b < 0x20 && b != b'\t' || b == 0x7f)) {
+        bail!("http.headers.{name}: {v:?} is not a valid header value");
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn loads_distribution_config_as_shipped_by_debian() {
-        let text = r#"
+    const DEBIAN: &str = r#"
 version: 0.1
 log:
   fields:
@@ -228,10 +370,67 @@ health:
   storagedriver:
     enabled: true
 "#;
-        let cfg = FileConfig::parse(text).unwrap();
+
+    #[test]
+    fn loads_distribution_config_as_shipped_by_debian_and_refuses_its_auth() {
+        let cfg = FileConfig::parse(DEBIAN).unwrap();
         assert_eq!(cfg.http.addr.as_deref(), Some(":5000"));
-        assert_eq!(cfg.storage.filesystem.unwrap().rootdirectory.unwrap(), PathBuf::from("/var/lib/docker-registry"));
+        assert_eq!(cfg.http.headers["X-Content-Type-Options"], vec!["nosniff".to_owned()]);
+        assert_eq!(
+            cfg.storage.filesystem.as_ref().unwrap().rootdirectory.as_deref(),
+            Some(Path::new("/var/lib/docker-registry"))
+        );
         assert_eq!(cfg.storage.delete.enabled, Some(true));
+        assert_eq!(cfg.ignored, ["log.fields", "storage.cache", "health"]);
+        assert_eq!(cfg.refused.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["auth"]);
+        let e = cfg.refuse_restrictions().unwrap_err().to_string();
+        assert!(e.contains("auth") && e.contains("refusing to start"), "{e}");
+        // Without the auth section the same file serves.
+        let open = DEBIAN.replace("auth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/docker/registry\n", "");
+        FileConfig::parse(&open).unwrap().refuse_restrictions().unwrap();
+    }
+
+    #[test]
+    fn every_key_that_restricts_access_is_refused_and_empty_sections_are_not() {
+        let refused = |text: &str| {
+            FileConfig::parse(text).unwrap().refused.into_iter().map(|(k, _)| k).collect::<Vec<_>>().join(",")
+        };
+        let cases: &[(&str, &str)] = &[
+            ("auth:\n  token:\n    realm: https://auth.example.com/token\n", "auth"),
+            ("auth:\n  silly:\n    realm: x\n    service: y\n", "auth"),
+            ("auth:\n", ""),
+            ("auth: {}\n", ""),
+            ("http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n", "http.tls"),
+            ("http:\n  tls:\n    clientcas: [/ca.pem]\n", "http.tls"),
+            ("http:\n  tls:\n    letsencrypt:\n      email: a@b.c\n", "http.tls"),
+            ("http:\n  net: unix\n  addr: /run/registry.sock\n", "http.net"),
+            ("http:\n  net: tcp\n", ""),
+            ("proxy:\n  remoteurl: https://registry-1.docker.io\n", "proxy"),
+            ("storage:\n  maintenance:\n    readonly:\n      enabled: true\n", "storage.maintenance.readonly.enabled"),
+            ("storage:\n  maintenance:\n    readonly:\n      enabled: false\n", ""),
+            ("middleware:\n  registry:\n    - name: x\n", "middleware.registry"),
+            ("middleware:\n  repository:\n    - name: x\n", "middleware.repository"),
+            ("validation:\n  manifests:\n    urls:\n      allow: ['^https?://x/']\n", "validation.manifests.urls"),
+            ("storage:\n  s3:\n    bucket: x\n", "storage.s3"),
+        ];
+        for (text, want) in cases {
+            assert_eq!(refused(text), *want, "{text}");
+        }
+    }
+
+    #[test]
+    fn keys_berth_does_not_use_are_listed() {
+        let text =
+            "notifications:\n  endpoints: []\nhttp:\n  secret: s\n  debug:\n    addr: :5001\nredis:\n  addr: x\n";
+        let cfg = FileConfig::parse(text).unwrap();
+        assert_eq!(cfg.ignored, ["notifications", "http.secret", "http.debug", "redis"]);
+        assert!(cfg.refused.is_empty());
+    }
+
+    #[test]
+    fn bad_response_headers_are_refused() {
+        assert!(FileConfig::parse("http:\n  headers:\n    \"Bad Name\": [x]\n").is_err());
+        assert!(FileConfig::parse("http:\n  headers:\n    X-A: [\"a\\nb\"]\n").is_err());
     }
 
     #[test]
@@ -271,7 +470,7 @@ health:
     #[test]
     fn rejects_typos_in_berth_section_and_foreign_drivers() {
         assert!(FileConfig::parse("berth:\n  fsnc: false\n").is_err());
-        let e = FileConfig::parse("storage:\n  s3:\n    bucket: x\n").unwrap_err();
-        assert!(e.to_string().contains("s3"), "{e}");
+        let e = FileConfig::parse("storage:\n  s3:\n    bucket: x\n").unwrap().refuse_restrictions().unwrap_err();
+        assert!(e.to_string().contains("storage.s3"), "{e}");
     }
 }

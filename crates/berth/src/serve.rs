@@ -24,6 +24,10 @@ pub struct Settings {
     pub trash_retention: std::time::Duration,
     pub gc: berth_registry::GcOptions,
     pub gc_interval: Option<std::time::Duration>,
+    /// `http.headers`, added to every answer.
+    pub headers: Vec<(String, String)>,
+    /// Config keys Berth does not use, logged once at start.
+    pub ignored: Vec<String>,
 }
 
 impl Settings {
@@ -32,9 +36,7 @@ impl Settings {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        if file.http.tls.as_ref().is_some_and(|t| t.certificate.is_some() || t.key.is_some()) {
-            bail!("http.tls is not supported yet; terminate TLS in front of Berth (e.g. with a reverse proxy)");
-        }
+        file.refuse_restrictions()?;
         let defaults = berth_registry::Config::default();
         Ok(Settings {
             root: args
@@ -50,6 +52,13 @@ impl Settings {
             trash_retention: file.trash_retention()?,
             gc: file.gc()?.0,
             gc_interval: file.gc()?.1,
+            headers: file
+                .http
+                .headers
+                .iter()
+                .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
+                .collect(),
+            ignored: file.ignored,
         })
     }
 }
@@ -91,10 +100,14 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             metrics: Default::default(),
             delete_enabled: settings.delete_enabled,
             gc: settings.gc.clone(),
+            headers: berth_server::response_headers(&settings.headers).map_err(anyhow::Error::msg).context("http.headers")?,
         };
         tokio::spawn(expire_trash(registry.clone(), settings.trash_retention));
         if let Some(every) = settings.gc_interval {
             tokio::spawn(scheduled_gc(registry, settings.gc.clone(), every));
+        }
+        if !settings.ignored.is_empty() {
+            tracing::warn!(keys = %settings.ignored.join(", "), "config keys Berth does not use (ignored)");
         }
         tracing::info!(addr = %local, root = %settings.root.display(), delete_enabled = settings.delete_enabled, "berth listening on {local}");
         berth_server::serve(listener, state, shutdown_signal()).await?;

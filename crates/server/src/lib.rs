@@ -39,6 +39,20 @@ pub struct AppState {
     pub delete_enabled: bool,
     /// GC settings from the config; a request may override grace and the untagged policy.
     pub gc: berth_registry::GcOptions,
+    /// Headers added to every answer (`http.headers`).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// Validates `http.headers` entries into header pairs.
+pub fn response_headers(pairs: &[(String, String)]) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    pairs
+        .iter()
+        .map(|(n, v)| {
+            let name = HeaderName::try_from(n.as_str()).map_err(|_| format!("{n:?} is not a valid header name"))?;
+            let value = HeaderValue::try_from(v.as_str()).map_err(|_| format!("{v:?} is not a valid value for {n}"))?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 /// The router for every endpoint Berth serves.
@@ -82,6 +96,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let method = req.method().clone();
     let mut resp = next.run(req).await;
     resp.headers_mut().insert(API_VERSION.clone(), HeaderValue::from_static("registry/2.0"));
+    for (name, value) in &state.headers {
+        resp.headers_mut().append(name.clone(), value.clone());
+    }
     if method == Method::HEAD {
         // Keep Content-Length (it describes the GET answer) but send no body.
         let (parts, _) = resp.into_parts();

@@ -55,6 +55,61 @@ fn a_bad_config_fails_at_start_with_a_one_line_reason() {
     assert!(err.starts_with("berth: ") && err.contains("s3") && err.trim().lines().count() == 1, "{err}");
 }
 
+/// Issue 8, part 1: a Distribution file whose `auth:` or `http.tls` Berth cannot honour must
+/// not be served open.
+#[test]
+fn a_config_that_restricts_access_is_refused_at_start_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("auth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/docker/registry/htpasswd\n", "auth"),
+        ("auth:\n  token:\n    realm: https://a/token\n    service: r\n    issuer: i\n", "auth"),
+        ("http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n", "http.tls"),
+        ("http:\n  tls:\n    clientcas: [/ca.pem]\n", "http.tls"),
+    ];
+    for (i, (text, key)) in cases.iter().enumerate() {
+        let cfg = dir.path().join(format!("config{i}.yml"));
+        let root = dir.path().join(format!("root{i}"));
+        let text = if text.starts_with("http:") {
+            text.replacen("http:\n", "http:\n  addr: 127.0.0.1:0\n", 1)
+        } else {
+            format!("http:\n  addr: 127.0.0.1:0\n{text}")
+        };
+        std::fs::write(&cfg, &text).unwrap();
+        let out = std::process::Command::new(crate::harness::berth_bin())
+            .args(["serve", "--root"])
+            .arg(&root)
+            .arg("--config")
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{text}: {err}");
+        assert!(
+            err.starts_with("berth: ") && err.contains(&format!("config key {key}")) && err.trim().lines().count() == 1,
+            "{text}: {err}"
+        );
+        assert!(!err.contains("listening"), "it must never have served: {err}");
+    }
+}
+
+#[test]
+fn ignored_keys_are_listed_once_and_response_headers_are_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let berth = Berth::start_on(
+        &dir.path().join("root"),
+        Some(
+            "http:\n  secret: s3cr3t\n  headers:\n    X-Content-Type-Options: [nosniff]\nnotifications:\n  endpoints: []\n",
+        ),
+    );
+    let log = berth.log();
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("config keys Berth does not use")).collect();
+    assert_eq!(lines.len(), 1, "{log}");
+    assert!(lines[0].contains("http.secret, notifications"), "{log}");
+    let r = Reg::new(&berth.addr, "berth");
+    assert_eq!(r.req("GET", "/v2/", &[], b"").h("x-content-type-options"), Some("nosniff"));
+    assert_eq!(r.req("GET", "/v2/nope/manifests/v1", &[], b"").h("x-content-type-options"), Some("nosniff"));
+}
+
 #[test]
 fn deletes_can_be_switched_off_in_the_config() {
     let dir = tempfile::tempdir().unwrap();
