@@ -71,7 +71,7 @@ impl ApiError {
         match e {
             RegistryError::Parse(p) => match p {
                 ParseError::Name { .. } => m(S::BAD_REQUEST, "NAME_INVALID"),
-                ParseError::Tag { .. } => m(S::BAD_REQUEST, "MANIFEST_INVALID"),
+                ParseError::Tag { .. } => m(S::BAD_REQUEST, "TAG_INVALID"),
                 ParseError::Digest { .. } => m(S::BAD_REQUEST, "DIGEST_INVALID"),
                 ParseError::UnsupportedAlgorithm { .. } => m(S::BAD_REQUEST, "UNSUPPORTED"),
                 ParseError::UploadId { .. } => m(S::NOT_FOUND, "BLOB_UPLOAD_UNKNOWN"),
@@ -216,6 +216,8 @@ mod tests {
         "TOOMANYREQUESTS",
         "PAGINATION_NUMBER_INVALID",
         "UNKNOWN",
+        // Distribution's code for a tag that breaks the grammar (a write to an invalid tag).
+        "TAG_INVALID",
         // Admin API only: a trash id that names no entry.
         "TRASH_ENTRY_UNKNOWN",
     ];

@@ -142,9 +142,23 @@ fn bad_input_table() {
         case("Content-Type contradicting mediaType", "PUT", "/v2/bad/repo/manifests/x", 400, "MANIFEST_INVALID")
             .header("Content-Type", berth_oci::media::DOCKER_MANIFEST)
             .body(image_with(&config_digest, &good_layer, OCI)),
-        case("tag over 128 characters", "PUT", format!("/v2/bad/repo/manifests/{long_tag}"), 400, "MANIFEST_INVALID")
+        case("tag over 128 characters", "PUT", format!("/v2/bad/repo/manifests/{long_tag}"), 400, "TAG_INVALID")
             .header("Content-Type", OCI)
             .body(manifest.clone()),
+        case("tag with a leading dot", "PUT", "/v2/bad/repo/manifests/.x", 400, "TAG_INVALID")
+            .header("Content-Type", OCI)
+            .body(manifest.clone()),
+        case("delete of an invalid tag", "DELETE", "/v2/bad/repo/manifests/.x", 400, "TAG_INVALID"),
+        case("delete of a malformed digest", "DELETE", "/v2/bad/repo/manifests/sha256:12", 400, "DIGEST_INVALID"),
+        // The OCI conformance suite reads `.INVALID_MANIFEST_NAME` and expects 404.
+        case(
+            "read of a reference that cannot exist",
+            "GET",
+            "/v2/bad/repo/manifests/.INVALID_MANIFEST_NAME",
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        case("read of a malformed digest", "GET", "/v2/bad/repo/manifests/sha256:12", 404, "MANIFEST_UNKNOWN"),
         case("manifest naming a missing layer", "PUT", "/v2/bad/repo/manifests/broken", 400, "MANIFEST_BLOB_UNKNOWN")
             .header("Content-Type", OCI)
             .body(image_with(&config_digest, &missing, OCI)),
@@ -173,6 +187,23 @@ fn bad_input_table() {
         case("negative n", "GET", "/v2/_catalog?n=-1", 400, "PAGINATION_NUMBER_INVALID"),
         case("unknown endpoint", "GET", "/v2/bad/repo/widgets/x", 404, "UNSUPPORTED"),
         case("wrong method", "POST", "/v2/bad/repo/tags/list", 405, "UNSUPPORTED"),
+        // The admin API: every malformed path is a 4xx, never a dropped connection.
+        case("admin delete without a name", "DELETE", "/api/repositories", 405, "UNSUPPORTED"),
+        case("admin delete with an empty name", "DELETE", "/api/repositories/", 405, "UNSUPPORTED"),
+        case("admin delete with an empty component", "DELETE", "/api/repositories//x", 400, "NAME_INVALID"),
+        case("admin read of an invalid name", "GET", "/api/repositories/Bad", 400, "NAME_INVALID"),
+        case("admin read of a traversal", "GET", "/api/repositories/a/../b", 400, "NAME_INVALID"),
+        case("admin unknown repository", "GET", "/api/repositories/no/such", 404, "NAME_UNKNOWN"),
+        case("admin invalid trash id", "GET", "/api/trash/a.b", 404, "TRASH_ENTRY_UNKNOWN"),
+        case("admin restore of an invalid id", "POST", "/api/trash/x.y/restore", 404, "TRASH_ENTRY_UNKNOWN"),
+        case("admin unknown trash path", "POST", "/api/trash/20261123T150102Z-0a1b2c3d/purge", 404, "UNSUPPORTED"),
+        case("admin unknown endpoint", "GET", "/api/nope", 404, "UNSUPPORTED"),
+        case("admin root", "GET", "/api/", 404, "UNSUPPORTED"),
+        case("admin wrong method", "PUT", "/api/gc", 405, "UNSUPPORTED"),
+        case("admin bad flag", "POST", "/api/gc?dry_run=maybe", 400, "UNSUPPORTED"),
+        case("admin bad grace", "POST", "/api/gc?dry_run=true&grace=soon", 400, "UNSUPPORTED"),
+        case("admin restore without repository", "POST", "/api/restore", 400, "UNSUPPORTED"),
+        case("admin delete of an invalid tag", "DELETE", "/api/repositories/bad/repo?tag=.x", 400, "TAG_INVALID"),
     ];
 
     let mut failures = Vec::new();

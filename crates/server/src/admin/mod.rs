@@ -15,6 +15,7 @@
 //! [`ops`] holds the operations as plain functions over a [`Registry`], so the CLI runs exactly
 //! the same code when it works on a storage root directly.
 
+pub mod route;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -24,12 +25,13 @@ use axum::extract::{Query, State};
 use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_oci::{Digest, RepoName, Tag};
-use berth_registry::{DeleteRequest, DeleteTarget, RestoreTarget, TrashId};
+use berth_registry::{DeleteRequest, DeleteTarget, RestoreTarget};
 use serde::Serialize;
 
 use crate::AppState;
 use crate::body::blocking;
 use crate::error::ApiError;
+use route::Endpoint;
 
 /// The admin operations, shared by the HTTP API and the CLI's direct mode.
 pub mod ops {
@@ -164,23 +166,27 @@ fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
 
 /// Every `/api/...` request.
 pub async fn dispatch(State(st): State<AppState>, method: Method, uri: Uri, _body: Body) -> Response {
-    let path = uri.path().strip_prefix("/api/").unwrap_or("").trim_end_matches('/').to_owned();
+    let path = uri.path().strip_prefix("/api/").unwrap_or("");
     let q: Q = Query::<Q>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
-    handle(st, method, path, q).await.unwrap_or_else(IntoResponse::into_response)
+    let result = match route::parse(path) {
+        Err(e) => Err(e.into()),
+        Ok(None) => Err(ApiError::NotFound),
+        Ok(Some(endpoint)) => handle(st, method, endpoint, q).await,
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn handle(st: AppState, method: Method, path: String, q: Q) -> Result<Response, ApiError> {
+async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q) -> Result<Response, ApiError> {
     let reg = st.registry.clone();
-    let segments: Vec<&str> = path.split('/').collect();
-    match (method, segments.as_slice()) {
-        (Method::GET, ["repositories"]) => Ok(json(StatusCode::OK, &blocking(move || ops::repositories(&reg)).await??)),
-        (Method::GET, ["repositories", ..]) => {
-            let name: RepoName = path["repositories/".len()..].parse()?;
+    match (ep, method) {
+        (Endpoint::Repositories, Method::GET) => {
+            Ok(json(StatusCode::OK, &blocking(move || ops::repositories(&reg)).await??))
+        }
+        (Endpoint::Repository(name), Method::GET) => {
             Ok(json(StatusCode::OK, &blocking(move || ops::repository(&reg, &name)).await??))
         }
-        (Method::DELETE, ["repositories", ..]) => {
+        (Endpoint::Repository(name), Method::DELETE) => {
             crate::v2::check_deletes_enabled(&st)?;
-            let name: RepoName = path["repositories/".len()..].parse()?;
             let target = match (q.get("tag"), q.get("digest"), q.get("blob")) {
                 (None, None, None) => DeleteTarget::Repository(name),
                 (Some(t), None, None) => DeleteTarget::Tag(name, t.parse::<Tag>()?),
@@ -193,26 +199,26 @@ async fn handle(st: AppState, method: Method, path: String, q: Q) -> Result<Resp
             let result = blocking(move || ops::delete(&reg, &req, dry_run)).await??;
             Ok(json(if dry_run { StatusCode::OK } else { StatusCode::ACCEPTED }, &result))
         }
-        (Method::GET, ["usage"]) => {
+        (Endpoint::Usage, Method::GET) => {
             let name = q.get("repository").map(|n| n.parse::<RepoName>()).transpose()?;
             Ok(json(StatusCode::OK, &blocking(move || ops::usage(&reg, name.as_ref())).await??))
         }
-        (Method::GET, ["trash"]) => Ok(json(StatusCode::OK, &blocking(move || ops::trash(&reg)).await??)),
-        (Method::GET, ["trash", id]) => {
-            let id = trash_id(id)?;
+        (Endpoint::Trash, Method::GET) => Ok(json(StatusCode::OK, &blocking(move || ops::trash(&reg)).await??)),
+        (Endpoint::TrashEntry(id), Method::GET) => {
             Ok(json(StatusCode::OK, &blocking(move || ops::trash_entry(&reg, &id)).await??))
         }
-        (Method::DELETE, ["trash"]) => Ok(json(StatusCode::OK, &blocking(move || ops::purge(&reg, None)).await??)),
-        (Method::DELETE, ["trash", id]) => {
-            let id = trash_id(id)?;
+        (Endpoint::Trash, Method::DELETE) => {
+            Ok(json(StatusCode::OK, &blocking(move || ops::purge(&reg, None)).await??))
+        }
+        (Endpoint::TrashEntry(id), Method::DELETE) => {
             Ok(json(StatusCode::OK, &blocking(move || ops::purge(&reg, Some(&id))).await??))
         }
-        (Method::POST, ["trash", id, "restore"]) => {
-            let target = RestoreTarget::Id(trash_id(id)?);
+        (Endpoint::TrashRestore(id), Method::POST) => {
+            let target = RestoreTarget::Id(id);
             let force = flag(&q, "force")?;
             Ok(json(StatusCode::OK, &blocking(move || ops::restore(&reg, &target, force)).await??))
         }
-        (Method::POST, ["restore"]) => {
+        (Endpoint::Restore, Method::POST) => {
             let name: RepoName =
                 q.get("repository").ok_or_else(|| ApiError::BadRequest("repository is required".into()))?.parse()?;
             let target = match q.get("tag") {
@@ -222,7 +228,7 @@ async fn handle(st: AppState, method: Method, path: String, q: Q) -> Result<Resp
             let force = flag(&q, "force")?;
             Ok(json(StatusCode::OK, &blocking(move || ops::restore(&reg, &target, force)).await??))
         }
-        (Method::POST, ["gc"]) => {
+        (Endpoint::Gc, Method::POST) => {
             let mut opts = st.gc.clone();
             opts.dry_run = flag(&q, "dry_run")?;
             if let Some(g) = q.get("grace") {
@@ -233,8 +239,8 @@ async fn handle(st: AppState, method: Method, path: String, q: Q) -> Result<Resp
             }
             Ok(json(StatusCode::OK, &blocking(move || ops::gc(&reg, &opts, &|_| {})).await??))
         }
-        (_, ["repositories" | "usage" | "trash" | "restore" | "gc", ..]) => Err(ApiError::MethodNotAllowed),
-        _ => Err(ApiError::NotFound),
+        (Endpoint::Audit, _) => Err(ApiError::NotFound),
+        _ => Err(ApiError::MethodNotAllowed),
     }
 }
 
@@ -254,8 +260,4 @@ pub fn untagged(s: &str) -> Result<berth_registry::UntaggedPolicy, String> {
     } else {
         duration(s).map(berth_registry::UntaggedPolicy::OlderThan)
     }
-}
-
-fn trash_id(s: &str) -> Result<TrashId, ApiError> {
-    s.parse().map_err(|e: String| ApiError::Registry(berth_registry::RegistryError::TrashUnknown { id: e }))
 }

@@ -18,6 +18,9 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 
+use berth_oci::ParseError;
+use berth_registry::RegistryError;
+
 use crate::AppState;
 use crate::error::ApiError;
 use route::Endpoint;
@@ -77,6 +80,15 @@ async fn handle(
         (Endpoint::Manifest(n, r), Method::HEAD) => manifests::get(st, n, r, &h).await,
         (Endpoint::Manifest(n, r), Method::PUT) => manifests::put(st, n, r, &h, body).await,
         (Endpoint::Manifest(n, r), Method::DELETE) => manifests::delete(st, n, r).await,
+        (Endpoint::ManifestInvalid(name, e), Method::GET | Method::HEAD) => {
+            let reference = match e {
+                ParseError::Tag { tag, .. } => tag,
+                ParseError::Digest { digest, .. } => digest,
+                other => other.to_string(),
+            };
+            Err(RegistryError::ManifestUnknown { name, reference }.into())
+        }
+        (Endpoint::ManifestInvalid(_, e), Method::PUT | Method::DELETE) => Err(e.into()),
         (Endpoint::Tags(n), Method::GET) => listing::tags(st, n, q).await,
         (Endpoint::Referrers(n, d), Method::GET) => listing::referrers(st, n, d, q).await,
         _ => Err(ApiError::MethodNotAllowed),
