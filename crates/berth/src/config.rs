@@ -145,6 +145,9 @@ pub struct DeleteSection {
 pub struct BerthSection {
     /// Largest manifest accepted, in bytes (default 4 MiB).
     pub max_manifest_bytes: Option<usize>,
+    /// Largest blob accepted, in bytes (default: no limit but the disk). A larger upload is
+    /// refused with 413 as soon as it crosses the limit, and its data removed.
+    pub max_blob_bytes: Option<u64>,
     /// fsync every write before acknowledging it (default true).
     pub fsync: Option<bool>,
 }

@@ -19,6 +19,7 @@ pub struct Settings {
     pub addr: String,
     pub delete_enabled: bool,
     pub max_manifest_bytes: usize,
+    pub max_blob_bytes: Option<u64>,
     pub fsync: bool,
     pub log_level: String,
     pub trash_retention: std::time::Duration,
@@ -47,6 +48,7 @@ impl Settings {
             addr: args.addr.clone().or(file.http.addr.clone()).unwrap_or_else(|| ":5000".to_owned()),
             delete_enabled: file.storage.delete.enabled.unwrap_or(true),
             max_manifest_bytes: file.berth.max_manifest_bytes.unwrap_or(defaults.max_manifest_bytes),
+            max_blob_bytes: file.berth.max_blob_bytes,
             fsync: file.berth.fsync.unwrap_or(true),
             log_level: args.log_level.clone().or(file.log.level.clone()).unwrap_or_else(|| "info".to_owned()),
             trash_retention: file.trash_retention()?,
@@ -91,6 +93,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         };
         let config = berth_registry::Config {
             max_manifest_bytes: settings.max_manifest_bytes,
+            max_blob_bytes: settings.max_blob_bytes,
             trash_retention: settings.trash_retention,
             untagged: settings.gc.untagged,
         };

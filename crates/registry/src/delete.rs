@@ -151,8 +151,12 @@ impl Registry {
     fn unlink(&self, e: &TrashEntry) -> Result<()> {
         let name = &e.repository;
         if e.kind == DeleteKind::Repository {
-            self.store().delete_prefix(&layout::repo_dir(name)).map_err(storage)?;
+            // Everything but upload sessions: a push in flight completes into a fresh
+            // repository instead of failing midway. The folder goes once nothing is left in it.
+            self.store().delete_prefix(&layout::manifests_dir(name)).map_err(storage)?;
+            self.store().delete_prefix(&layout::layers_root(name)).map_err(storage)?;
             self.store().delete_prefix(&layout::referrers_dir(name)).map_err(storage)?;
+            self.store().prune_empty(&layout::repo_dir(name)).map_err(storage)?;
             return self.prune_repo_parents(name);
         }
         for t in e.tags.keys() {

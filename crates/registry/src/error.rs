@@ -135,6 +135,10 @@ pub enum RegistryError {
     /// Storage failed underneath; not the client's fault.
     #[error("storage failure")]
     Storage(#[source] StorageError),
+    /// The store is out of space; what the operation wrote was removed again. Over once space
+    /// is freed (deletes and GC), with no restart.
+    #[error("the registry's storage is full; try again once space has been freed")]
+    StorageFull(#[source] StorageError),
     /// Reading the request body failed midway.
     #[error("reading the request body failed: {0}")]
     Body(#[source] std::io::Error),
@@ -147,7 +151,7 @@ fn list(digests: &[Digest]) -> String {
 /// Result of a registry operation.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
-/// Wraps a storage failure whose meaning is "the store broke", never "not found".
+/// Wraps a storage failure whose meaning is "the store broke" (or is full), never "not found".
 pub(crate) fn storage(e: StorageError) -> RegistryError {
-    RegistryError::Storage(e)
+    if e.is_out_of_space() { RegistryError::StorageFull(e) } else { RegistryError::Storage(e) }
 }

@@ -31,7 +31,7 @@ mod trash;
 mod uploads;
 mod usage;
 
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 pub use berth_storage::{Backend, StorageError};
@@ -55,6 +55,8 @@ pub type Chunk = std::io::Result<bytes::Bytes>;
 pub struct Config {
     /// The largest manifest accepted, in bytes.
     pub max_manifest_bytes: usize,
+    /// The largest blob accepted, in bytes (`None`: no limit but the disk).
+    pub max_blob_bytes: Option<u64>,
     /// How long a trash entry protects and can restore what it names; zero turns the trash
     /// off (deletes are final, nothing can be restored).
     pub trash_retention: Duration,
@@ -66,14 +68,20 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_manifest_bytes: 4 << 20,
+            max_blob_bytes: None,
             trash_retention: Duration::from_secs(7 * 24 * 3600),
             untagged: gc::UntaggedPolicy::OlderThan(Duration::from_secs(24 * 3600)),
         }
     }
 }
 
-/// Mutations of one repository (push of a tag, delete, restore) take one of these stripes, so
-/// a delete never interleaves with a push re-pointing the tag it removes.
+/// Each repository hashes to one of these lock stripes. Changes of its tags and manifests (a
+/// manifest push, a delete, a restore) hold the stripe exclusively, so a delete never
+/// interleaves with a push re-pointing the tag it removes. Creating a layer link (an upload's
+/// completion, a mount) holds it shared, for that one write: a repository delete then comes
+/// either first (the link lands in a fresh repository) or after (the link goes into its trash
+/// entry), and never meets a file appearing in a folder it is removing. Upload sessions are
+/// left alone by deletes, so they need no lock. Never hold two stripes at once.
 const REPO_LOCK_STRIPES: usize = 64;
 
 /// The registry: one storage root and the in-memory state that serves it.
@@ -85,7 +93,7 @@ pub struct Registry {
     manifests: cache::ManifestCache,
     catalog: catalog::CatalogCache,
     usage: usage::UsageCache,
-    repo_locks: Vec<Mutex<()>>,
+    repo_locks: Vec<RwLock<()>>,
     touched: touched::Touched,
     gc_lock: Mutex<()>,
     /// Held (shared) by every operation from its first touch until its links are written;
@@ -104,7 +112,7 @@ impl Registry {
             manifests: Default::default(),
             catalog: Default::default(),
             usage: Default::default(),
-            repo_locks: (0..REPO_LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            repo_locks: (0..REPO_LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
             touched: Default::default(),
             gc_lock: Mutex::new(()),
             inflight: RwLock::new(()),
@@ -115,13 +123,22 @@ impl Registry {
         self.inflight.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn repo_lock(&self, name: &berth_oci::RepoName) -> MutexGuard<'_, ()> {
+    fn repo_stripe(&self, name: &berth_oci::RepoName) -> &RwLock<()> {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
         name.hash(&mut h);
-        let stripe = &self.repo_locks[h.finish() as usize % REPO_LOCK_STRIPES];
+        &self.repo_locks[h.finish() as usize % REPO_LOCK_STRIPES]
+    }
+
+    /// The repository's stripe, exclusively: for changes of tags and manifests.
+    fn repo_lock(&self, name: &berth_oci::RepoName) -> RwLockWriteGuard<'_, ()> {
         // A panic while holding a stripe leaves nothing half-done in memory worth refusing over.
-        stripe.lock().unwrap_or_else(|e| e.into_inner())
+        self.repo_stripe(name).write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The repository's stripe, shared: for creating the files of an upload or a mount.
+    fn repo_share(&self, name: &berth_oci::RepoName) -> RwLockReadGuard<'_, ()> {
+        self.repo_stripe(name).read().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The configuration in force.

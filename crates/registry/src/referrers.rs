@@ -36,7 +36,11 @@ impl Registry {
     /// An unknown subject or repository has no referrers (an empty list, not an error: clients
     /// read a 404 as "referrers API unsupported").
     pub fn referrers(&self, name: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
-        self.ensure_referrers_index(name)?;
+        {
+            // Building the index writes files; a repository delete must not meet them.
+            let _share = self.repo_share(name);
+            self.ensure_referrers_index(name)?;
+        }
         let entries = self.store().list(&layout::referrers_of(name, subject), None, usize::MAX).map_err(storage)?;
         let mut out = Vec::new();
         for e in entries {

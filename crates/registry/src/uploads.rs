@@ -55,12 +55,14 @@ impl Sessions {
 /// time of a large upload. Small bodies are hashed inline, as a thread would cost more.
 const PARALLEL_HASH_AFTER: u64 = 1 << 20;
 
-/// Writes `body` to `w` and feeds it to `hasher`; returns the hasher, the bytes written and how
-/// the body ended. The hasher has seen exactly the bytes written, even when writing fails.
+/// Writes `body` to `w` and feeds it to `hasher`, refusing to write past `limit` bytes in all
+/// (`SizeInvalid` as soon as a chunk would cross it); returns the hasher, the bytes written and
+/// how the body ended. The hasher has seen exactly the bytes written, even when writing fails.
 fn stream_into(
     w: &mut dyn berth_storage::ObjectWriter,
     hasher: DigestHasher,
     body: &mut dyn Iterator<Item = Chunk>,
+    limit: Option<u64>,
 ) -> (DigestHasher, u64, Result<()>) {
     std::thread::scope(|scope| {
         let mut inline = Some(hasher);
@@ -75,6 +77,12 @@ fn stream_into(
                     break;
                 }
             };
+            if let Some(limit) = limit
+                && w.size() + chunk.len() as u64 > limit
+            {
+                result = Err(too_large(limit));
+                break;
+            }
             if let Err(e) = w.write_all(&chunk) {
                 result = Err(storage(e));
                 break;
@@ -112,6 +120,13 @@ fn stream_into(
         };
         (hasher, written, result)
     })
+}
+
+fn too_large(limit: u64) -> RegistryError {
+    RegistryError::SizeInvalid {
+        reason: format!("the blob is larger than this registry accepts ({limit} bytes, berth.max_blob_bytes)"),
+        too_large: true,
+    }
 }
 
 /// A blob now in the store and linked into a repository.
@@ -154,7 +169,9 @@ impl Registry {
         self.check_upload(name, id)?;
         let session = self.uploads.get(name, id);
         let mut s = session.lock().expect("session lock");
-        self.append_locked(name, id, &mut s, start, body)
+        let appended = self.append_locked(name, id, &mut s, start, body);
+        drop(s);
+        self.discard_if_hopeless(name, id, appended)
     }
 
     /// Finishes an upload with an optional last chunk (starting at `start`, if given); verifies
@@ -171,11 +188,17 @@ impl Registry {
         self.check_upload(name, id)?;
         let session = self.uploads.get(name, id);
         let mut s = session.lock().expect("session lock");
-        let size = self.append_locked(name, id, &mut s, start, body)?;
+        let size = match self.append_locked(name, id, &mut s, start, body) {
+            Ok(size) => size,
+            Err(e) => {
+                drop(s);
+                return self.discard_if_hopeless(name, id, Err(e));
+            }
+        };
         let data = layout::upload_data(name, id);
         let actual = match (digest.algorithm(), &s.hasher) {
             (Algorithm::Sha256, Some(h)) => h.clone().finish(),
-            (alg, _) => self.hash_file(&data, alg, size)?.0,
+            (alg, _) => self.hash_file(name, id, alg, size)?.0,
         };
         if &actual != digest {
             drop(s);
@@ -184,15 +207,24 @@ impl Registry {
                 reason: format!("the uploaded content has digest {actual}, not {digest}"),
             });
         }
-        if size == 0 {
-            // An empty blob has no data file yet; make one so it can be moved into place.
-            self.store().writer(&data).and_then(|w| w.commit()).map_err(storage)?;
-        }
-        let inflight = self.inflight();
-        self.commit_blob(name, digest, &data, size)?;
-        drop(inflight);
+        let committed = {
+            let _inflight = self.inflight();
+            // A cancel may have taken the session away since the check above.
+            self.check_upload(name, id)
+                .and_then(|()| {
+                    if size == 0 {
+                        // An empty blob has no data file yet; make one so it can be moved into place.
+                        self.store().writer(&data).and_then(|w| w.commit()).map_err(storage)?;
+                    }
+                    self.commit_blob(name, digest, &data, size)
+                })
+                .and_then(|()| self.remove_upload_files(name, id))
+        };
         drop(s);
-        self.discard_upload(name, id)?;
+        self.uploads.remove(name, id);
+        if let Err(e) = committed {
+            return self.discard_if_hopeless(name, id, Err(e));
+        }
         Ok(BlobInfo { digest: digest.clone(), size })
     }
 
@@ -226,17 +258,32 @@ impl Registry {
             Some(size) if self.layer_linked(from, digest)? => size,
             _ => return Ok(false),
         };
+        let _share = self.repo_share(name);
         self.link_layer(name, digest)?;
         self.usage_change(crate::usage::Change::Blob { repo: name.clone(), digest: digest.clone(), size });
         Ok(true)
     }
 
+    /// `BlobUploadUnknown` unless the session exists (it may never have started, or be
+    /// finished, cancelled, or purged by GC as stale).
     fn check_upload(&self, name: &RepoName, id: &UploadId) -> Result<()> {
         if exists(self.store().stat(&layout::upload_started(name, id)))? {
             Ok(())
         } else {
+            self.uploads.remove(name, id);
             Err(RegistryError::BlobUploadUnknown { id: id.to_string() })
         }
+    }
+
+    /// Passes `result` on; when it says the upload cannot go on (too large, or the disk is
+    /// full), removes its data at once instead of leaving it until the client cancels.
+    fn discard_if_hopeless<T>(&self, name: &RepoName, id: &UploadId, result: Result<T>) -> Result<T> {
+        if let Err(RegistryError::SizeInvalid { too_large: true, .. } | RegistryError::StorageFull(_)) = &result
+            && let Err(e) = self.discard_upload(name, id)
+        {
+            tracing::warn!(upload = %id, error = %e, "could not remove the data of a refused upload");
+        }
+        result
     }
 
     fn append_locked(
@@ -248,11 +295,12 @@ impl Registry {
         body: &mut dyn Iterator<Item = Chunk>,
     ) -> Result<u64> {
         let data = layout::upload_data(name, id);
+        self.check_upload(name, id)?;
         let mut w = self.store().writer(&data).map_err(storage)?;
         let size = w.size();
         if s.hasher.is_none() || s.offset != size {
             // Restarted, or a previous write failed midway: the file is the truth.
-            let (_, h) = self.hash_file(&data, Algorithm::Sha256, size)?;
+            let (_, h) = self.hash_file(name, id, Algorithm::Sha256, size)?;
             s.hasher = Some(h);
             s.offset = size;
         }
@@ -264,29 +312,47 @@ impl Registry {
                 offset: size,
             });
         }
+        let limit = self.config().max_blob_bytes;
+        if let Some(limit) = limit
+            && size > limit
+        {
+            return Err(too_large(limit));
+        }
         let hasher = s.hasher.take().expect("set above");
-        let (hasher, written, result) = stream_into(&mut *w, hasher, body);
+        let (hasher, written, result) = stream_into(&mut *w, hasher, body, limit);
         s.hasher = Some(hasher);
         s.offset += written;
         result?;
         w.commit().map_err(storage)
     }
 
-    /// Hashes the first `len` bytes of an object; returns the digest and the hasher state.
-    fn hash_file(&self, key: &berth_storage::Key, alg: Algorithm, len: u64) -> Result<(Digest, DigestHasher)> {
+    /// Hashes the first `len` bytes of an upload's data; returns the digest and the hasher.
+    fn hash_file(&self, name: &RepoName, id: &UploadId, alg: Algorithm, len: u64) -> Result<(Digest, DigestHasher)> {
+        let key = layout::upload_data(name, id);
+        let gone = || RegistryError::BlobUploadUnknown { id: id.to_string() };
         let mut h = DigestHasher::new(alg);
         if len > 0 {
-            let (r, _) = self.store().open(key, 0).map_err(storage)?;
+            let (r, _) = match self.store().open(&key, 0) {
+                Ok(x) => x,
+                Err(e) if e.is_not_found() => return Err(gone()),
+                Err(e) => return Err(storage(e)),
+            };
             let mut r = r.take(len);
             let mut buf = vec![0u8; 1 << 20];
+            let mut read = 0u64;
             loop {
-                let n = r.read(&mut buf).map_err(|e| {
-                    RegistryError::Storage(berth_storage::StorageError::Io { key: key.clone(), source: e })
-                })?;
+                let n = r
+                    .read(&mut buf)
+                    .map_err(|e| storage(berth_storage::StorageError::Io { key: key.clone(), source: e }))?;
                 if n == 0 {
                     break;
                 }
+                read += n as u64;
                 h.update(&buf[..n]);
+            }
+            if read < len {
+                // Shorter than it was a moment ago: a cancel took the session away.
+                return Err(gone());
             }
         }
         Ok((h.clone().finish(), h))
@@ -300,6 +366,7 @@ impl Registry {
         if self.blob_size(digest)?.is_none() {
             self.store().rename(data, &layout::blob_data(digest)).map_err(storage)?;
         }
+        let _share = self.repo_share(name);
         self.link_layer(name, digest)?;
         self.usage_change(crate::usage::Change::Blob { repo: name.clone(), digest: digest.clone(), size });
         Ok(())
@@ -312,6 +379,10 @@ impl Registry {
 
     fn discard_upload(&self, name: &RepoName, id: &UploadId) -> Result<()> {
         self.uploads.remove(name, id);
+        self.remove_upload_files(name, id)
+    }
+
+    fn remove_upload_files(&self, name: &RepoName, id: &UploadId) -> Result<()> {
         self.store().delete_prefix(&layout::upload_dir(name, id)).map_err(storage)?;
         Ok(())
     }

@@ -115,6 +115,9 @@ impl ApiError {
             RegistryError::Corrupt { .. } => m(S::INTERNAL_SERVER_ERROR, "UNKNOWN"),
             RegistryError::Body(_) => m(S::BAD_REQUEST, "BLOB_UPLOAD_INVALID"),
             RegistryError::Storage(_) => m(S::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            // 507: the request was fine and may be retried once space is freed; clients treat
+            // a 5xx as retryable.
+            RegistryError::StorageFull(_) => m(S::INSUFFICIENT_STORAGE, "UNKNOWN"),
         }
     }
 
@@ -259,6 +262,7 @@ mod tests {
             (RegistryError::TrashUnknown { id: "x".into() }.into(), 404),
             (RegistryError::RestoreIncomplete { id: "x".into(), missing: vec![d.clone()] }.into(), 409),
             (RegistryError::Corrupt { what: "x".into(), reason: "y".into() }.into(), 500),
+            (RegistryError::StorageFull(berth_storage_error()).into(), 507),
         ];
         for (e, status) in errors {
             let m = e.mapped();
@@ -275,5 +279,11 @@ mod tests {
     fn internal_errors_show_no_internals() {
         let e = ApiError::Registry(RegistryError::Storage(berth_storage_error()));
         assert_eq!(e.message(), "internal server error");
+        let full = berth_registry::StorageError::Io {
+            key: berth_storage::Key::new("docker/registry/v2/blobs/x").unwrap(),
+            source: std::io::Error::from(std::io::ErrorKind::StorageFull),
+        };
+        let e = ApiError::Registry(RegistryError::StorageFull(full));
+        assert!(!e.message().contains("docker/registry") && e.message().contains("full"), "{}", e.message());
     }
 }

@@ -25,11 +25,13 @@ pub enum EndpointKind {
     Tags,
     /// referrers
     Referrers,
+    /// the admin API under `/api/`
+    Admin,
     /// anything else
     Other,
 }
 
-const KINDS: [(EndpointKind, &str); 8] = [
+const KINDS: [(EndpointKind, &str); 9] = [
     (EndpointKind::Base, "base"),
     (EndpointKind::Catalog, "catalog"),
     (EndpointKind::Blob, "blob"),
@@ -37,10 +39,13 @@ const KINDS: [(EndpointKind, &str); 8] = [
     (EndpointKind::Manifest, "manifest"),
     (EndpointKind::Tags, "tags"),
     (EndpointKind::Referrers, "referrers"),
+    (EndpointKind::Admin, "admin"),
     (EndpointKind::Other, "other"),
 ];
 const METHODS: [&str; 7] = ["GET", "HEAD", "PUT", "POST", "PATCH", "DELETE", "OTHER"];
 const CLASSES: [&str; 4] = ["2xx", "3xx", "4xx", "5xx"];
+/// 5xx answers counted one by one: each is a bug or an outage worth an alert.
+const SERVER_ERRORS: [u16; 4] = [500, 503, 507, 0];
 /// Histogram bucket bounds in seconds.
 const BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 10.0];
 
@@ -53,6 +58,7 @@ pub struct Metrics {
     latency_count: Vec<AtomicU64>,
     blob_bytes_sent: AtomicU64,
     blob_bytes_received: AtomicU64,
+    server_errors: Vec<AtomicU64>,
 }
 
 impl Default for Metrics {
@@ -65,29 +71,31 @@ impl Default for Metrics {
             latency_count: n(KINDS.len()),
             blob_bytes_sent: AtomicU64::new(0),
             blob_bytes_received: AtomicU64::new(0),
+            server_errors: n(SERVER_ERRORS.len()),
         }
     }
 }
 
-/// Classifies a request path.
+/// Classifies a request path with the same parser that routes it, so a name containing
+/// `blobs` or `manifests` is counted as what it is.
 pub fn classify(path: &str) -> EndpointKind {
+    use crate::v2::route::{self, Endpoint};
+    if path.starts_with("/api/") {
+        return EndpointKind::Admin;
+    }
     let Some(rest) = path.strip_prefix("/v2") else { return EndpointKind::Other };
-    if rest.is_empty() || rest == "/" {
-        EndpointKind::Base
-    } else if rest == "/_catalog" {
-        EndpointKind::Catalog
-    } else if rest.contains("/blobs/uploads") {
-        EndpointKind::Upload
-    } else if rest.contains("/blobs/") {
-        EndpointKind::Blob
-    } else if rest.contains("/manifests/") {
-        EndpointKind::Manifest
-    } else if rest.ends_with("/tags/list") {
-        EndpointKind::Tags
-    } else if rest.contains("/referrers/") {
-        EndpointKind::Referrers
-    } else {
-        EndpointKind::Other
+    match rest {
+        "" | "/" => return EndpointKind::Base,
+        "/_catalog" => return EndpointKind::Catalog,
+        _ => {}
+    }
+    match route::parse(rest.strip_prefix('/').unwrap_or(rest)) {
+        Ok(Some(Endpoint::Blob(..))) => EndpointKind::Blob,
+        Ok(Some(Endpoint::UploadStart(..) | Endpoint::Upload(..))) => EndpointKind::Upload,
+        Ok(Some(Endpoint::Manifest(..) | Endpoint::ManifestInvalid(..))) => EndpointKind::Manifest,
+        Ok(Some(Endpoint::Tags(..))) => EndpointKind::Tags,
+        Ok(Some(Endpoint::Referrers(..))) => EndpointKind::Referrers,
+        Ok(None) | Err(_) => EndpointKind::Other,
     }
 }
 
@@ -107,6 +115,10 @@ impl Metrics {
             _ => 3,
         };
         self.requests[(k * METHODS.len() + m) * CLASSES.len() + c].fetch_add(1, Ordering::Relaxed);
+        if status >= 500 {
+            let i = SERVER_ERRORS.iter().position(|s| *s == status).unwrap_or(SERVER_ERRORS.len() - 1);
+            self.server_errors[i].fetch_add(1, Ordering::Relaxed);
+        }
         let secs = elapsed.as_secs_f64();
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
@@ -168,6 +180,15 @@ impl Metrics {
         let _ = writeln!(out, "berth_blob_bytes_sent_total {}", self.blob_bytes_sent.load(Ordering::Relaxed));
         out.push_str("# HELP berth_blob_bytes_received_total Blob bytes received by uploads.\n# TYPE berth_blob_bytes_received_total counter\n");
         let _ = writeln!(out, "berth_blob_bytes_received_total {}", self.blob_bytes_received.load(Ordering::Relaxed));
+        out.push_str("# HELP berth_http_server_errors_total 5xx answers by status (500: a bug, logged with its cause; 507: storage full).\n# TYPE berth_http_server_errors_total counter\n");
+        for (i, status) in SERVER_ERRORS.iter().enumerate() {
+            let label = if *status == 0 { "other".to_owned() } else { status.to_string() };
+            let _ = writeln!(
+                out,
+                "berth_http_server_errors_total{{status=\"{label}\"}} {}",
+                self.server_errors[i].load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }
@@ -181,10 +202,16 @@ mod tests {
         assert_eq!(classify("/v2/"), EndpointKind::Base);
         assert_eq!(classify("/v2/_catalog"), EndpointKind::Catalog);
         assert_eq!(classify("/v2/a/blobs/uploads/x"), EndpointKind::Upload);
-        assert_eq!(classify("/v2/a/blobs/sha256:x"), EndpointKind::Blob);
+        assert_eq!(classify("/v2/a/blobs/sha256:x"), EndpointKind::Other, "malformed: not a blob request");
         assert_eq!(classify("/v2/a/manifests/latest"), EndpointKind::Manifest);
         assert_eq!(classify("/v2/a/tags/list"), EndpointKind::Tags);
         assert_eq!(classify("/metrics"), EndpointKind::Other);
+        let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+        assert_eq!(classify(&format!("/v2/x/manifests/blobs/{d}")), EndpointKind::Blob);
+        assert_eq!(classify(&format!("/v2/a/blobs/{d}")), EndpointKind::Blob);
+        assert_eq!(classify("/v2/blobs/uploads/manifests/latest"), EndpointKind::Manifest);
+        assert_eq!(classify("/v2/a/widgets/x"), EndpointKind::Other);
+        assert_eq!(classify("/api/repositories/a"), EndpointKind::Admin);
     }
 
     #[test]
@@ -192,7 +219,10 @@ mod tests {
         let m = Metrics::default();
         m.record(EndpointKind::Manifest, "GET", 200, Duration::from_millis(3));
         m.record(EndpointKind::Manifest, "GET", 404, Duration::from_millis(30));
+        m.record(EndpointKind::Upload, "PUT", 507, Duration::from_millis(1));
         let text = m.render();
+        assert!(text.contains(r#"berth_http_server_errors_total{status="507"} 1"#), "{text}");
+        assert!(text.contains(r#"berth_http_server_errors_total{status="500"} 0"#), "{text}");
         assert!(text.contains(r#"berth_http_requests_total{endpoint="manifest",method="GET",code="2xx"} 1"#), "{text}");
         assert!(text.contains(r#"berth_http_requests_total{endpoint="manifest",method="GET",code="4xx"} 1"#));
         assert!(text.contains(r#"berth_http_request_duration_seconds_bucket{endpoint="manifest",le="0.005"} 1"#));

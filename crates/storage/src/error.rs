@@ -35,4 +35,11 @@ impl StorageError {
     pub fn is_not_found(&self) -> bool {
         matches!(self, StorageError::NotFound { .. })
     }
+
+    /// Whether the store ran out of space (a full disk or a quota): not a fault of the
+    /// request, and over once space is freed.
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, StorageError::Io { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
+    }
 }

@@ -287,16 +287,21 @@ impl Backend for FsBackend {
 
     fn delete_prefix(&self, prefix: &Key) -> Result<bool> {
         let path = self.path(prefix);
-        let res = match fs::symlink_metadata(&path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-            Err(e) => Err(e),
-            Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
-            Ok(_) => fs::remove_file(&path),
-        };
-        match res {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(true),
-            Err(e) => Err(StorageError::Io { key: prefix.clone(), source: e }),
+        let mut attempts = 0;
+        loop {
+            let res = match fs::symlink_metadata(&path) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(attempts > 0),
+                Err(e) => Err(e),
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&path),
+                Ok(_) => fs::remove_file(&path),
+            };
+            match res {
+                Ok(()) => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(true),
+                // Something created a file inside while the walk passed it: go again.
+                Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty && attempts < 5 => attempts += 1,
+                Err(e) => return Err(StorageError::Io { key: prefix.clone(), source: e }),
+            }
         }
     }
 

@@ -72,6 +72,11 @@ pub fn repositories_child(path: &str) -> Option<Key> {
     if path.is_empty() { Some(repositories_root()) } else { Key::new(format!("{V2}/repositories/{path}")).ok() }
 }
 
+/// `<repo>/_layers`.
+pub fn layers_root(name: &RepoName) -> Key {
+    key(format!("{}/_layers", repo_dir(name)))
+}
+
 /// `<repo>/_layers/<alg>`.
 pub fn layers_dir(name: &RepoName, algorithm: Algorithm) -> Key {
     key(format!("{}/_layers/{}", repo_dir(name), algorithm.as_str()))

@@ -22,6 +22,8 @@ mod crash;
 mod delete;
 /// Space accounting.
 mod du;
+/// A full disk on a small tmpfs, and blob size limits.
+mod full_disk;
 /// GC against Distribution's garbage-collect on the same root.
 mod gc_compat;
 /// GC inside the running server: races, re-push, predictions, schedule.

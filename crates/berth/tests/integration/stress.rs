@@ -211,3 +211,95 @@ fn i2_stress_pushes_pulls_deletes_and_gc_never_break_an_acknowledged_image() {
         gc_blobs.load(Ordering::Relaxed)
     );
 }
+
+/// Issue 8: a repository delete looping against pushes into that same repository. Each push
+/// lands before a delete (and goes to the trash with it) or after it (into a fresh
+/// repository); uploads in flight complete, a manifest whose blobs went with a delete is
+/// refused (the client pushes them again), and nobody ever sees a 5xx.
+#[test]
+fn repository_delete_racing_pushes_into_it_never_answers_5xx() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut berth = Berth::start_on(&root, Some("gc:\n  interval: off\n"));
+    let addr = berth.addr.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let statuses: Arc<Mutex<BTreeMap<String, u64>>> = Default::default();
+    let count = |statuses: &Mutex<BTreeMap<String, u64>>, what: String| {
+        *statuses.lock().unwrap().entry(what).or_default() += 1;
+    };
+    let started = Instant::now();
+    std::thread::scope(|s| {
+        for t in 0..3u64 {
+            let (addr, stop, statuses) = (addr.clone(), stop.clone(), statuses.clone());
+            s.spawn(move || {
+                let r = Reg::new(&addr, "berth");
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let data = noise(t * 1_000_000 + n, 32 << 10);
+                    let d = Digest::sha256_of(&data);
+                    let start = r.req("POST", "/v2/race/app/blobs/uploads/", &[], b"");
+                    count(&statuses, format!("upload start {}", start.status));
+                    let Some(loc) = start.h("location").map(str::to_owned) else { continue };
+                    let (first, rest) = data.split_at(data.len() / 2);
+                    let patch = r.req("PATCH", &loc, &[("Content-Range", &format!("0-{}", first.len() - 1))], first);
+                    count(&statuses, format!("upload chunk {} {}", patch.status, code_of(&patch)));
+                    let put = r.req("PUT", &format!("{loc}?digest={d}"), &[], rest);
+                    count(&statuses, format!("upload finish {} {}", put.status, code_of(&put)));
+                    let config = serde_json::to_vec(&json!({"os": "linux", "n": n, "t": t})).unwrap();
+                    let cd = Digest::sha256_of(&config);
+                    let post = r.req("POST", &format!("/v2/race/app/blobs/uploads/?digest={cd}"), &[], &config);
+                    count(&statuses, format!("upload monolithic {} {}", post.status, code_of(&post)));
+                    let m = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI,
+                        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
+                        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d.to_string(), "size": data.len()}]}))
+                    .unwrap();
+                    let put = r.req("PUT", &format!("/v2/race/app/manifests/t{t}-{n}"), &[("Content-Type", OCI)], &m);
+                    count(&statuses, format!("manifest {} {}", put.status, code_of(&put)));
+                }
+            });
+        }
+        {
+            let (addr, stop, statuses) = (addr.clone(), stop.clone(), statuses.clone());
+            s.spawn(move || {
+                let r = Reg::new(&addr, "berth");
+                while !stop.load(Ordering::Relaxed) {
+                    let del = r.req("DELETE", "/api/repositories/race/app", &[], b"");
+                    count(&statuses, format!("repository delete {} {}", del.status, code_of(&del)));
+                    std::thread::sleep(Duration::from_millis(40));
+                }
+            });
+        }
+        while started.elapsed() < Duration::from_secs(8) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let statuses = statuses.lock().unwrap().clone();
+    let summary = format!("{statuses:#?}");
+    let of = |prefix: &str| statuses.iter().filter(|(k, _)| k.starts_with(prefix)).map(|(_, n)| n).sum::<u64>();
+    for (what, n) in &statuses {
+        let status: u16 = what.split(' ').find_map(|w| w.parse().ok()).unwrap();
+        assert!(status < 500, "{n} × {what}: a 5xx\n{summary}\nlog:\n{}", berth.log());
+        let expected = [
+            "upload start 202",
+            "upload chunk 202 ",
+            "upload finish 201 ",
+            "upload monolithic 201 ",
+            "manifest 201 ",
+            "manifest 400 MANIFEST_BLOB_UNKNOWN",
+            "repository delete 202 ",
+            "repository delete 404 NAME_UNKNOWN",
+        ];
+        assert!(expected.contains(&what.as_str()), "unexpected answer {n} × {what}\n{summary}");
+    }
+    assert!(of("manifest 201") > 10 && of("repository delete 202") > 10, "too little happened:\n{summary}");
+    eprintln!("repository delete vs pushes: {summary}");
+    berth.stop();
+    let fsck = cli_ok(&["fsck", "--root", &root.display().to_string(), "--json"]).json();
+    assert_eq!(fsck["damage"], 0, "{fsck}");
+}
+
+fn code_of(r: &Resp) -> String {
+    if r.status < 400 { String::new() } else { r.code() }
+}

@@ -131,3 +131,49 @@ fn tags_list_pages_in_lexical_order() {
     let p = f.reg.tags_list(&n, Some(2), Some("_z")).unwrap();
     assert_eq!((p.items.as_slice(), p.more), (&["a".to_owned(), "b".to_owned()][..], true));
 }
+
+#[test]
+fn i6_a_blob_over_the_limit_is_refused_as_it_crosses_it_and_its_data_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = open_with(dir.path(), Config { max_blob_bytes: Some(10), ..Config::default() });
+    let n = name("lim/app");
+    let uploads = dir.path().join(layout::uploads_dir(&n).as_str());
+    let left = || std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
+
+    // Monolithic: refused, nothing stored, nothing left.
+    let d = Digest::sha256_of(b"eleven byte");
+    let err = reg.blob_put(&n, &d, &mut body(&[b"eleven byte"])).unwrap_err();
+    assert!(matches!(err, RegistryError::SizeInvalid { too_large: true, .. }), "{err:?}");
+    assert_eq!(left(), 0);
+
+    // Chunked: the chunk that crosses the limit is refused and the session goes with its data.
+    let id = reg.upload_start(&n).unwrap();
+    assert_eq!(reg.upload_append(&n, &id, Some(0), &mut body(&[b"123456"])).unwrap(), 6);
+    let err = reg.upload_append(&n, &id, Some(6), &mut body(&[b"7890", b"X"])).unwrap_err();
+    assert!(matches!(err, RegistryError::SizeInvalid { too_large: true, .. }), "{err:?}");
+    assert_eq!(left(), 0);
+    assert!(matches!(reg.upload_status(&n, &id), Err(RegistryError::BlobUploadUnknown { .. })));
+
+    // Exactly at the limit is fine.
+    let d = Digest::sha256_of(b"1234567890");
+    assert_eq!(reg.blob_put(&n, &d, &mut body(&[b"12345", b"67890"])).unwrap().size, 10);
+}
+
+#[test]
+fn an_upload_in_flight_survives_a_repository_delete_and_lands_in_a_fresh_repository() {
+    let f = fixture();
+    let (_, _) = push_image(&f.reg, "del/up", "v1", b"layer");
+    let n = name("del/up");
+    let id = f.reg.upload_start(&n).unwrap();
+    f.reg.upload_append(&n, &id, Some(0), &mut body(&[b"part"])).unwrap();
+    let req = crate::DeleteRequest { target: crate::DeleteTarget::Repository(n.clone()), force: false, who: None };
+    f.reg.delete(&req).unwrap();
+    assert!(f.reg.catalog(100, None).unwrap().items.is_empty());
+    let d = Digest::sha256_of(b"part two");
+    f.reg.upload_append(&n, &id, Some(4), &mut body(&[b" two"])).unwrap();
+    f.reg.upload_complete(&n, &id, &d, None, &mut body(&[])).unwrap();
+    assert_eq!(f.reg.blob_stat(&n, &d).unwrap(), 8);
+    // The repository starts afresh: the delete's trash entry holds the old content only.
+    push_image(&f.reg, "del/up", "v2", b"layer");
+    assert_eq!(f.reg.tags_list(&n, None, None).unwrap().items, ["v2"]);
+}
