@@ -3,18 +3,17 @@
 //!
 //! Never removes blob data (only GC may); never trusts a cache to say a blob exists.
 
-use std::io::Read;
-
 use berth_oci::{Digest, RepoName};
-use berth_storage::layout;
+use berth_storage::{ObjectReader, layout};
 
 use crate::Registry;
 use crate::error::{RegistryError, Result, storage};
 
 /// An open blob, positioned at the requested offset.
+#[derive(Debug)]
 pub struct BlobReader {
     /// The bytes from the offset on.
-    pub reader: Box<dyn Read + Send>,
+    pub reader: ObjectReader,
     /// The blob's whole size.
     pub size: u64,
 }

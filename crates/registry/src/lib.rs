@@ -34,7 +34,7 @@ mod usage;
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
-pub use berth_storage::{Backend, StorageError};
+pub use berth_storage::{Backend, ObjectReader, StorageError};
 pub use blobs::BlobReader;
 pub use catalog::Page;
 pub use delete::{DeleteRequest, DeleteTarget, Deleted};

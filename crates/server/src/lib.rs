@@ -13,6 +13,7 @@ mod body;
 pub mod error;
 pub mod metrics;
 pub mod v2;
+pub mod zero_copy;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -76,15 +77,8 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    // No Nagle: a streamed blob answer writes its headers and its body separately, and a
-    // client that delays its ACK would otherwise stall every small blob GET by ~40 ms.
-    use axum::serve::ListenerExt;
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let app = router(state).into_make_service_with_connect_info::<zero_copy::Conn>();
+    axum::serve(zero_copy::Listener(listener), app).with_graceful_shutdown(shutdown).await
 }
 
 static API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");

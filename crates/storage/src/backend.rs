@@ -16,6 +16,33 @@ pub struct Meta {
     pub modified: SystemTime,
 }
 
+/// An open object, positioned at the offset asked for.
+pub enum ObjectReader {
+    /// A local file (the filesystem backend), so that a server may hand it to the kernel
+    /// (`sendfile(2)`) instead of copying it through user space.
+    File(std::fs::File),
+    /// Any other byte stream.
+    Stream(Box<dyn Read + Send>),
+}
+
+impl Read for ObjectReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            ObjectReader::File(f) => f.read(buf),
+            ObjectReader::Stream(s) => s.read(buf),
+        }
+    }
+}
+
+impl fmt::Debug for ObjectReader {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectReader::File(file) => f.debug_tuple("File").field(file).finish(),
+            ObjectReader::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
 /// A key/bytes store.
 ///
 /// # Contract
@@ -37,7 +64,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn get(&self, key: &Key) -> Result<Vec<u8>>;
 
     /// Opens an object for streaming from `offset`; returns the reader and the object's size.
-    fn open(&self, key: &Key, offset: u64) -> Result<(Box<dyn Read + Send>, u64)>;
+    fn open(&self, key: &Key, offset: u64) -> Result<(ObjectReader, u64)>;
 
     /// Size and modification time of an object.
     fn stat(&self, key: &Key) -> Result<Meta>;

@@ -6,12 +6,12 @@
 //! they are on the same filesystem as the root so the final step is a rename, not a copy.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
-use crate::backend::{Backend, Meta, ObjectWriter};
+use crate::backend::{Backend, Meta, ObjectReader, ObjectWriter};
 use crate::error::StorageError;
 use crate::key::Key;
 use crate::{Result, layout};
@@ -209,7 +209,7 @@ impl Backend for FsBackend {
         fs::read(self.path(key)).map_err(|e| map_io(key, e))
     }
 
-    fn open(&self, key: &Key, offset: u64) -> Result<(Box<dyn Read + Send>, u64)> {
+    fn open(&self, key: &Key, offset: u64) -> Result<(ObjectReader, u64)> {
         let mut f = File::open(self.path(key)).map_err(|e| map_io(key, e))?;
         let meta = f.metadata().map_err(|e| map_io(key, e))?;
         if !meta.is_file() {
@@ -218,7 +218,7 @@ impl Backend for FsBackend {
         if offset > 0 {
             f.seek(SeekFrom::Start(offset)).map_err(|e| map_io(key, e))?;
         }
-        Ok((Box::new(f), meta.len()))
+        Ok((ObjectReader::File(f), meta.len()))
     }
 
     fn stat(&self, key: &Key) -> Result<Meta> {

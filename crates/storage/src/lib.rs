@@ -19,7 +19,7 @@ pub mod layout;
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
-pub use backend::{Backend, Meta, ObjectWriter};
+pub use backend::{Backend, Meta, ObjectReader, ObjectWriter};
 pub use error::StorageError;
 pub use fs::{FsBackend, FsOptions, RootLock};
 pub use key::Key;

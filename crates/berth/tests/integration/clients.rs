@@ -119,6 +119,50 @@ pub fn raw(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body:
     Raw { status, headers, body }
 }
 
+/// Sends every request on one connection before reading any answer (HTTP/1.1 pipelining),
+/// then splits the answers by their `Content-Length`. Requests are `(method, path, headers)`.
+pub fn pipelined(addr: &str, requests: &[(&str, String, Vec<(&str, String)>)]) -> Vec<Raw> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut all = String::new();
+    for (i, (method, path, headers)) in requests.iter().enumerate() {
+        all.push_str(&format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n"));
+        if i + 1 == requests.len() {
+            all.push_str("Connection: close\r\n");
+        }
+        for (k, v) in headers {
+            all.push_str(&format!("{k}: {v}\r\n"));
+        }
+        all.push_str("\r\n");
+    }
+    s.write_all(all.as_bytes()).unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).unwrap();
+    let mut rest = &resp[..];
+    let mut out = Vec::new();
+    for (method, path, _) in requests {
+        let split = rest
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no answer to pipelined {method} {path} (got {} of them)", out.len()));
+        let head = String::from_utf8_lossy(&rest[..split]).into_owned();
+        let mut lines = head.split("\r\n");
+        let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+        let headers: Vec<(String, String)> =
+            lines.filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))).collect();
+        let len: usize = headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+            .map(|(_, v)| v.parse().unwrap())
+            .unwrap_or(0);
+        let len = if *method == "HEAD" { 0 } else { len };
+        let body = rest[split + 4..split + 4 + len].to_vec();
+        rest = &rest[split + 4 + len..];
+        out.push(Raw { status, headers, body });
+    }
+    assert!(rest.is_empty(), "{} bytes after the last answer", rest.len());
+    out
+}
+
 fn dechunk(mut b: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     loop {

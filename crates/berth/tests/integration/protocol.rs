@@ -225,6 +225,59 @@ fn chunked_upload_with_content_range_status_out_of_order_and_ranged_reads() {
     });
 }
 
+/// Blob GETs large enough to go from the file to the socket (`zero_copy`), whole, by range
+/// across the 4 MiB frame boundary, and pipelined on one connection with small ones, HEADs
+/// and errors in between: every byte must be the right byte of the right blob.
+#[test]
+fn large_blobs_whole_by_range_and_pipelined_arrive_byte_for_byte() {
+    on_both(|r| {
+        let big = noise(11, (9 << 20) + 7);
+        let mid = noise(12, (64 << 10) + 1);
+        let small = noise(13, 700);
+        let (b, m, s) =
+            (r.push_blob("proto/big", &big), r.push_blob("proto/big", &mid), r.push_blob("proto/big", &small));
+        let whole = r.req("GET", &format!("/v2/proto/big/blobs/{b}"), &[], b"");
+        assert_eq!((whole.status, whole.body.len()), (200, big.len()), "{}", r.label);
+        assert!(whole.body == big, "{}: whole blob differs", r.label);
+        let part = r.req("GET", &format!("/v2/proto/big/blobs/{b}"), &[("Range", "bytes=4194000-8389000")], b"");
+        assert_eq!(part.status, 206, "{}", r.label);
+        assert!(part.body == big[4194000..=8389000], "{}: range differs", r.label);
+
+        let missing = Digest::sha256_of(b"missing");
+        let get = |d: &Digest, range: Option<&str>| {
+            let h = range.map(|v| vec![("Range", v.to_owned())]).unwrap_or_default();
+            ("GET", format!("/v2/proto/big/blobs/{d}"), h)
+        };
+        let answers = crate::clients::pipelined(
+            &r.addr,
+            &[
+                get(&b, None),
+                get(&s, None),
+                ("HEAD", format!("/v2/proto/big/blobs/{m}"), vec![]),
+                get(&m, Some("bytes=1-")),
+                get(&missing, None),
+                get(&b, Some("bytes=-5000000")),
+                get(&m, None),
+            ],
+        );
+        let want: [(u16, &[u8]); 7] = [
+            (200, &big),
+            (200, &small),
+            (200, b""),
+            (206, &mid[1..]),
+            (404, b""),
+            (206, &big[big.len() - 5_000_000..]),
+            (200, &mid),
+        ];
+        for (i, (a, (status, body))) in answers.iter().zip(want).enumerate() {
+            assert_eq!(a.status, status, "{}: pipelined answer {i}", r.label);
+            if status != 404 {
+                assert!(a.body == body, "{}: pipelined answer {i} has the wrong bytes", r.label);
+            }
+        }
+    });
+}
+
 #[test]
 fn streamed_patch_then_put_and_post_then_put() {
     on_both(|r| {

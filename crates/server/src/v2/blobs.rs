@@ -2,15 +2,17 @@
 
 use std::io::Read;
 
+use axum::body::Body;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_oci::{Digest, RepoName};
-use berth_registry::{DeleteRequest, DeleteTarget, RegistryError};
+use berth_registry::{DeleteRequest, DeleteTarget, ObjectReader, RegistryError};
+use bytes::Bytes;
 
 use super::{DOCKER_CONTENT_DIGEST, hv};
-use crate::AppState;
 use crate::body::{blocking, from_reader};
 use crate::error::ApiError;
+use crate::{AppState, zero_copy};
 
 /// A byte range request, resolved against the blob's size.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,17 +61,12 @@ fn parse_range(h: Option<&str>, size: u64) -> RangeReq {
     }
 }
 
-/// GET or HEAD of a blob, honouring `Range`.
-pub async fn get(
-    st: AppState,
-    name: RepoName,
-    digest: Digest,
-    h: &HeaderMap,
-    head: bool,
-) -> Result<Response, ApiError> {
-    let reg = st.registry.clone();
-    let (n, d) = (name.clone(), digest.clone());
-    let size = blocking(move || reg.blob_stat(&n, &d)).await??;
+/// Blobs up to this size are read into memory and sent with their headers in one write;
+/// larger ones go from the file to the socket (`zero_copy`).
+const SMALL_BLOB: u64 = 64 << 10;
+
+/// The status and headers of a blob answer, and the range it covers.
+fn blob_headers(digest: &Digest, size: u64, h: &HeaderMap) -> Result<(StatusCode, HeaderMap, u64, u64), ApiError> {
     let range = parse_range(h.get(header::RANGE).and_then(|v| v.to_str().ok()), size);
     let (status, start, len) = match range {
         RangeReq::Whole => (StatusCode::OK, 0, size),
@@ -86,14 +83,68 @@ pub async fn get(
     if status == StatusCode::PARTIAL_CONTENT {
         headers.insert(header::CONTENT_RANGE, hv(&format!("bytes {start}-{}/{size}", start + len - 1)));
     }
-    if head {
-        return Ok((status, headers).into_response());
-    }
+    Ok((status, headers, start, len))
+}
+
+/// HEAD of a blob: its size and digest, no body.
+pub async fn head(st: AppState, name: RepoName, digest: Digest, h: &HeaderMap) -> Result<Response, ApiError> {
     let reg = st.registry.clone();
-    let blob = blocking(move || reg.blob_open(&name, &digest, start)).await??;
+    let d = digest.clone();
+    let size = blocking(move || reg.blob_stat(&name, &d)).await??;
+    let (status, headers, _, _) = blob_headers(&digest, size, h)?;
+    Ok((status, headers).into_response())
+}
+
+/// What the blocking part of a GET found.
+enum Opened {
+    /// A small blob's bytes (or the range asked for).
+    Bytes(Bytes),
+    /// A large blob, open at the start of the range.
+    Reader(ObjectReader),
+}
+
+/// GET of a blob, honouring `Range`. The blob is opened before the answer is decided, so a
+/// blob GC removes in between is a 404, not a broken answer.
+pub async fn get(
+    st: AppState,
+    name: RepoName,
+    digest: Digest,
+    h: &HeaderMap,
+    conn: Option<&zero_copy::Conn>,
+) -> Result<Response, ApiError> {
+    let reg = st.registry.clone();
+    let d = digest.clone();
+    let range = h.get(header::RANGE).cloned();
+    let (size, opened) = blocking(move || -> Result<_, ApiError> {
+        let size = reg.blob_stat(&name, &d)?;
+        let mut rh = HeaderMap::new();
+        if let Some(r) = range {
+            rh.insert(header::RANGE, r);
+        }
+        let (_, _, start, len) = blob_headers(&d, size, &rh)?;
+        let blob = reg.blob_open(&name, &d, start)?;
+        if len > SMALL_BLOB {
+            return Ok((size, Opened::Reader(blob.reader)));
+        }
+        let mut buf = Vec::with_capacity(len as usize);
+        if let Err(e) = blob.reader.take(len).read_to_end(&mut buf) {
+            tracing::error!(digest = %d, error = %e, "reading a blob failed");
+            return Err(ApiError::Internal("reading a blob failed"));
+        }
+        if (buf.len() as u64) < len {
+            return Err(ApiError::Internal("blob shrank while read"));
+        }
+        Ok((size, Opened::Bytes(Bytes::from(buf))))
+    })
+    .await??;
+    let (status, headers, start, len) = blob_headers(&digest, size, h)?;
     st.metrics.blob_sent(len);
-    let reader: Box<dyn Read + Send> = Box::new(blob.reader.take(len));
-    Ok((status, headers, from_reader(reader, len)).into_response())
+    let body = match (opened, conn) {
+        (Opened::Bytes(b), _) => Body::from(b),
+        (Opened::Reader(ObjectReader::File(f)), Some(conn)) => zero_copy::file_body(conn, f, start, len),
+        (Opened::Reader(reader), _) => from_reader(Box::new(reader.take(len)), len),
+    };
+    Ok((status, headers, body).into_response())
 }
 
 /// Answers `UNSUPPORTED` (405) when `storage.delete.enabled` is false.

@@ -14,15 +14,15 @@ mod wire;
 use std::collections::HashMap;
 
 use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
+use axum::extract::{ConnectInfo, Query, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
 
 use berth_oci::ParseError;
 use berth_registry::RegistryError;
 
-use crate::AppState;
 use crate::error::ApiError;
+use crate::{AppState, zero_copy};
 use route::Endpoint;
 
 pub(crate) use blobs::check_deletes_enabled;
@@ -38,38 +38,37 @@ pub async fn base() -> Response {
 }
 
 /// Every `/v2/<name>/...` request.
-pub async fn dispatch(
-    State(state): State<AppState>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
     // The raw path, not a percent-decoded one: an encoded '/' or '.' must fail validation
     // rather than become a separator.
-    let path = uri.path().strip_prefix("/v2/").unwrap_or("");
-    let query = Query::<HashMap<String, String>>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
+    let path = parts.uri.path().strip_prefix("/v2/").unwrap_or("");
+    let query = Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
+    let conn = parts.extensions.get::<ConnectInfo<zero_copy::Conn>>().map(|c| c.0.clone());
     let result = match route::parse(path) {
         Err(e) => Err(e.into()),
         Ok(None) => Err(ApiError::NotFound),
-        Ok(Some(endpoint)) => handle(state, method, endpoint, query, headers, body).await,
+        Ok(Some(endpoint)) => {
+            handle(state, parts.method, endpoint, Req { q: query, h: parts.headers, conn }, body).await
+        }
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
 type Q = HashMap<String, String>;
 
-async fn handle(
-    st: AppState,
-    method: Method,
-    ep: Endpoint,
+/// What a handler may need of the request besides its endpoint and body.
+struct Req {
     q: Q,
     h: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
+    conn: Option<zero_copy::Conn>,
+}
+
+async fn handle(st: AppState, method: Method, ep: Endpoint, req: Req, body: Body) -> Result<Response, ApiError> {
+    let Req { q, h, conn } = req;
     match (ep, method) {
-        (Endpoint::Blob(n, d), Method::GET) => blobs::get(st, n, d, &h, false).await,
-        (Endpoint::Blob(n, d), Method::HEAD) => blobs::get(st, n, d, &h, true).await,
+        (Endpoint::Blob(n, d), Method::GET) => blobs::get(st, n, d, &h, conn.as_ref()).await,
+        (Endpoint::Blob(n, d), Method::HEAD) => blobs::head(st, n, d, &h).await,
         (Endpoint::Blob(n, d), Method::DELETE) => blobs::delete(st, n, d).await,
         (Endpoint::UploadStart(n), Method::POST) => uploads::start(st, n, q, body).await,
         (Endpoint::Upload(n, id), Method::GET) => uploads::status(st, n, id).await,
