@@ -1,15 +1,18 @@
 //! The management commands' view of a Berth: either a running server over its admin API, or a
 //! storage root opened directly (while no server runs). Both return the admin API's wire
-//! types, built by the same `berth_server::admin::ops`, so output is identical.
+//! types, built by the same `berth_server::admin::ops`, so output is identical. Listings are
+//! read a page at a time in both modes (following the `Link` header over HTTP), so no answer
+//! ever has to hold a whole listing.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use berth_oci::RepoName;
-use berth_registry::{DeleteRequest, DeleteTarget, Registry, RestoreTarget, TrashId};
+use berth_registry::{DeleteRequest, DeleteTarget, Registry, RegistryError, RestoreTarget, TrashId};
+use berth_server::admin::listing::{Listing, MAX_N, Paged};
 use berth_server::admin::{ops, wire};
-use berth_storage::{FsBackend, FsOptions, RootLock};
+use berth_server::headers::encode;
+use berth_storage::{RootLock, StorageConfig};
 use serde::de::DeserializeOwned;
 
 use crate::cli::Where;
@@ -18,9 +21,9 @@ use crate::config::FileConfig;
 /// A Berth to manage.
 pub enum Admin {
     /// A running server.
-    Http { base: String, agent: ureq::Agent },
+    Http { base: String, agent: Box<ureq::Agent> },
     /// A root, opened directly.
-    Local { reg: Registry, who: Option<String>, gc: berth_registry::GcOptions, _lock: Option<RootLock> },
+    Local { reg: Box<Registry>, who: Option<String>, gc: berth_registry::GcOptions, _lock: Option<RootLock> },
 }
 
 /// Whether a command changes the root (and so must not run beside a server on it).
@@ -28,6 +31,20 @@ pub enum Admin {
 pub enum Access {
     Read,
     Write,
+}
+
+/// `?k=v&…`, values percent-encoded.
+fn query(pairs: &[(&str, String)]) -> String {
+    let q: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}={}", encode(v))).collect();
+    if q.is_empty() { String::new() } else { format!("?{}", q.join("&")) }
+}
+
+/// The target of a `Link: <…>; rel="next"` header.
+fn next_link(h: &ureq::http::HeaderMap) -> Option<String> {
+    let v = h.get("link")?.to_str().ok()?;
+    v.split(',')
+        .find(|l| l.contains("rel=\"next\""))
+        .and_then(|l| Some(l.split('<').nth(1)?.split('>').next()?.to_owned()))
 }
 
 impl Admin {
@@ -44,7 +61,7 @@ impl Admin {
                 bail!("--url needs a scheme, e.g. http://{base}");
             }
             let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-            return Ok(Admin::Http { base, agent });
+            return Ok(Admin::Http { base, agent: Box::new(agent) });
         }
         let file = match &w.config {
             Some(p) => FileConfig::load(p)?,
@@ -56,93 +73,136 @@ impl Admin {
             .or_else(|| env("BERTH_ROOT").map(PathBuf::from))
             .or_else(|| file.storage.filesystem.as_ref().and_then(|f| f.rootdirectory.clone()))
             .unwrap_or_else(|| PathBuf::from("./data"));
-        if !root.join("docker/registry/v2").is_dir() && !root.join("berth").is_dir() {
+        let storage = StorageConfig::Filesystem { root, fsync: true };
+        if !storage.holds_a_root() {
             bail!(
                 "{} is not a registry storage root (give --root DIR, or --url URL for a running Berth)",
-                root.display()
+                storage.describe()
             );
         }
-        let backend =
-            FsBackend::open(&root, FsOptions::default()).with_context(|| format!("opening {}", root.display()))?;
         let lock = match access {
             Access::Read => None,
             Access::Write => {
                 let me = format!("berth command (pid {})", std::process::id());
-                match backend.try_lock(&me).with_context(|| format!("locking {}", root.display()))? {
+                match storage.lock(&me).with_context(|| format!("locking {}", storage.describe()))? {
                     Ok(lock) => Some(lock),
                     Err(holder) => {
-                        bail!("{holder} is using {}; while a server runs, manage it with --url", root.display())
+                        bail!("{holder} is using {}; while a server runs, manage it with --url", storage.describe())
                     }
                 }
             }
         };
+        let backend = storage.open().with_context(|| format!("opening {}", storage.describe()))?;
         let gc = file.gc()?.0;
         let config = berth_registry::Config {
             trash_retention: file.trash_retention()?,
             untagged: gc.untagged,
             ..Default::default()
         };
-        let who = env("USER").map(|u| format!("local:{u}"));
-        Ok(Admin::Local { reg: Registry::new(Arc::new(backend), config), who, gc, _lock: lock })
+        let who = Some(format!("local:{}", env("USER").unwrap_or_else(|| format!("uid {}", uid()))));
+        Ok(Admin::Local { reg: Box::new(Registry::new(backend, config)), who, gc, _lock: lock })
     }
 
-    fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        self.call("GET", path)
-    }
-
-    fn call<T: DeserializeOwned>(&self, method: &str, path: &str) -> anyhow::Result<T> {
+    fn http(&self) -> (&str, &ureq::Agent) {
         let Admin::Http { base, agent } = self else { unreachable!("HTTP call on a local root") };
-        let url = format!("{base}{path}");
+        (base, agent)
+    }
+
+    /// One request; the JSON answer and the `Link` to the next page, if any.
+    fn call<T: DeserializeOwned>(&self, method: &str, path_and_query: &str) -> anyhow::Result<(T, Option<String>)> {
+        let (base, agent) = self.http();
+        let url = format!("{base}{path_and_query}");
         let req = ureq::http::Request::builder().method(method).uri(&url).body(Vec::new())?;
         let resp = agent.run(req).map_err(|e| anyhow!("cannot reach Berth at {base}: {e}"))?;
         let status = resp.status();
+        let next = next_link(resp.headers());
         let body = resp.into_body().read_to_vec()?;
         if !status.is_success() {
             let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
             let message = v["errors"][0]["message"].as_str().map(str::to_owned);
             return Err(anyhow!(message.unwrap_or_else(|| format!("{method} {url}: HTTP {status}"))));
         }
-        serde_json::from_slice(&body).with_context(|| format!("unexpected answer from {url}"))
+        let value = serde_json::from_slice(&body).with_context(|| format!("unexpected answer from {url}"))?;
+        Ok((value, next))
+    }
+
+    fn one<T: DeserializeOwned>(&self, method: &str, path_and_query: &str) -> anyhow::Result<T> {
+        Ok(self.call(method, path_and_query)?.0)
+    }
+
+    /// Every page of a listing, in order: over HTTP by following `Link`, directly by asking
+    /// `local` for each next page.
+    fn pages<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        extra: &[(&str, String)],
+        local: impl Fn(&Registry, &Listing) -> Result<Paged<T>, RegistryError>,
+    ) -> anyhow::Result<Vec<T>> {
+        let mut out = Vec::new();
+        match self {
+            Admin::Http { .. } => {
+                let mut q = vec![("n", MAX_N.to_string())];
+                q.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
+                let mut next = Some(format!("{path}{}", query(&q)));
+                while let Some(p) = next {
+                    let (page, link) = self.call("GET", &p)?;
+                    out.push(page);
+                    next = link;
+                }
+            }
+            Admin::Local { reg, .. } => {
+                let mut listing = Some(Listing { n: MAX_N, ..Listing::default() });
+                while let Some(l) = listing {
+                    let page = local(reg, &l)?;
+                    out.push(page.body);
+                    listing = page.next;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// Repositories.
-    pub fn repositories(&self) -> anyhow::Result<wire::RepositoryList> {
-        match self {
-            Admin::Http { .. } => self.get("/api/repositories"),
-            Admin::Local { reg, .. } => Ok(ops::repositories(reg)?),
-        }
+    pub fn repositories(&self) -> anyhow::Result<Vec<wire::RepositorySummary>> {
+        let pages = self.pages("/api/repositories", &[], ops::repositories)?;
+        Ok(pages.into_iter().flat_map(|p| p.repositories).collect())
     }
 
     /// One repository's tags.
-    pub fn repository(&self, name: &RepoName) -> anyhow::Result<wire::RepositoryDetail> {
-        match self {
-            Admin::Http { .. } => self.get(&format!("/api/repositories/{name}")),
-            Admin::Local { reg, .. } => Ok(ops::repository(reg, name)?),
-        }
+    pub fn repository(&self, name: &RepoName) -> anyhow::Result<Vec<wire::TagInfo>> {
+        let pages = self.pages(&format!("/api/repositories/{name}"), &[], |reg, l| ops::repository(reg, name, l))?;
+        Ok(pages.into_iter().flat_map(|p| p.tags).collect())
     }
 
-    /// Space accounting.
-    pub fn usage(&self, name: Option<&RepoName>) -> anyhow::Result<wire::UsageReport> {
-        match self {
-            Admin::Http { .. } => match name {
-                Some(n) => self.get(&format!("/api/usage?repository={n}")),
-                None => self.get("/api/usage"),
-            },
-            Admin::Local { reg, .. } => Ok(ops::usage(reg, name)?),
+    /// Space accounting: every repository (without tags), or one with its tags.
+    pub fn usage(&self, name: Option<&RepoName>) -> anyhow::Result<Vec<wire::RepoUsageWire>> {
+        let extra: Vec<(&str, String)> = name.iter().map(|n| ("repository", n.to_string())).collect();
+        let pages = self.pages("/api/usage", &extra, |reg, l| ops::usage(reg, name, l))?;
+        let mut out: Vec<wire::RepoUsageWire> = Vec::new();
+        for page in pages {
+            for r in page.repositories {
+                // With one repository, each page carries it again with more of its tags.
+                match out.last_mut() {
+                    Some(last) if name.is_some() && last.repository == r.repository => last.tags.extend(r.tags),
+                    _ => out.push(r),
+                }
+            }
         }
+        Ok(out)
     }
 
     /// A delete (or its dry run).
     pub fn delete(&self, target: DeleteTarget, force: bool, dry_run: bool) -> anyhow::Result<wire::DeleteResult> {
         match self {
             Admin::Http { .. } => {
-                let (name, query) = match &target {
-                    DeleteTarget::Tag(n, t) => (n, format!("tag={t}")),
-                    DeleteTarget::Manifest(n, d) => (n, format!("digest={d}")),
-                    DeleteTarget::Blob(n, d) => (n, format!("blob={d}")),
-                    DeleteTarget::Repository(n) => (n, String::new()),
+                let (name, mut q) = match &target {
+                    DeleteTarget::Tag(n, t) => (n, vec![("tag", t.to_string())]),
+                    DeleteTarget::Manifest(n, d) => (n, vec![("digest", d.to_string())]),
+                    DeleteTarget::Blob(n, d) => (n, vec![("blob", d.to_string())]),
+                    DeleteTarget::Repository(n) => (n, vec![]),
                 };
-                self.call("DELETE", &format!("/api/repositories/{name}?{query}&force={force}&dry_run={dry_run}"))
+                q.extend([("force", force.to_string()), ("dry_run", dry_run.to_string())]);
+                self.one("DELETE", &format!("/api/repositories/{name}{}", query(&q)))
             }
             Admin::Local { reg, who, .. } => {
                 Ok(ops::delete(reg, &DeleteRequest { target, force, who: who.clone() }, dry_run)?)
@@ -150,20 +210,19 @@ impl Admin {
         }
     }
 
-    /// The trash.
-    pub fn trash(&self) -> anyhow::Result<wire::TrashList> {
-        match self {
-            Admin::Http { .. } => self.get("/api/trash"),
-            Admin::Local { reg, .. } => Ok(ops::trash(reg)?),
-        }
+    /// The trash: the retention in force and every entry.
+    pub fn trash(&self) -> anyhow::Result<(u64, Vec<wire::Entry>)> {
+        let pages = self.pages("/api/trash", &[], ops::trash)?;
+        let retention = pages.first().map_or(0, |p| p.retention_seconds);
+        Ok((retention, pages.into_iter().flat_map(|p| p.entries).collect()))
     }
 
     /// Purges one entry or all.
     pub fn purge(&self, id: Option<&TrashId>) -> anyhow::Result<wire::PurgeResult> {
         match self {
             Admin::Http { .. } => match id {
-                Some(id) => self.call("DELETE", &format!("/api/trash/{id}")),
-                None => self.call("DELETE", "/api/trash"),
+                Some(id) => self.one("DELETE", &format!("/api/trash/{id}")),
+                None => self.one("DELETE", "/api/trash"),
             },
             Admin::Local { reg, .. } => Ok(ops::purge(reg, id)?),
         }
@@ -179,24 +238,19 @@ impl Admin {
     ) -> anyhow::Result<wire::GcResult> {
         match self {
             Admin::Http { .. } => {
-                let mut q = format!("/api/gc?dry_run={dry_run}");
-                if let Some(g) = grace {
-                    q.push_str(&format!("&grace={g}"));
-                }
-                if let Some(u) = untagged {
-                    q.push_str(&format!("&untagged={u}"));
-                }
-                self.call("POST", &q)
+                let mut q = vec![("dry_run", dry_run.to_string())];
+                q.extend(grace.map(|g| ("grace", g.to_owned())));
+                q.extend(untagged.map(|u| ("untagged", u.to_owned())));
+                self.one("POST", &format!("/api/gc{}", query(&q)))
             }
             Admin::Local { reg, gc, .. } => {
                 let mut opts = gc.clone();
                 opts.dry_run = dry_run;
                 if let Some(g) = grace {
-                    opts.grace = berth_server::admin::duration(g).map_err(anyhow::Error::msg).context("--grace")?;
+                    opts.grace = berth_registry::parse_duration(g).map_err(anyhow::Error::msg).context("--grace")?;
                 }
                 if let Some(u) = untagged {
-                    opts.untagged =
-                        berth_server::admin::untagged(u).map_err(anyhow::Error::msg).context("--untagged")?;
+                    opts.untagged = u.parse().map_err(anyhow::Error::msg).context("--untagged")?;
                 }
                 Ok(ops::gc(reg, &opts, progress)?)
             }
@@ -224,16 +278,39 @@ impl Admin {
     /// Restores.
     pub fn restore(&self, target: &RestoreTarget, force: bool) -> anyhow::Result<wire::RestoreResult> {
         match self {
-            Admin::Http { .. } => match target {
-                RestoreTarget::Id(id) => self.call("POST", &format!("/api/trash/{id}/restore?force={force}")),
-                RestoreTarget::Tag(n, t) => {
-                    self.call("POST", &format!("/api/restore?repository={n}&tag={t}&force={force}"))
-                }
-                RestoreTarget::Repository(n) => {
-                    self.call("POST", &format!("/api/restore?repository={n}&force={force}"))
-                }
-            },
+            Admin::Http { .. } => {
+                let (path, mut q) = match target {
+                    RestoreTarget::Id(id) => (format!("/api/trash/{id}/restore"), vec![]),
+                    RestoreTarget::Tag(n, t) => {
+                        ("/api/restore".to_owned(), vec![("repository", n.to_string()), ("tag", t.to_string())])
+                    }
+                    RestoreTarget::Repository(n) => ("/api/restore".to_owned(), vec![("repository", n.to_string())]),
+                };
+                q.push(("force", force.to_string()));
+                self.one("POST", &format!("{path}{}", query(&q)))
+            }
             Admin::Local { reg, .. } => Ok(ops::restore(reg, target, force)?),
         }
+    }
+}
+
+/// The real user id, for the audit log when `USER` is not set (a container, a cron job).
+fn uid() -> u32 {
+    // SAFETY: getuid(2) cannot fail and touches no memory.
+    unsafe { libc::getuid() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_encoded_and_links_followed() {
+        assert_eq!(query(&[("grace", "1h 30m".into()), ("untagged", "keep".into())]), "?grace=1h%2030m&untagged=keep");
+        assert_eq!(query(&[]), "");
+        let mut h = ureq::http::HeaderMap::new();
+        h.insert("link", "</api/repositories?n=2&last=a%2Fb>; rel=\"next\"".parse().unwrap());
+        assert_eq!(next_link(&h).as_deref(), Some("/api/repositories?n=2&last=a%2Fb"));
+        assert_eq!(next_link(&ureq::http::HeaderMap::new()), None);
     }
 }

@@ -51,23 +51,18 @@ pub fn ls(a: LsArgs) -> anyhow::Result<()> {
         None => {
             let list = admin.repositories()?;
             if a.json {
-                return print_json(&list.repositories.iter().map(|r| &r.name).collect::<Vec<_>>());
+                return print_json(&list.iter().map(|r| &r.name).collect::<Vec<_>>());
             }
-            let rows = list
-                .repositories
-                .iter()
-                .map(|r| vec![r.name.clone(), r.tags.to_string(), size(r.size)])
-                .collect::<Vec<_>>();
+            let rows = list.iter().map(|r| vec![r.name.clone(), r.tags.to_string(), size(r.size)]).collect::<Vec<_>>();
             table(&["REPOSITORY", "TAGS", "SIZE"], &rows);
         }
         Some(repo) => {
             let name: RepoName = repo.parse()?;
-            let detail = admin.repository(&name)?;
+            let tags = admin.repository(&name)?;
             if a.json {
-                return print_json(&detail.tags.iter().map(|t| &t.tag).collect::<Vec<_>>());
+                return print_json(&tags.iter().map(|t| &t.tag).collect::<Vec<_>>());
             }
-            let rows = detail
-                .tags
+            let rows = tags
                 .iter()
                 .map(|t| {
                     vec![
@@ -88,15 +83,13 @@ pub fn ls(a: LsArgs) -> anyhow::Result<()> {
 pub fn du(a: DuArgs) -> anyhow::Result<()> {
     let admin = Admin::open(&a.r#where, Access::Read)?;
     let name = a.repo.as_deref().map(str::parse::<RepoName>).transpose()?;
-    let mut report = admin.usage(name.as_ref())?;
+    let mut repositories = admin.usage(name.as_ref())?;
     match a.sort {
-        SortBy::Freed => {
-            report.repositories.sort_by(|x, y| y.unique.cmp(&x.unique).then(x.repository.cmp(&y.repository)))
-        }
-        SortBy::Size => report.repositories.sort_by(|x, y| y.total.cmp(&x.total).then(x.repository.cmp(&y.repository))),
-        SortBy::Name => report.repositories.sort_by(|x, y| x.repository.cmp(&y.repository)),
+        SortBy::Freed => repositories.sort_by(|x, y| y.unique.cmp(&x.unique).then(x.repository.cmp(&y.repository))),
+        SortBy::Size => repositories.sort_by(|x, y| y.total.cmp(&x.total).then(x.repository.cmp(&y.repository))),
+        SortBy::Name => repositories.sort_by(|x, y| x.repository.cmp(&y.repository)),
     }
-    for r in &mut report.repositories {
+    for r in &mut repositories {
         match a.sort {
             SortBy::Freed => r.tags.sort_by(|x, y| y.unique.cmp(&x.unique).then(x.tag.cmp(&y.tag))),
             SortBy::Size => r.tags.sort_by(|x, y| y.total.cmp(&x.total).then(x.tag.cmp(&y.tag))),
@@ -104,10 +97,10 @@ pub fn du(a: DuArgs) -> anyhow::Result<()> {
         }
     }
     if a.json {
-        return print_json(&report.repositories);
+        return print_json(&repositories);
     }
     if name.is_some() {
-        for r in &report.repositories {
+        for r in &repositories {
             println!(
                 "{}: {} in all, {} shared, {} freed by deleting the repository",
                 r.repository,
@@ -132,8 +125,7 @@ pub fn du(a: DuArgs) -> anyhow::Result<()> {
             table(&["TAG", "DIGEST", "SIZE", "SHARED", "FREED BY TAG DELETE", "FREED BY IMAGE DELETE"], &rows);
         }
     } else {
-        let rows = report
-            .repositories
+        let rows = repositories
             .iter()
             .map(|r| vec![r.repository.clone(), size(r.total), size(r.shared), size(r.unique)])
             .collect::<Vec<_>>();
@@ -213,15 +205,14 @@ pub fn trash(a: TrashArgs) -> anyhow::Result<()> {
     match a.action {
         None => {
             let admin = Admin::open(&a.r#where, Access::Read)?;
-            let list = admin.trash()?;
+            let (retention_seconds, entries) = admin.trash()?;
             if a.json {
-                return print_json(&list.entries);
+                return print_json(&entries);
             }
-            if list.retention_seconds == 0 {
+            if retention_seconds == 0 {
                 println!("the trash is off (trash.retention: 0): deletes are final");
             }
-            let rows = list
-                .entries
+            let rows = entries
                 .iter()
                 .map(|e| {
                     vec![
@@ -239,7 +230,7 @@ pub fn trash(a: TrashArgs) -> anyhow::Result<()> {
             let admin = Admin::open(&a.r#where, Access::Write)?;
             let id = id.map(|s| s.parse::<TrashId>().map_err(anyhow::Error::msg)).transpose()?;
             if id.is_none() {
-                let n = admin.trash()?.entries.len();
+                let n = admin.trash()?.1.len();
                 if n == 0 {
                     println!("the trash is empty");
                     return Ok(());

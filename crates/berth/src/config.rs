@@ -82,13 +82,9 @@ pub struct TrashSection {
     pub retention: Option<String>,
 }
 
-/// Parses a duration such as `7d`, `24h`, `90s` or `0`.
+/// Parses a duration such as `7d`, `24h`, `90s` or `0` (the registry's one parser).
 pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
-    let s = s.trim();
-    if s.chars().all(|c| c == '0') && !s.is_empty() {
-        return Ok(std::time::Duration::ZERO);
-    }
-    humantime::parse_duration(s).map_err(|e| anyhow::anyhow!("bad duration {s:?} ({e}); write e.g. 7d, 24h, 90s or 0"))
+    berth_registry::parse_duration(s).map_err(anyhow::Error::msg)
 }
 
 /// `log:`
@@ -269,7 +265,7 @@ impl FileConfig {
             o.grace = parse_duration(g).context("gc.grace")?;
         }
         if let Some(u) = &self.gc.untagged {
-            o.untagged = berth_server::admin::untagged(u).map_err(anyhow::Error::msg).context("gc.untagged")?;
+            o.untagged = u.parse().map_err(anyhow::Error::msg).context("gc.untagged")?;
         }
         let purging_age = self
             .storage

@@ -137,7 +137,7 @@ impl Remote {
                 let mut url = format!("{realm}?");
                 for key in ["service", "scope"] {
                     if let Some(v) = p.get(key) {
-                        url.push_str(&format!("{key}={}&", berth_server::v2::listing::encode(v)));
+                        url.push_str(&format!("{key}={}&", berth_server::headers::encode(v)));
                     }
                 }
                 let resp = self.send("GET", url.trim_end_matches(['?', '&']), None, self.basic().as_deref())?;

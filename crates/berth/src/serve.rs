@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use berth_registry::Registry;
 use berth_server::AppState;
-use berth_storage::{FsBackend, FsOptions};
+use berth_storage::StorageConfig;
 
 use crate::cli::ServeArgs;
 use crate::config::FileConfig;
@@ -81,15 +81,15 @@ async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
 }
 
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    let backend = FsBackend::open(&settings.root, FsOptions { fsync: settings.fsync })
-        .with_context(|| format!("opening storage root {}", settings.root.display()))?;
+    let storage = StorageConfig::Filesystem { root: settings.root.clone(), fsync: settings.fsync };
+    let backend = storage.open().with_context(|| format!("opening storage root {}", storage.describe()))?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = bind(&settings.addr).await?;
         let local = listener.local_addr()?;
-        let _lock = match backend.try_lock(&format!("berth serve (pid {}, http://{local})", std::process::id()))? {
+        let _lock = match storage.lock(&format!("berth serve (pid {}, http://{local})", std::process::id()))? {
             Ok(lock) => lock,
-            Err(holder) => bail!("{holder} is using {}; refusing to serve it twice", settings.root.display()),
+            Err(holder) => bail!("{holder} is using {}; refusing to serve it twice", storage.describe()),
         };
         let config = berth_registry::Config {
             max_manifest_bytes: settings.max_manifest_bytes,
@@ -97,7 +97,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             trash_retention: settings.trash_retention,
             untagged: settings.gc.untagged,
         };
-        let registry = Arc::new(Registry::new(Arc::new(backend), config));
+        let registry = Arc::new(Registry::new(backend, config));
         let state = AppState {
             registry: registry.clone(),
             metrics: Default::default(),

@@ -39,6 +39,14 @@ pub enum ParseError {
         /// The id as received.
         id: String,
     },
+    /// A repository-name pattern that cannot be read.
+    #[error("invalid repository pattern {pattern:?}: {reason}")]
+    Pattern {
+        /// The pattern as received.
+        pattern: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// The manifest is not one Berth can accept.
     #[error("invalid manifest: {0}")]
     Manifest(String),

@@ -15,7 +15,9 @@ mod error;
 pub mod manifest;
 pub mod media;
 mod name;
+mod pattern;
 
 pub use digest::{Algorithm, Digest, DigestHasher};
 pub use error::ParseError;
 pub use name::{Reference, RepoName, Tag, UploadId};
+pub use pattern::RepoPattern;

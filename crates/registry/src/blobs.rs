@@ -4,7 +4,7 @@
 //! Never removes blob data (only GC may); never trusts a cache to say a blob exists.
 
 use berth_oci::{Digest, RepoName};
-use berth_storage::{ObjectReader, layout};
+use berth_storage::{BackendExt, ObjectReader, layout};
 
 use crate::Registry;
 use crate::error::{RegistryError, Result, storage};
@@ -47,31 +47,8 @@ impl Registry {
         }
     }
 
-    /// Whether `name` has a `_layers` link for `digest`.
-    pub(crate) fn layer_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
-        exists(self.store().stat(&layout::layer_link(name, digest)))
-    }
-
     /// The size of the blob data, if present in the shared store.
     pub(crate) fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
-        match self.store().stat(&layout::blob_data(digest)) {
-            Ok(m) => Ok(Some(m.size)),
-            Err(e) if e.is_not_found() => Ok(None),
-            Err(e) => Err(storage(e)),
-        }
-    }
-
-    /// Links existing blob data into a repository.
-    pub(crate) fn link_layer(&self, name: &RepoName, digest: &Digest) -> Result<()> {
-        self.store().put(&layout::layer_link(name, digest), &layout::link_content(digest)).map_err(storage)
-    }
-}
-
-/// Turns a stat into "exists", keeping real failures as errors.
-pub(crate) fn exists<T>(r: berth_storage::Result<T>) -> Result<bool> {
-    match r {
-        Ok(_) => Ok(true),
-        Err(e) if e.is_not_found() => Ok(false),
-        Err(e) => Err(storage(e)),
+        Ok(self.store().stat_opt(&layout::blob_data(digest)).map_err(storage)?.map(|m| m.size))
     }
 }

@@ -10,32 +10,11 @@ use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use berth_oci::{Algorithm, RepoName};
-use berth_storage::layout;
+use berth_storage::{BackendExt, layout};
 
 use crate::Registry;
 use crate::error::{Result, storage};
-
-/// One page of a listing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page {
-    /// The entries.
-    pub items: Vec<String>,
-    /// Whether more entries follow the last one.
-    pub more: bool,
-}
-
-impl Page {
-    /// The first `n` of `items` (all when `n` is `None`).
-    pub(crate) fn cut(mut items: Vec<String>, n: Option<usize>) -> Page {
-        match n {
-            Some(n) if items.len() > n => {
-                items.truncate(n);
-                Page { items, more: n > 0 }
-            }
-            _ => Page { items, more: false },
-        }
-    }
-}
+use crate::links::Page;
 
 #[derive(Debug, Default)]
 pub(crate) struct CatalogCache {
@@ -70,7 +49,7 @@ impl Registry {
 
     /// Whether `name` holds at least one tag or manifest.
     pub fn repo_exists(&self, name: &RepoName) -> Result<bool> {
-        let any = |k| self.store().list(&k, None, 1).map(|l| !l.is_empty()).map_err(storage);
+        let any = |k| self.store().any_below(&k).map_err(storage);
         Ok(any(layout::tags_dir(name))?
             || any(layout::revisions_dir(name, Algorithm::Sha256))?
             || any(layout::revisions_dir(name, Algorithm::Sha512))?)
@@ -95,7 +74,7 @@ impl Registry {
         let mut stack = vec![String::new()];
         while let Some(path) = stack.pop() {
             let Some(dir) = layout::repositories_child(&path) else { continue };
-            let children = self.store().list(&dir, None, usize::MAX).map_err(storage)?;
+            let children = self.store().list_all(&dir).map_err(storage)?;
             if children.iter().any(|c| c == "_manifests" || c == "_layers" || c == "_uploads")
                 && let Ok(name) = path.parse::<RepoName>()
             {
@@ -120,7 +99,7 @@ impl Registry {
         let mut stack = vec![String::new()];
         while let Some(path) = stack.pop() {
             let Some(dir) = layout::repositories_child(&path) else { continue };
-            let children = self.store().list(&dir, None, usize::MAX).map_err(storage)?;
+            let children = self.store().list_all(&dir).map_err(storage)?;
             if children.iter().any(|c| c == "_manifests")
                 && let Ok(name) = path.parse::<RepoName>()
                 && self.repo_exists(&name)?
@@ -136,6 +115,21 @@ impl Registry {
 }
 
 impl Registry {
+    /// Removes the now-empty folders a deleted repository leaves above it (`team/` after
+    /// `team/app`), so `_catalog` and the folder tree forget it.
+    pub(crate) fn prune_repo_parents(&self, name: &RepoName) -> Result<()> {
+        let mut path = name.as_str();
+        loop {
+            if let Some(dir) = layout::repositories_child(path) {
+                self.store().remove_empty_folder(&dir).map_err(storage)?;
+            }
+            match path.rsplit_once('/') {
+                Some((parent, _)) => path = parent,
+                None => return Ok(()),
+            }
+        }
+    }
+
     /// Checks that storage answers: lists the repositories folder.
     pub fn health(&self) -> Result<()> {
         self.store().list(&layout::repositories_root(), None, 1).map(|_| ()).map_err(storage)

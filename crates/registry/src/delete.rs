@@ -13,13 +13,13 @@
 use std::collections::BTreeMap;
 use std::time::SystemTime;
 
-use berth_oci::{Algorithm, Digest, Reference, RepoName, Tag};
+use berth_oci::{Digest, Reference, RepoName, Tag};
 use berth_storage::layout;
 
 use crate::Registry;
 use crate::error::{RegistryError, Result, storage};
-use crate::trash::{DeleteKind, TrashEntry, TrashId};
-use crate::usage::Change;
+use crate::graph::Change;
+use crate::journal::{DeleteKind, TrashEntry, TrashId};
 
 /// What to delete.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,11 +89,7 @@ impl Registry {
                 if !req.force {
                     self.refuse_if_child_of_tagged_index(&name, d)?;
                 }
-                for t in self.tags(&name)? {
-                    if self.tag_get(&name, &t)?.as_ref() == Some(d) {
-                        tags.insert(t, d.clone());
-                    }
-                }
+                tags.extend(self.tag_links(&name)?.into_iter().filter(|(_, td)| td == d));
                 manifests.push(d.clone());
                 DeleteKind::Manifest
             }
@@ -108,11 +104,7 @@ impl Registry {
                 DeleteKind::Blob
             }
             DeleteTarget::Repository(_) => {
-                for t in self.tags(&name)? {
-                    if let Some(d) = self.tag_get(&name, &t)? {
-                        tags.insert(t, d);
-                    }
-                }
+                tags.extend(self.tag_links(&name)?);
                 manifests = self.revisions(&name)?;
                 layers = self.layer_links(&name)?;
                 if tags.is_empty() && manifests.is_empty() && layers.is_empty() {
@@ -121,9 +113,8 @@ impl Registry {
                 DeleteKind::Repository
             }
         };
-        let removed = tags.keys().cloned().collect();
-        let keep = self.keeps_untagged();
-        let bytes_freed = self.with_graph(|g| g.freed(&name, &removed, &manifests, &layers, keep))?;
+        let removed: Vec<Tag> = tags.keys().cloned().collect();
+        let bytes_freed = self.freed(&name, &removed, &manifests, &layers)?;
         Ok(TrashEntry {
             id: TrashId::new(now),
             time: now,
@@ -143,7 +134,7 @@ impl Registry {
         let entry = self.delete_plan(req)?;
         let trashed = self.trash_record(&entry, req.force)?;
         self.unlink(&entry)?;
-        self.usage_change(Change::Delete(entry.clone()));
+        self.graph.note(Change::Delete(entry.clone()));
         self.catalog_refresh(&entry.repository)?;
         Ok(Deleted { entry, trashed })
     }
@@ -171,38 +162,11 @@ impl Registry {
         Ok(())
     }
 
-    /// Removes the now-empty folders a deleted repository leaves above it (`team/` after
-    /// `team/app`), so `_catalog` and the folder tree forget it.
-    pub(crate) fn prune_repo_parents(&self, name: &RepoName) -> Result<()> {
-        let mut path = name.as_str();
-        loop {
-            if let Some(dir) = layout::repositories_child(path) {
-                self.store().remove_empty_folder(&dir).map_err(storage)?;
-            }
-            match path.rsplit_once('/') {
-                Some((parent, _)) => path = parent,
-                None => return Ok(()),
-            }
-        }
-    }
-
-    /// Every blob with a layer link in `name`.
-    pub(crate) fn layer_links(&self, name: &RepoName) -> Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            let hexes = self.store().list(&layout::layers_dir(name, alg), None, usize::MAX).map_err(storage)?;
-            out.extend(hexes.iter().filter_map(|h| Digest::from_parts(alg.as_str(), h)));
-        }
-        Ok(out)
-    }
-
     /// A platform image of a tagged index must not vanish from under it.
     fn refuse_if_child_of_tagged_index(&self, name: &RepoName, d: &Digest) -> Result<()> {
         let mut tagged: BTreeMap<Digest, Vec<Tag>> = BTreeMap::new();
-        for t in self.tags(name)? {
-            if let Some(td) = self.tag_get(name, &t)? {
-                tagged.entry(td).or_default().push(t);
-            }
+        for (t, td) in self.tag_links(name)? {
+            tagged.entry(td).or_default().push(t);
         }
         for (index, on) in &tagged {
             let Some(m) = self.load_manifest(index)? else { continue };

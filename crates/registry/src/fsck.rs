@@ -13,10 +13,12 @@ use std::io::Read;
 use std::time::{Duration, SystemTime};
 
 use berth_oci::{Digest, DigestHasher, Reference, RepoName, Tag};
-use berth_storage::layout;
+use berth_storage::{BackendExt, layout};
 
 use crate::Registry;
 use crate::error::{RegistryError, Result, storage};
+use crate::graph::{Change, Reached, walk};
+use crate::journal::TrashId;
 
 /// How `fsck` runs.
 #[derive(Debug, Clone)]
@@ -105,7 +107,7 @@ impl Registry {
         }
         self.fsck_trash(&mut cx)?;
         if opts.repair {
-            self.usage_change(crate::usage::Change::Invalidate);
+            self.graph.note(Change::Invalidate);
         }
         Ok(report)
     }
@@ -113,15 +115,13 @@ impl Registry {
     fn fsck_repo(&self, name: &RepoName, opts: &FsckOptions, now: SystemTime, cx: &mut Ctx<'_>) -> Result<()> {
         let n = Some(name);
         // Tags lead to manifests.
-        let tag_dirs = self.store().list(&layout::tags_dir(name), None, usize::MAX).map_err(storage)?;
+        let tag_dirs = self.store().list_all(&layout::tags_dir(name)).map_err(storage)?;
         for t in tag_dirs {
             let Ok(tag) = t.parse::<Tag>() else { continue };
             let Some(d) = self.tag_get(name, &tag)? else { continue };
             if !self.revision_exists(name, &d)? {
                 if self.blob_size(&d)?.is_some() {
-                    let fix = || {
-                        self.store().put(&layout::revision_link(name, &d), &layout::link_content(&d)).map_err(storage)
-                    };
+                    let fix = || self.put_revision(name, &d);
                     cx.find(
                         "tag-without-revision",
                         true,
@@ -189,11 +189,7 @@ impl Registry {
             for c in &parsed.manifests {
                 if !self.revision_exists(name, &c.digest)? {
                     if self.blob_size(&c.digest)?.is_some() {
-                        let fix = || {
-                            self.store()
-                                .put(&layout::revision_link(name, &c.digest), &layout::link_content(&c.digest))
-                                .map_err(storage)
-                        };
+                        let fix = || self.put_revision(name, &c.digest);
                         cx.find(
                             "missing-child-revision",
                             true,
@@ -222,7 +218,7 @@ impl Registry {
         }
         // Uploads are not stale.
         let cutoff = now.checked_sub(opts.upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
-        for id in self.store().list(&layout::uploads_dir(name), None, usize::MAX).map_err(storage)? {
+        for id in self.store().list_all(&layout::uploads_dir(name)).map_err(storage)? {
             let Ok(id) = id.parse() else { continue };
             if self.upload_started_at(name, &id)? < cutoff {
                 let fix = || self.store().delete_prefix(&layout::upload_dir(name, &id)).map(|_| ()).map_err(storage);
@@ -283,9 +279,9 @@ impl Registry {
     }
 
     fn fsck_trash(&self, cx: &mut Ctx<'_>) -> Result<()> {
-        let names = self.store().list(&layout::trash_dir(), None, usize::MAX).map_err(storage)?;
+        let names = self.store().list_all(&layout::trash_dir()).map_err(storage)?;
         for n in names {
-            let Some(id) = n.strip_suffix(".json").and_then(|s| s.parse::<crate::TrashId>().ok()) else { continue };
+            let Some(id) = n.strip_suffix(".json").and_then(|s| s.parse::<TrashId>().ok()) else { continue };
             match self.trash_get(&id) {
                 Ok(e) => {
                     let missing = self.missing_content(&e)?;
@@ -313,9 +309,9 @@ impl Registry {
     pub(crate) fn all_blobs(&self) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
         for alg in [berth_oci::Algorithm::Sha256, berth_oci::Algorithm::Sha512] {
-            for p in self.store().list(&layout::blob_algorithm_dir(alg), None, usize::MAX).map_err(storage)? {
+            for p in self.store().list_all(&layout::blob_algorithm_dir(alg)).map_err(storage)? {
                 let Some(dir) = layout::blob_prefix_dir(alg, &p) else { continue };
-                for hex in self.store().list(&dir, None, usize::MAX).map_err(storage)? {
+                for hex in self.store().list_all(&dir).map_err(storage)? {
                     out.extend(Digest::from_parts(alg.as_str(), &hex));
                 }
             }
@@ -323,25 +319,27 @@ impl Registry {
         Ok(out)
     }
 
-    /// Whether `name` resolves `reference` to a manifest whose blobs are all present: what a
-    /// pull needs.
+    /// Whether `name` resolves `reference` to a manifest whose blobs and children are all
+    /// there, linked into `name`: what a pull needs.
     pub fn image_whole(&self, name: &RepoName, reference: &Reference) -> Result<bool> {
         let m = match self.manifest_get(name, reference) {
             Ok(m) => m,
             Err(RegistryError::ManifestUnknown { .. } | RegistryError::NameUnknown { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
-        let Some(parsed) = &m.manifest else { return Ok(false) };
-        for r in parsed.references() {
-            if !self.layer_linked(name, &r.digest)? || self.blob_size(&r.digest)?.is_none() {
-                return Ok(false);
-            }
-        }
-        for c in &parsed.manifests {
-            if !self.image_whole(name, &Reference::Digest(c.digest.clone()))? {
-                return Ok(false);
-            }
-        }
-        Ok(true)
+        let mut whole = true;
+        walk([m.digest.clone()], |r, _| {
+            let present = match r {
+                Reached::Manifest(d) => self.revision_exists(name, d)? && self.blob_size(d)?.is_some(),
+                Reached::Blob(d) => self.layer_linked(name, d)? && self.blob_size(d)?.is_some(),
+            };
+            let node = match r {
+                Reached::Manifest(d) if present => self.stored_node(d)?,
+                _ => None,
+            };
+            whole &= present && (matches!(r, Reached::Blob(_)) || node.is_some());
+            Ok::<_, RegistryError>(node)
+        })?;
+        Ok(whole)
     }
 }

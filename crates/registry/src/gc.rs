@@ -1,18 +1,25 @@
 //! Garbage collection, online: mark what the roots reach, sweep the rest, while the registry
 //! keeps serving. The only module that removes blob data.
 //!
+//! A run has five phases, each a function below: [`scan`](Registry::gc_scan) reads the root
+//! afresh into a [`Graph`]; [`mark`](Registry::gc_mark) walks from the roots; then
+//! [`sweep_manifests`](Registry::gc_sweep_manifests), [`sweep_blobs`](Registry::gc_sweep_blobs)
+//! and [`tidy`](Registry::gc_tidy) remove what nothing reaches.
+//!
 //! **Roots** (invariant I2): every tag; every trash entry (what it holds stays until it
-//! expires); untagged manifests the policy keeps (`UntaggedPolicy`, measured from when a manifest
-//! was pushed or last lost a tag); manifests and blobs clients touched within the grace period or
-//! since this GC began. From each root, **mark** reaches the manifest, its blobs, an index's
-//! children and the referrers of anything reached (in the same repository).
+//! expires); untagged manifests the policy keeps ([`UntaggedPolicy`], measured from when a
+//! manifest was pushed or last lost a tag); manifests and blobs clients touched within the grace
+//! period or since this GC began. From each root, mark reaches the manifest, its blobs, an
+//! index's children and the referrers of anything reached (in the same repository), through
+//! `graph::walk`, the same walk accounting uses: the two cannot disagree about what stays.
 //!
 //! **Sweep**, in order: revision links of unreached manifests; blob data that nothing reached
 //! and that is older than the grace period; uploads older than their maximum age; and the
 //! folders of repositories left with nothing (their layer links with them). Layer links in
 //! repositories that keep content stay, even when their blob is gone: harmless, and cheaper to
-//! leave than to remove one by one (`fsck --repair` tidies them). Each manifest and blob is removed inside
-//! `Touched::sweep_if_untouched`, which closes the race with a push (see `touched`).
+//! leave than to remove one by one (`fsck --repair` tidies them). Each manifest and blob is
+//! removed inside `Touched::sweep_if_untouched`, which closes the race with a push (see
+//! `touched`).
 //!
 //! Why a grace period on top of the touched set: a client checks a blob exists (HEAD) and may
 //! send the manifest naming it minutes later. The touched set only covers touches since this GC
@@ -21,28 +28,22 @@
 //! broken (`manifests::check_complete` runs after the touch).
 //!
 //! What this module deliberately does not do: hold any lock that a pull or a push waits on for
-//! longer than one file delete; trust the in-memory usage graph (it reads the links afresh; only
-//! manifest bytes, immutable by digest, come from the cache); delete a folder that is not empty.
+//! longer than one file delete; trust the in-memory accounting graph (it scans the links
+//! afresh; only manifest bytes, immutable by digest, may come from the cache); delete a folder
+//! that is not empty.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use berth_oci::{Algorithm, Digest, RepoName, Tag, UploadId};
-use berth_storage::{Key, layout};
+use berth_oci::{Algorithm, Digest, RepoName};
+use berth_storage::{BackendExt, Key, layout};
 
 use crate::Registry;
-use crate::error::{RegistryError, Result, storage};
-use crate::usage::{Change, Node};
-
-/// What happens to manifests no tag reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UntaggedPolicy {
-    /// Keep them (and what they reference) forever.
-    Keep,
-    /// Collect them once untagged for longer than this.
-    OlderThan(Duration),
-}
+use crate::config::UntaggedPolicy;
+use crate::error::{Result, storage};
+use crate::graph::{Change, Graph, Id, Reached, Subjects};
+use crate::scan::{RepoLinks, ScanOptions, Scanned, par_map};
 
 /// How a GC run behaves.
 #[derive(Debug, Clone)]
@@ -102,12 +103,37 @@ pub struct GcReport {
     pub duration: Duration,
 }
 
-struct RepoScan {
-    name: RepoName,
-    tags: BTreeMap<Tag, Digest>,
-    revisions: Vec<Digest>,
-    layers: Vec<Digest>,
-    uploads: Vec<UploadId>,
+/// The instants a run measures against.
+struct Clock {
+    now: SystemTime,
+    /// Touches and blobs at or after this are recent (the grace period).
+    cutoff: SystemTime,
+}
+
+/// What mark decided, by the position of each repository in `Scanned::repos`.
+struct Marks {
+    /// By id: reached from a root.
+    reached: Vec<bool>,
+    /// Manifests each repository keeps.
+    keep: Vec<HashSet<Id>>,
+    /// Layer links each repository still needs: what its kept manifests and trash entries use.
+    needed: Vec<HashSet<Id>>,
+    /// Digests clients touched within the grace period or during the run.
+    recent: HashSet<Digest>,
+}
+
+/// A run after mark: what the sweeping phases work from.
+struct Run<'a> {
+    s: Scanned,
+    m: Marks,
+    opts: &'a GcOptions,
+    clock: Clock,
+}
+
+impl Marks {
+    fn reached(&self, g: &Graph, d: &Digest) -> bool {
+        g.id(d).is_some_and(|id| self.reached[id as usize])
+    }
 }
 
 impl Registry {
@@ -116,15 +142,15 @@ impl Registry {
         let _one = self.gc_lock.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
         let now = SystemTime::now();
-        let cutoff = now.checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH);
-        self.touched.gc_begin(cutoff.min(now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)));
+        let clock = Clock { now, cutoff: now.checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH) };
+        self.touched.gc_begin(clock.cutoff.min(now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)));
         struct End<'a>(&'a Registry, bool);
         impl Drop for End<'_> {
             fn drop(&mut self) {
                 self.0.touched.gc_end();
                 if self.1 {
-                    // Whatever happened, the in-memory graph is rebuilt from storage next time.
-                    self.0.usage_change(Change::Invalidate);
+                    // Whatever happened, the accounting graph is rebuilt from storage next time.
+                    self.0.graph.note(Change::Invalidate);
                 }
             }
         }
@@ -133,199 +159,199 @@ impl Registry {
         drop(self.inflight.write().unwrap_or_else(|e| e.into_inner()));
         let mut report = GcReport { dry_run: opts.dry_run, ..Default::default() };
 
-        // Trash entries read before the scan catch a restore that relinks what the scan then
-        // misses; those read after it catch a delete that unlinks what the scan already passed.
-        let mut trash = self.trash_list()?;
-        let repos = self.gc_scan(progress)?;
-        for e in self.trash_list()? {
-            if !trash.iter().any(|t| t.id == e.id) {
-                trash.push(e);
+        let s = self.gc_scan(progress)?;
+        let m = self.gc_mark(&s, opts, &clock)?;
+        report.blobs_in_use = m.reached.iter().filter(|&&r| r).count() as u64;
+        let run = Run { s, m, opts, clock };
+        let mut changed = self.gc_sweep_manifests(&run, &mut report)?;
+        self.gc_sweep_blobs(&run, progress, &mut report)?;
+        changed.extend(self.gc_tidy(&run, &mut report)?);
+        if !opts.dry_run {
+            for i in changed {
+                self.catalog_refresh(&run.s.repos[i].name)?;
             }
         }
-        let recent = self.touched.recent(cutoff);
+        report.duration = started.elapsed();
+        Ok(report)
+    }
 
-        // Mark.
-        let mut nodes: HashMap<Digest, Option<Node>> = HashMap::new();
-        let mut marked: HashSet<Digest> = HashSet::new();
-        let mut keep: Vec<HashSet<Digest>> = Vec::with_capacity(repos.len());
-        let by_name: HashMap<&RepoName, usize> = repos.iter().enumerate().map(|(i, r)| (&r.name, i)).collect();
-        let mut wanted: Vec<Digest> =
-            repos.iter().flat_map(|r| r.revisions.iter().chain(r.tags.values()).cloned()).collect();
-        wanted.extend(trash.iter().flat_map(|e| e.held_manifests().cloned().collect::<Vec<_>>()));
-        wanted.sort();
-        wanted.dedup();
-        let loaded = par_map(&wanted, |d| {
-            let mut one = HashMap::new();
-            self.gc_node(d, &mut one)?;
-            Ok(one.remove(d).flatten())
-        })?;
-        nodes.extend(wanted.into_iter().zip(loaded));
-        let subjects: Vec<HashMap<Digest, Vec<Digest>>> = repos
-            .iter()
-            .map(|r| {
-                let mut m: HashMap<Digest, Vec<Digest>> = HashMap::new();
-                for d in &r.revisions {
-                    if let Some(Some(n)) = nodes.get(d)
-                        && let Some(s) = &n.subject
-                    {
-                        m.entry(s.clone()).or_default().push(d.clone());
-                    }
-                }
-                m
-            })
-            .collect();
-        for (i, r) in repos.iter().enumerate() {
-            let mut k = HashSet::new();
-            let roots: Vec<Digest> =
-                r.tags.values().chain(r.revisions.iter().filter(|d| recent.contains(*d))).cloned().collect();
-            self.gc_reach(roots, &subjects[i], &mut nodes, &mut k, &mut marked)?;
-            keep.push(k);
+    /// Phase 1: reads every repository's links, the trash (before and after), and every
+    /// manifest they reach. An unreadable manifest stops the run.
+    fn gc_scan(&self, progress: &(dyn Fn(GcProgress) + Sync)) -> Result<Scanned> {
+        self.scan(ScanOptions { sizes: false, strict: true }, &|done, total| progress(GcProgress::Scan { done, total }))
+    }
+
+    /// Phase 2: marks what the roots reach, per repository (see the module docs).
+    fn gc_mark(&self, s: &Scanned, opts: &GcOptions, clock: &Clock) -> Result<Marks> {
+        let g = &s.graph;
+        let subjects = g.subjects();
+        let position: HashMap<&RepoName, u32> = g.repos.keys().enumerate().map(|(i, n)| (n, i as u32)).collect();
+        let mut m = Marks {
+            reached: vec![false; g.len()],
+            keep: vec![HashSet::new(); s.repos.len()],
+            needed: vec![HashSet::new(); s.repos.len()],
+            recent: self.touched.recent(clock.cutoff),
+        };
+        let reach = |m: &mut Marks, i: usize, roots: Vec<Id>| {
+            let gi = position.get(&s.repos[i].name).copied();
+            reach_into(g, gi, roots, &subjects, &mut m.reached, &mut m.keep[i]);
+        };
+        for (i, r) in s.repos.iter().enumerate() {
+            let tagged = r.tags.iter().map(|(_, d)| d);
+            let touched = r.revisions.iter().filter(|d| m.recent.contains(*d));
+            let roots: Vec<Id> = tagged.chain(touched).filter_map(|d| g.id(d)).collect();
+            reach(&mut m, i, roots);
         }
-        let empty = HashMap::new();
-        for e in &trash {
-            let i = by_name.get(&e.repository).copied();
-            let mut k = HashSet::new();
-            let subj = i.map(|i| &subjects[i]).unwrap_or(&empty);
-            self.gc_reach(e.held_manifests().cloned().collect(), subj, &mut nodes, &mut k, &mut marked)?;
-            marked.extend(e.layers.iter().cloned());
-            if let Some(i) = i {
-                keep[i].extend(k);
+        let index: HashMap<&RepoName, usize> = s.repos.iter().enumerate().map(|(i, r)| (&r.name, i)).collect();
+        for e in g.trash.values() {
+            let roots: Vec<Id> = e.held_manifests().filter_map(|d| g.id(d)).collect();
+            match index.get(&e.repository) {
+                Some(&i) => {
+                    reach(&mut m, i, roots);
+                    m.needed[i].extend(e.layers.iter().filter_map(|d| g.id(d)));
+                }
+                None => reach_into(g, None, roots, &subjects, &mut m.reached, &mut HashSet::new()),
+            }
+            for id in e.layers.iter().filter_map(|d| g.id(d)) {
+                m.reached[id as usize] = true;
             }
         }
-        for (i, r) in repos.iter().enumerate() {
-            let untagged: Vec<Digest> = r.revisions.iter().filter(|d| !keep[i].contains(*d)).cloned().collect();
+        for (i, r) in s.repos.iter().enumerate() {
             let mut kept_by_policy = Vec::new();
-            for d in untagged {
+            for d in r.revisions.iter().filter(|d| g.id(d).is_some_and(|id| !m.keep[i].contains(&id))) {
                 let keep_it = match opts.untagged {
                     UntaggedPolicy::Keep => true,
-                    UntaggedPolicy::OlderThan(age) => match self.store().stat(&layout::revision_link(&r.name, &d)) {
-                        Ok(m) => now.duration_since(m.modified).unwrap_or_default() < age,
-                        Err(e) if e.is_not_found() => false,
-                        Err(e) => return Err(storage(e)),
-                    },
+                    UntaggedPolicy::OlderThan(age) => {
+                        match self.store().stat_opt(&layout::revision_link(&r.name, d)).map_err(storage)? {
+                            Some(meta) => clock.now.duration_since(meta.modified).unwrap_or_default() < age,
+                            None => false,
+                        }
+                    }
                 };
                 if keep_it {
-                    kept_by_policy.push(d);
+                    kept_by_policy.extend(g.id(d));
                 }
             }
-            let mut k = std::mem::take(&mut keep[i]);
-            self.gc_reach(kept_by_policy, &subjects[i], &mut nodes, &mut k, &mut marked)?;
-            keep[i] = k;
+            reach(&mut m, i, kept_by_policy);
+            let needed: Vec<Id> =
+                m.keep[i].iter().filter_map(|&k| g.node(k)).flat_map(|n| n.blobs.iter().copied()).collect();
+            m.needed[i].extend(needed);
         }
-        report.blobs_in_use = marked.len() as u64;
-        // Layer links a repository still needs: what its kept manifests and its trash entries reach.
-        let mut needed: Vec<HashSet<Digest>> = vec![HashSet::new(); repos.len()];
-        for i in 0..repos.len() {
-            for d in &keep[i] {
-                if let Some(Some(n)) = nodes.get(d) {
-                    needed[i].extend(n.blobs.iter().cloned());
-                }
-            }
-        }
-        for e in &trash {
-            if let Some(&i) = by_name.get(&e.repository) {
-                needed[i].extend(e.layers.iter().cloned());
-            }
-        }
+        Ok(m)
+    }
 
-        // Sweep untagged manifests.
-        let mut changed_repos: HashSet<usize> = HashSet::new();
-        let doomed: Vec<(usize, Digest)> = repos
+    /// Phase 3: removes the revision links of manifests no root reaches (and their referrers
+    /// index entries), then the tag-history entries that name them. Returns the repositories
+    /// it changed.
+    fn gc_sweep_manifests(&self, run: &Run<'_>, report: &mut GcReport) -> Result<Vec<usize>> {
+        let Run { s, m, opts, clock } = run;
+        let g = &s.graph;
+        // One group per repository: the workers then remove in different folders.
+        let doomed: Vec<(usize, Vec<Digest>)> = s
+            .repos
             .iter()
             .enumerate()
-            .flat_map(|(i, r)| {
-                let k = &keep[i];
-                r.revisions.iter().filter(move |d| !k.contains(*d)).map(move |d| (i, d.clone()))
+            .map(|(i, r)| {
+                let gone = r.revisions.iter().filter(|d| g.id(d).is_none_or(|id| !m.keep[i].contains(&id)));
+                (i, gone.cloned().collect::<Vec<_>>())
             })
+            .filter(|(_, v)| !v.is_empty())
             .collect();
-        let sweep_manifest = |(i, d): &(usize, Digest)| -> Result<bool> {
-            if opts.dry_run {
-                return Ok(!self.touched.protected(d, cutoff));
+        let removed = par_map(&doomed, |(i, digests)| {
+            let r = &s.repos[*i];
+            let mut gone = Vec::new();
+            for d in digests {
+                let subject = g.id(d).and_then(|id| g.node(id)).and_then(|n| n.subject).map(|s| g.digest(s));
+                let removed = if opts.dry_run {
+                    !self.touched.protected(d, clock.cutoff)
+                } else {
+                    let remove = || self.gc_remove_manifest(&r.name, d, subject.as_ref());
+                    self.touched.sweep_if_untouched(d, clock.cutoff, remove).transpose()?.is_some()
+                };
+                if removed {
+                    gone.push(d.clone());
+                }
             }
-            let r = &repos[*i];
-            let subject = nodes.get(d).and_then(|n| n.as_ref()).and_then(|n| n.subject.clone());
-            match self.touched.sweep_if_untouched(d, cutoff, || self.gc_remove_manifest(r, d, subject.as_ref())) {
-                Some(res) => res.map(|()| true),
-                None => Ok(false),
+            if !opts.dry_run && !gone.is_empty() {
+                self.gc_clean_tag_histories(r, &gone)?;
             }
-        };
-        // One group per repository, for the same reason as the blob folders below.
-        let by_repo: Vec<&[(usize, Digest)]> = doomed.chunk_by(|a, b| a.0 == b.0).collect();
-        let gone: Vec<bool> = par_map(&by_repo, |g| g.iter().map(&sweep_manifest).collect::<Result<Vec<_>>>())?
-            .into_iter()
-            .flatten()
-            .collect();
-        let mut removed_here: Vec<HashSet<Digest>> = vec![HashSet::new(); repos.len()];
-        for ((i, d), g) in doomed.into_iter().zip(gone) {
-            if g {
-                report.manifests.push((repos[i].name.clone(), d.clone()));
-                removed_here[i].insert(d);
-                changed_repos.insert(i);
+            Ok((*i, gone))
+        })?;
+        let mut changed = Vec::new();
+        for (i, gone) in removed {
+            if !gone.is_empty() {
+                changed.push(i);
             }
+            report.manifests.extend(gone.into_iter().map(|d| (s.repos[i].name.clone(), d)));
         }
-        if !opts.dry_run {
-            // Tag histories (`tags/<t>/index/`) that name removed manifests: one listing per tag.
-            let work: Vec<usize> = (0..repos.len()).filter(|i| !removed_here[*i].is_empty()).collect();
-            par_map(&work, |&i| self.gc_clean_tag_histories(&repos[i], &removed_here[i]))?;
-        }
+        Ok(changed)
+    }
 
-        // Sweep blobs: list every blob folder, then check and remove the unreached ones.
+    /// Phase 4: lists every blob folder and removes the blobs nothing reached that are older
+    /// than the grace period and were not touched.
+    fn gc_sweep_blobs(
+        &self,
+        run: &Run<'_>,
+        progress: &(dyn Fn(GcProgress) + Sync),
+        report: &mut GcReport,
+    ) -> Result<()> {
+        let Run { s, m, opts, clock } = run;
+        let g = &s.graph;
         let mut prefixes = Vec::new();
         for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            for p in self.store().list(&layout::blob_algorithm_dir(alg), None, usize::MAX).map_err(storage)? {
+            for p in self.store().list_all(&layout::blob_algorithm_dir(alg)).map_err(storage)? {
                 if let Some(dir) = layout::blob_prefix_dir(alg, &p) {
                     prefixes.push((alg, dir));
                 }
             }
         }
         let seen = AtomicUsize::new(0);
-        let listed = par_map(&prefixes, |(alg, dir)| {
-            let hexes = self.store().list(dir, None, usize::MAX).map_err(storage)?;
-            let n = seen.fetch_add(hexes.len(), Ordering::Relaxed) + hexes.len();
-            progress(GcProgress::Sweep { done: n });
-            Ok(hexes.iter().filter_map(|h| Digest::from_parts(alg.as_str(), h)).collect::<Vec<_>>())
-        })?;
-        // One group per blob folder: the workers then delete in different folders, and do not
-        // queue on one folder's lock as they would taking neighbours from one list.
-        let groups: Vec<Vec<Digest>> =
-            listed.into_iter().map(|g| g.into_iter().filter(|d| !marked.contains(d)).collect()).collect();
         #[derive(Clone, Copy)]
         enum Fate {
-            Recent,
-            Removed(u64, bool),
+            Kept,
+            Removed { size: u64, had_data: bool },
         }
         let fate_of = |d: &Digest| -> Result<Fate> {
-            if recent.contains(d) {
-                return Ok(Fate::Recent);
+            if m.recent.contains(d) {
+                return Ok(Fate::Kept);
             }
-            let meta = match self.store().stat(&layout::blob_data(d)) {
-                Ok(m) => Some(m),
-                Err(e) if e.is_not_found() => None,
-                Err(e) => return Err(storage(e)),
-            };
-            if meta.is_some_and(|m| m.modified >= cutoff) {
-                return Ok(Fate::Recent);
+            let meta = self.store().stat_opt(&layout::blob_data(d)).map_err(storage)?;
+            if meta.is_some_and(|meta| meta.modified >= clock.cutoff) {
+                return Ok(Fate::Kept);
             }
             let removed = if opts.dry_run {
-                !self.touched.protected(d, cutoff)
+                !self.touched.protected(d, clock.cutoff)
             } else {
                 let remove = || {
+                    // No cache may claim a removed blob exists (Distribution's problem 6).
                     self.manifests.remove(d);
                     self.remove_one(&layout::blob_data(d), &layout::blob_dir(d))
                 };
-                match self.touched.sweep_if_untouched(d, cutoff, remove) {
-                    Some(res) => res.map(|()| true)?,
-                    None => false,
-                }
+                self.touched.sweep_if_untouched(d, clock.cutoff, remove).transpose()?.is_some()
             };
-            Ok(if removed { Fate::Removed(meta.map(|m| m.size).unwrap_or(0), meta.is_some()) } else { Fate::Recent })
+            Ok(if removed {
+                Fate::Removed { size: meta.map_or(0, |m| m.size), had_data: meta.is_some() }
+            } else {
+                Fate::Kept
+            })
         };
-        let fates: Vec<Fate> =
-            par_map(&groups, |g| g.iter().map(&fate_of).collect::<Result<Vec<_>>>())?.into_iter().flatten().collect();
-        for fate in fates {
+        // One group per blob folder: the workers then delete in different folders, and do not
+        // queue on one folder's lock as they would taking neighbours from one list.
+        let fates = par_map(&prefixes, |(alg, dir)| {
+            let hexes = self.store().list_all(dir).map_err(storage)?;
+            let n = seen.fetch_add(hexes.len(), Ordering::Relaxed) + hexes.len();
+            progress(GcProgress::Sweep { done: n });
+            hexes
+                .iter()
+                .filter_map(|h| Digest::from_parts(alg.as_str(), h))
+                .filter(|d| !m.reached(g, d))
+                .map(|d| fate_of(&d))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        for fate in fates.into_iter().flatten() {
             match fate {
-                Fate::Recent => report.blobs_kept_recent += 1,
-                Fate::Removed(size, had_data) => {
+                Fate::Kept => report.blobs_kept_recent += 1,
+                Fate::Removed { size, had_data } => {
                     if had_data {
                         report.blobs += 1;
                         report.bytes_freed += size;
@@ -334,16 +360,19 @@ impl Registry {
             }
         }
         progress(GcProgress::Sweep { done: seen.load(Ordering::Relaxed) });
+        Ok(())
+    }
 
-        // Stale uploads, and repositories left with nothing (no tag, no kept manifest, no layer
-        // link a kept image or trash entry needs, no live upload): their folders go whole.
-        // Layer links in repositories that keep content are left alone even when their blob is
-        // gone: they are harmless (a HEAD checks the blob) and removing them one by one would
-        // double the files GC deletes; `fsck --repair` tidies them.
-        let upload_cutoff = now.checked_sub(opts.upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
-        let indexes: Vec<usize> = (0..repos.len()).collect();
+    /// Phase 5: removes stale uploads, and the folders of repositories left with nothing (no
+    /// tag, no kept manifest, no layer link a kept image or trash entry needs, no live upload).
+    /// Returns the repositories it changed.
+    fn gc_tidy(&self, run: &Run<'_>, report: &mut GcReport) -> Result<Vec<usize>> {
+        let Run { s, m, opts, clock } = run;
+        let g = &s.graph;
+        let upload_cutoff = clock.now.checked_sub(opts.upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
+        let indexes: Vec<usize> = (0..s.repos.len()).collect();
         let tidy = par_map(&indexes, |&i| {
-            let r = &repos[i];
+            let r = &s.repos[i];
             let mut uploads = 0u64;
             for id in &r.uploads {
                 if self.upload_started_at(&r.name, id)? < upload_cutoff {
@@ -354,40 +383,19 @@ impl Registry {
                     uploads += 1;
                 }
             }
-            let manifests_left = r.revisions.iter().any(|d| keep[i].contains(d));
-            let links_needed = r.layers.iter().any(|l| needed[i].contains(l) || recent.contains(l));
-            let empty = r.tags.is_empty() && !manifests_left && !links_needed && uploads as usize == r.uploads.len();
-            let mut links = 0u64;
-            if empty {
-                links = r.layers.len() as u64;
-                if !opts.dry_run {
-                    // Each link is removed under the touched lock, so a push that mounts or
-                    // uploads into this repository right now keeps its link (and so the folder).
-                    for l in &r.layers {
-                        if self
-                            .touched
-                            .sweep_if_untouched(l, cutoff, || {
-                                self.remove_one(&layout::layer_link(&r.name, l), &layout::layer_link_dir(&r.name, l))
-                            })
-                            .transpose()?
-                            .is_none()
-                        {
-                            links -= 1;
-                        }
-                    }
-                }
-            }
+            let empty = is_left_empty(g, r, m, i) && uploads as usize == r.uploads.len();
+            let links = if empty { self.gc_unlink_layers(r, opts, clock)? } else { 0 };
             Ok((links, uploads, empty))
         })?;
+        let mut changed = Vec::new();
         for (i, (links, uploads, empty)) in tidy.into_iter().enumerate() {
             report.layer_links += links;
             report.uploads += uploads;
-            if links > 0 || uploads > 0 {
-                changed_repos.insert(i);
-            }
             if empty {
-                report.repositories.push(repos[i].name.clone());
-                changed_repos.insert(i);
+                report.repositories.push(s.repos[i].name.clone());
+            }
+            if empty || links > 0 || uploads > 0 {
+                changed.push(i);
             }
         }
         if !opts.dry_run {
@@ -398,117 +406,48 @@ impl Registry {
                 self.store().prune_empty(&layout::referrers_dir(name)).map_err(storage)?;
                 self.prune_repo_parents(name)?;
             }
-            for &i in &changed_repos {
-                self.catalog_refresh(&repos[i].name)?;
+        }
+        Ok(changed)
+    }
+
+    /// Removes the layer links of a repository left with nothing; returns how many went. Each
+    /// goes under the touched lock, so a push that mounts or uploads into this repository right
+    /// now keeps its link (and so the folder).
+    fn gc_unlink_layers(&self, r: &RepoLinks, opts: &GcOptions, clock: &Clock) -> Result<u64> {
+        if opts.dry_run {
+            return Ok(r.layers.len() as u64);
+        }
+        let mut links = 0;
+        for l in &r.layers {
+            let remove = || self.remove_one(&layout::layer_link(&r.name, l), &layout::layer_link_dir(&r.name, l));
+            if self.touched.sweep_if_untouched(l, clock.cutoff, remove).transpose()?.is_some() {
+                links += 1;
             }
         }
-        report.duration = started.elapsed();
-        Ok(report)
+        Ok(links)
     }
 
-    /// Reads every repository folder's links.
-    fn gc_scan(&self, progress: &(dyn Fn(GcProgress) + Sync)) -> Result<Vec<RepoScan>> {
-        let names = self.repository_folders()?;
-        let total = names.len();
-        let done = AtomicUsize::new(0);
-        par_map(&names, |name| {
-            let mut tags = BTreeMap::new();
-            for t in self.tags(name)? {
-                if let Some(d) = self.tag_get(name, &t)? {
-                    tags.insert(t, d);
-                }
-            }
-            let revisions = self.revisions(name)?;
-            let layers = self.layer_links(name)?;
-            let uploads = self
-                .store()
-                .list(&layout::uploads_dir(name), None, usize::MAX)
-                .map_err(storage)?
-                .into_iter()
-                .filter_map(|s| s.parse().ok())
-                .collect();
-            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            if n % 64 == 0 || n == total {
-                progress(GcProgress::Scan { done: n, total });
-            }
-            Ok(RepoScan { name: name.clone(), tags, revisions, layers, uploads })
-        })
-    }
-
-    /// The node of a manifest, loaded once. A manifest whose bytes are there but unreadable
-    /// stops the GC: what it references is unknown, so nothing could be swept safely.
-    fn gc_node<'a>(&self, d: &Digest, nodes: &'a mut HashMap<Digest, Option<Node>>) -> Result<Option<&'a Node>> {
-        if !nodes.contains_key(d) {
-            let node = match self.load_manifest_with(d, false) {
-                Ok(Some(m)) => match &m.manifest {
-                    Some(parsed) => Some(Node::of(m.bytes.len() as u64, parsed)),
-                    None => {
-                        return Err(RegistryError::Corrupt {
-                            what: format!("manifest {d}"),
-                            reason: "it cannot be parsed, so GC cannot know what it references; run berth fsck".into(),
-                        });
-                    }
-                },
-                Ok(None) => None,
-                Err(RegistryError::Storage(e)) => {
-                    return Err(RegistryError::Corrupt {
-                        what: format!("manifest {d}"),
-                        reason: format!("{e}; GC cannot know what it references; run berth fsck"),
-                    });
-                }
-                Err(e) => return Err(e),
-            };
-            nodes.insert(d.clone(), node);
-        }
-        Ok(nodes[d].as_ref())
-    }
-
-    /// Marks everything `roots` reach within one repository.
-    fn gc_reach(
-        &self,
-        roots: Vec<Digest>,
-        subjects: &HashMap<Digest, Vec<Digest>>,
-        nodes: &mut HashMap<Digest, Option<Node>>,
-        keep: &mut HashSet<Digest>,
-        marked: &mut HashSet<Digest>,
-    ) -> Result<()> {
-        let mut stack = roots;
-        while let Some(d) = stack.pop() {
-            if !keep.insert(d.clone()) {
-                continue;
-            }
-            marked.insert(d.clone());
-            if let Some(n) = self.gc_node(&d, nodes)? {
-                marked.extend(n.blobs.iter().cloned());
-                stack.extend(n.children.iter().cloned());
-            }
-            if let Some(refs) = subjects.get(&d) {
-                stack.extend(refs.iter().cloned());
-            }
-        }
-        Ok(())
-    }
-
-    fn gc_remove_manifest(&self, r: &RepoScan, d: &Digest, subject: Option<&Digest>) -> Result<()> {
-        self.remove_one(&layout::revision_link(&r.name, d), &layout::revision_dir(&r.name, d))?;
+    fn gc_remove_manifest(&self, name: &RepoName, d: &Digest, subject: Option<&Digest>) -> Result<()> {
+        self.remove_one(&layout::revision_link(name, d), &layout::revision_dir(name, d))?;
         if let Some(s) = subject {
-            self.store().delete(&layout::referrer_entry(&r.name, s, d)).map_err(storage)?;
+            self.store().delete(&layout::referrer_entry(name, s, d)).map_err(storage)?;
         }
         Ok(())
     }
 
     /// Removes the entries of each remaining tag's history that name a removed manifest.
-    fn gc_clean_tag_histories(&self, r: &RepoScan, removed: &HashSet<Digest>) -> Result<()> {
-        for t in r.tags.keys() {
+    fn gc_clean_tag_histories(&self, r: &RepoLinks, removed: &[Digest]) -> Result<()> {
+        let removed: HashSet<&Digest> = removed.iter().collect();
+        for (t, _) in &r.tags {
             for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-                let hexes = self
-                    .store()
-                    .list(&layout::tag_index_alg_dir(&r.name, t, alg), None, usize::MAX)
-                    .map_err(storage)?;
-                for d in
-                    hexes.iter().filter_map(|h| Digest::from_parts(alg.as_str(), h)).filter(|d| removed.contains(d))
-                {
-                    self.remove_one(&layout::tag_index_link(&r.name, t, &d), &layout::tag_index_dir(&r.name, t, &d))?;
+                let hexes = self.store().list_all(&layout::tag_index_alg_dir(&r.name, t, alg)).map_err(storage)?;
+                for d in hexes.iter().filter_map(|h| Digest::from_parts(alg.as_str(), h)) {
+                    if removed.contains(&d) {
+                        self.remove_one(
+                            &layout::tag_index_link(&r.name, t, &d),
+                            &layout::tag_index_dir(&r.name, t, &d),
+                        )?;
+                    }
                 }
             }
         }
@@ -527,65 +466,43 @@ impl Registry {
 
     /// When an upload began: its `startedat`, else its data's modification time, else now
     /// (an upload that has written nothing yet is not stale).
-    pub(crate) fn upload_started_at(&self, name: &RepoName, id: &UploadId) -> Result<SystemTime> {
-        if let Ok(b) = self.store().get(&layout::upload_started(name, id))
+    pub(crate) fn upload_started_at(&self, name: &RepoName, id: &berth_oci::UploadId) -> Result<SystemTime> {
+        if let Ok(Some(b)) = self.store().get_opt(&layout::upload_started(name, id))
             && let Ok(t) = humantime::parse_rfc3339_weak(String::from_utf8_lossy(&b).trim())
         {
             return Ok(t);
         }
-        match self.store().stat(&layout::upload_data(name, id)) {
-            Ok(m) => Ok(m.modified),
-            Err(e) if e.is_not_found() => Ok(SystemTime::now()),
-            Err(e) => Err(storage(e)),
-        }
+        let meta = self.store().stat_opt(&layout::upload_data(name, id)).map_err(storage)?;
+        Ok(meta.map_or_else(SystemTime::now, |m| m.modified))
     }
 }
 
-/// Threads for GC's listing, loading and removing. The work is system calls on many small files,
-/// which wait on the filesystem more than on the CPU, so more threads than cores pay off: on a
-/// 2-core machine 8 removed 126k folders 1.4 times faster than 4, and 16 no faster than 8.
-const WORKERS: usize = 8;
+/// Marks everything `roots` reach in the repository at graph position `gi`: manifests into
+/// `keep`, manifests and blobs into `reached`.
+fn reach_into(
+    g: &Graph,
+    gi: Option<u32>,
+    roots: Vec<Id>,
+    subjects: &Subjects,
+    reached: &mut [bool],
+    keep: &mut HashSet<Id>,
+) {
+    // Manifests kept already were walked with everything below them.
+    let roots: Vec<Id> = roots.into_iter().filter(|r| !keep.contains(r)).collect();
+    g.reach(gi, roots, subjects, |r| match r {
+        Reached::Manifest(&id) => {
+            keep.insert(id);
+            reached[id as usize] = true;
+        }
+        Reached::Blob(&id) => reached[id as usize] = true,
+    });
+}
 
-/// `items.iter().map(f).collect()`, on `WORKERS` threads, in order; stops at the first error.
-fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R> + Sync) -> Result<Vec<R>> {
-    if items.len() < 32 {
-        return items.iter().map(&f).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let failed = std::sync::atomic::AtomicBool::new(false);
-    std::thread::scope(|s| {
-        let workers: Vec<_> = (0..WORKERS)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= items.len() || failed.load(Ordering::Relaxed) {
-                            return Ok(out);
-                        }
-                        match f(&items[i]) {
-                            Ok(r) => out.push((i, r)),
-                            Err(e) => {
-                                failed.store(true, Ordering::Relaxed);
-                                return Err(e);
-                            }
-                        }
-                    }
-                })
-            })
-            .collect();
-        let mut all = Vec::with_capacity(items.len());
-        let mut first_error = None;
-        for w in workers {
-            match w.join().expect("GC worker panicked") {
-                Ok(part) => all.extend(part),
-                Err(e) => first_error = first_error.or(Some(e)),
-            }
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-        all.sort_unstable_by_key(|(i, _)| *i);
-        Ok(all.into_iter().map(|(_, r)| r).collect())
-    })
+/// Whether a repository keeps nothing: no tag, no kept manifest with a revision link, no layer
+/// link a kept image or trash entry needs, no link touched recently.
+fn is_left_empty(g: &Graph, r: &RepoLinks, m: &Marks, i: usize) -> bool {
+    let kept = |d: &Digest| g.id(d).is_some_and(|id| m.keep[i].contains(&id));
+    let needed = |d: &Digest| g.id(d).is_some_and(|id| m.needed[i].contains(&id)) || m.recent.contains(d);
+    // A manifest kept only by a trash entry has no revision link here: restore brings it back.
+    r.tags.is_empty() && !r.revisions.iter().any(kept) && !r.layers.iter().any(needed)
 }

@@ -5,75 +5,59 @@
 //! `berth-oci` types and return [`RegistryError`]s in the distribution spec's vocabulary.
 //! Everything here is synchronous; callers run it on blocking threads.
 //!
-//! Modules are declared in layer order; each uses only those before it:
-//! `touched` (digests clients used recently) → `blobs`, `uploads`, `manifests`, `tags`,
-//! `catalog`, `referrers` (the core, whose mutators are crate-private) → `journal`, `trash`,
-//! `usage`, `delete` (the only public way to remove anything: every removal writes a trash entry
-//! and an audit line) → `gc` (the only module that removes blob data) → `fsck`.
+//! Modules are declared in layer order, and a module names (`use crate::…`) only modules
+//! declared before it; `tests::tidy` checks it:
+//!
+//! - foundations: `error`, `config`, `journal` (the record types and their formats), `graph`
+//!   (the pure reachability graph and the one walk over what a manifest reaches), `touched`;
+//! - the core: `links`, `blobs`, `uploads`, `catalog`, `manifests`, `cache`, `referrers`, whose
+//!   mutators are crate-private;
+//! - removal and accounting: `trash`, `scan`, `usage`, `delete` (the only public way to remove
+//!   anything: every removal writes a trash entry and an audit line);
+//! - `gc` (the only module that removes blob data), then `fsck`.
 //!
 //! Architecture invariants: this crate has no HTTP dependency and never builds a storage path
 //! itself (it asks `berth_storage::layout`); a cache here may say a manifest's bytes are
 //! known, but never that a blob exists — existence is always asked of the backend.
 
-mod blobs;
-mod cache;
-mod catalog;
-mod delete;
 mod error;
-mod fsck;
-mod gc;
+mod config;
 mod journal;
-mod manifests;
-mod referrers;
-mod tags;
+mod graph;
 mod touched;
-mod trash;
+mod links;
+mod blobs;
 mod uploads;
+mod catalog;
+mod manifests;
+mod cache;
+mod referrers;
+mod trash;
+mod scan;
 mod usage;
+mod delete;
+mod gc;
+mod fsck;
 
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::Duration;
 
 pub use berth_storage::{Backend, ObjectReader, StorageError};
 pub use blobs::BlobReader;
-pub use catalog::Page;
+pub use config::{Config, UntaggedPolicy, parse_duration};
 pub use delete::{DeleteRequest, DeleteTarget, Deleted};
 pub use error::{RegistryError, Result};
 pub use fsck::{Finding, FsckOptions, FsckReport};
-pub use gc::{GcOptions, GcProgress, GcReport, UntaggedPolicy};
+pub use gc::{GcOptions, GcProgress, GcReport};
+pub use journal::{AuditAction, AuditRecord, DeleteKind, TrashEntry, TrashId};
+pub use links::Page;
 pub use manifests::{PutManifest, StoredManifest};
 pub use referrers::Referrer;
-pub use trash::{DeleteKind, RestoreTarget, Restored, TrashEntry, TrashId};
+pub use trash::{RestoreTarget, Restored};
 pub use uploads::BlobInfo;
-pub use usage::{Graph, RepoUsage, TagUsage, Usage};
+pub use usage::{GraphStats, RepoSummary, RepoUsage, TagUsage, Usage};
 
 /// A chunk of a request body, as the transport delivers it.
 pub type Chunk = std::io::Result<bytes::Bytes>;
-
-/// Limits and switches of the registry core.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The largest manifest accepted, in bytes.
-    pub max_manifest_bytes: usize,
-    /// The largest blob accepted, in bytes (`None`: no limit but the disk).
-    pub max_blob_bytes: Option<u64>,
-    /// How long a trash entry protects and can restore what it names; zero turns the trash
-    /// off (deletes are final, nothing can be restored).
-    pub trash_retention: Duration,
-    /// What GC does with untagged manifests; accounting counts the same way.
-    pub untagged: gc::UntaggedPolicy,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_manifest_bytes: 4 << 20,
-            max_blob_bytes: None,
-            trash_retention: Duration::from_secs(7 * 24 * 3600),
-            untagged: gc::UntaggedPolicy::OlderThan(Duration::from_secs(24 * 3600)),
-        }
-    }
-}
 
 /// Each repository hashes to one of these lock stripes. Changes of its tags and manifests (a
 /// manifest push, a delete, a restore) hold the stripe exclusively, so a delete never
@@ -92,7 +76,7 @@ pub struct Registry {
     uploads: uploads::Sessions,
     manifests: cache::ManifestCache,
     catalog: catalog::CatalogCache,
-    usage: usage::UsageCache,
+    graph: graph::GraphCache,
     repo_locks: Vec<RwLock<()>>,
     touched: touched::Touched,
     gc_lock: Mutex<()>,
@@ -111,7 +95,7 @@ impl Registry {
             uploads: Default::default(),
             manifests: Default::default(),
             catalog: Default::default(),
-            usage: Default::default(),
+            graph: Default::default(),
             repo_locks: (0..REPO_LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
             touched: Default::default(),
             gc_lock: Mutex::new(()),

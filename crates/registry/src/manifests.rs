@@ -10,12 +10,12 @@ use std::sync::Arc;
 
 use berth_oci::manifest::Manifest;
 use berth_oci::{Algorithm, Digest, Reference, RepoName};
-use berth_storage::{StorageError, layout};
+use berth_storage::{BackendExt, StorageError, layout};
 use bytes::Bytes;
 
 use crate::Registry;
-use crate::blobs::exists;
 use crate::error::{RegistryError, Result, storage};
+use crate::graph::{Change, Node, Reached, walk};
 
 /// A manifest as stored, with what Berth could read from it.
 #[derive(Debug)]
@@ -84,14 +84,15 @@ impl Registry {
             });
         }
         let manifest = Manifest::parse_for_put(&bytes, content_type)?;
+        let node = Node::of(bytes.len() as u64, &manifest);
         let _inflight = self.inflight();
         // Touch everything the image reaches (an index's platform images and their blobs too)
         // before checking that it exists (see `touched`): a GC running now either keeps it all
         // or has removed something, which the check then sees.
-        let reach = self.closure_of(&manifest)?;
-        self.touched.touch(reach.iter().chain([&digest]));
+        let reach = self.stored_reach(&digest, Some(&node))?;
+        self.touched.touch(reach.iter());
         let _guard = self.repo_lock(name);
-        let sizes = match self.check_complete(name, &manifest) {
+        let sizes = match self.check_complete(name, &digest, &node) {
             Ok(s) => s,
             Err(e) => {
                 if let RegistryError::ManifestBlobUnknown { digests } = &e {
@@ -103,18 +104,18 @@ impl Registry {
         };
 
         self.store().put_if_absent(&layout::blob_data(&digest), &bytes).map_err(storage)?;
-        self.store().put(&layout::revision_link(name, &digest), &layout::link_content(&digest)).map_err(storage)?;
-        let subject = manifest.subject.as_ref().map(|s| s.digest.clone());
-        if let Some(s) = &subject {
-            self.referrers_record(name, s, &digest)?;
+        self.put_revision(name, &digest)?;
+        if let Some(s) = &node.subject {
+            self.link_referrer(name, s, &digest)?;
         }
         if let Reference::Tag(t) = reference {
             self.tag_set(name, t, &digest)?;
         }
-        self.usage_change(crate::usage::Change::PutManifest {
+        let subject = node.subject.clone();
+        self.graph.note(Change::PutManifest {
             repo: name.clone(),
             digest: digest.clone(),
-            node: crate::usage::Node::of(bytes.len() as u64, &manifest),
+            node,
             sizes,
             tag: match reference {
                 Reference::Tag(t) => Some(t.clone()),
@@ -131,84 +132,55 @@ impl Registry {
         Ok(PutManifest { digest, subject })
     }
 
-    /// Every digest an image reaches below its own: config and layers, and for an index its
-    /// children and everything they reach (as far as the children can be read).
-    fn closure_of(&self, m: &Manifest) -> Result<Vec<Digest>> {
-        let mut out: Vec<Digest> = m.references().map(|d| d.digest.clone()).collect();
-        out.extend(self.reach_from(m.manifests.iter().map(|c| c.digest.clone()).collect())?);
-        Ok(out)
+    /// What the stored manifest `d` references, if its bytes are there and readable.
+    pub(crate) fn stored_node(&self, d: &Digest) -> Result<Option<Box<Node<Digest>>>> {
+        Ok(self
+            .load_manifest(d)?
+            .and_then(|m| m.manifest.as_ref().map(|p| Box::new(Node::of(m.bytes.len() as u64, p)))))
     }
 
-    /// The manifests `roots` and everything they reach: their blobs and their children, as far
-    /// as the manifests can be read.
-    pub(crate) fn reach_from(&self, roots: Vec<Digest>) -> Result<Vec<Digest>> {
+    /// Every digest the manifest `d` reaches in the blob store (itself included), as far as
+    /// the manifests can be read; `top` stands for `d` when it is not stored yet.
+    pub(crate) fn stored_reach(&self, d: &Digest, top: Option<&Node<Digest>>) -> Result<Vec<Digest>> {
         let mut out = Vec::new();
-        let mut stack = roots;
-        let mut seen = std::collections::HashSet::new();
-        while let Some(d) = stack.pop() {
-            if !seen.insert(d.clone()) {
-                continue;
+        walk([d.clone()], |r, _| {
+            let (Reached::Manifest(m) | Reached::Blob(m)) = r;
+            out.push(m.clone());
+            match r {
+                Reached::Manifest(m) if m == d && top.is_some() => Ok(top.cloned().map(Box::new)),
+                Reached::Manifest(m) => self.stored_node(m),
+                Reached::Blob(_) => Ok(None),
             }
-            out.push(d.clone());
-            if let Some(m) = self.load_manifest(&d)?
-                && let Some(p) = &m.manifest
-            {
-                out.extend(p.references().map(|r| r.digest.clone()));
-                stack.extend(p.manifests.iter().map(|c| c.digest.clone()));
-            }
-        }
+        })?;
         Ok(out)
     }
 
-    /// I1: refuses a manifest naming anything the repository does not hold: its blobs (linked
-    /// and present), its child manifests (with a revision link and present), and, so that an
-    /// index is only accepted whole, everything those children name. Returns the size of what
-    /// the manifest names directly.
-    fn check_complete(&self, name: &RepoName, m: &Manifest) -> Result<Vec<(Digest, u64)>> {
+    /// I1: refuses a manifest (`d`, referencing `top`) that names anything the repository does
+    /// not hold: its blobs (linked and present), its child manifests (with a revision link and
+    /// present), and, so that an index is only accepted whole, everything those children
+    /// name. Returns the size of what the manifest names directly.
+    fn check_complete(&self, name: &RepoName, d: &Digest, top: &Node<Digest>) -> Result<Vec<(Digest, u64)>> {
         let mut missing: Vec<Digest> = Vec::new();
         let mut sizes = Vec::new();
-        let blobs = m.references().map(|d| (d.digest.clone(), true));
-        let children = m.manifests.iter().map(|c| (c.digest.clone(), false));
-        let mut work: Vec<(Digest, bool, bool)> = blobs.chain(children).map(|(d, b)| (d, b, true)).collect();
-        work.reverse(); // report missing digests in the manifest's own order
-        let mut seen = std::collections::HashSet::new();
-        while let Some((d, is_blob, direct)) = work.pop() {
-            if !seen.insert((d.clone(), is_blob)) || missing.contains(&d) {
-                continue;
+        walk([d.clone()], |r, _| {
+            let (linked, x) = match r {
+                Reached::Manifest(m) if m == d => return Ok(Some(Box::new(top.clone()))),
+                Reached::Manifest(m) => (self.revision_exists(name, m)?, m),
+                Reached::Blob(b) => (self.layer_linked(name, b)?, b),
+            };
+            let Some(size) = self.blob_size(x)?.filter(|_| linked) else {
+                missing.push(x.clone());
+                return Ok(None);
+            };
+            if top.blobs.contains(x) || top.children.contains(x) {
+                sizes.push((x.clone(), size));
             }
-            let linked = if is_blob { self.layer_linked(name, &d)? } else { self.revision_exists(name, &d)? };
-            match (linked, self.blob_size(&d)?) {
-                (true, Some(size)) => {
-                    if direct {
-                        sizes.push((d.clone(), size));
-                    }
-                    if !is_blob
-                        && let Some(child) = self.load_manifest(&d)?
-                        && let Some(p) = &child.manifest
-                    {
-                        work.extend(p.references().map(|r| (r.digest.clone(), true, false)));
-                        work.extend(p.manifests.iter().map(|c| (c.digest.clone(), false, false)));
-                    }
-                }
-                _ => missing.push(d.clone()),
+            match r {
+                Reached::Manifest(m) => self.stored_node(m),
+                Reached::Blob(_) => Ok(None),
             }
-        }
+        })?;
         if missing.is_empty() { Ok(sizes) } else { Err(RegistryError::ManifestBlobUnknown { digests: missing }) }
-    }
-
-    /// Whether `name` holds the manifest `d` (has its revision link).
-    pub(crate) fn revision_exists(&self, name: &RepoName, d: &Digest) -> Result<bool> {
-        exists(self.store().stat(&layout::revision_link(name, d)))
-    }
-
-    /// Every manifest digest `name` holds.
-    pub(crate) fn revisions(&self, name: &RepoName) -> Result<Vec<Digest>> {
-        let mut out = Vec::new();
-        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            let names = self.store().list(&layout::revisions_dir(name, alg), None, usize::MAX).map_err(storage)?;
-            out.extend(names.iter().filter_map(|hex| Digest::from_parts(alg.as_str(), hex)));
-        }
-        Ok(out)
     }
 
     /// Reads a manifest from the blob store, verifying its bytes against its digest (I3).
@@ -223,11 +195,7 @@ impl Registry {
             return Ok(Some(m));
         }
         let key = layout::blob_data(d);
-        let bytes = match self.store().get(&key) {
-            Ok(b) => Bytes::from(b),
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(storage(e)),
-        };
+        let Some(bytes) = self.store().get_opt(&key).map_err(storage)?.map(Bytes::from) else { return Ok(None) };
         let actual = Digest::of(d.algorithm(), &bytes);
         if &actual != d {
             tracing::error!(digest = %d, %actual, "stored manifest does not match its digest");

@@ -10,10 +10,9 @@
 use std::collections::BTreeMap;
 
 use berth_oci::{Digest, RepoName};
-use berth_storage::layout;
+use berth_storage::{BackendExt, layout};
 
 use crate::Registry;
-use crate::blobs::exists;
 use crate::error::{Result, storage};
 
 /// One entry of a referrers list: a descriptor of the referring manifest.
@@ -41,7 +40,7 @@ impl Registry {
             let _share = self.repo_share(name);
             self.ensure_referrers_index(name)?;
         }
-        let entries = self.store().list(&layout::referrers_of(name, subject), None, usize::MAX).map_err(storage)?;
+        let entries = self.store().list_all(&layout::referrers_of(name, subject)).map_err(storage)?;
         let mut out = Vec::new();
         for e in entries {
             let Ok(d) = e.parse::<Digest>() else { continue };
@@ -68,24 +67,16 @@ impl Registry {
         Ok(out)
     }
 
-    /// Records that `referrer` names `subject`.
-    pub(crate) fn referrers_record(&self, name: &RepoName, subject: &Digest, referrer: &Digest) -> Result<()> {
-        self.ensure_referrers_index(name)?;
-        self.store()
-            .put(&layout::referrer_entry(name, subject, referrer), &layout::link_content(referrer))
-            .map_err(storage)
-    }
-
     /// Whether the index of `name` disagrees with its manifests (an entry for a manifest that
     /// does not name that subject, or a manifest with a subject and no entry).
     pub(crate) fn referrers_drift(&self, name: &RepoName) -> Result<bool> {
-        if !exists(self.store().stat(&layout::referrers_marker(name)))? {
+        if !self.store().exists(&layout::referrers_marker(name)).map_err(storage)? {
             return Ok(false); // not built yet: it will be, from the layout, on first use
         }
         let mut indexed = std::collections::HashSet::new();
-        for s in self.store().list(&layout::referrers_subjects(name), None, usize::MAX).map_err(storage)? {
+        for s in self.store().list_all(&layout::referrers_subjects(name)).map_err(storage)? {
             let Ok(subject) = s.parse::<Digest>() else { return Ok(true) };
-            for r in self.store().list(&layout::referrers_of(name, &subject), None, usize::MAX).map_err(storage)? {
+            for r in self.store().list_all(&layout::referrers_of(name, &subject)).map_err(storage)? {
                 let Ok(d) = r.parse::<Digest>() else { return Ok(true) };
                 indexed.insert((subject.clone(), d));
             }
@@ -111,7 +102,7 @@ impl Registry {
 
     fn ensure_referrers_index(&self, name: &RepoName) -> Result<()> {
         let marker = layout::referrers_marker(name);
-        if exists(self.store().stat(&marker))? {
+        if self.store().exists(&marker).map_err(storage)? {
             return Ok(());
         }
         for d in self.revisions(name)? {

@@ -3,102 +3,22 @@
 //! it back (I4). Entries expire after the configured retention and are purged, after which the
 //! next GC may free their content.
 //!
-//! Also the audit log: every delete, restore, purge and expiry appends one JSON line.
+//! Also the audit log: every delete, restore, purge and expiry appends one JSON line, and
+//! [`Registry::audit_log`] reads it back.
 //!
 //! This module never removes a tag or a manifest itself; `delete` does, after writing here.
+//! The record formats belong to `journal`; this module decides where they are stored.
 
 use std::collections::BTreeMap;
-use std::fmt;
-use std::str::FromStr;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use berth_oci::{Digest, RepoName, Tag};
-use berth_storage::layout;
+use berth_storage::{BackendExt, layout};
 
 use crate::Registry;
 use crate::error::{RegistryError, Result, storage};
-use crate::journal::{self, AuditAction};
-
-/// What a delete removed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeleteKind {
-    /// One tag (`DELETE /v2/<name>/manifests/<tag>`).
-    Tag,
-    /// A manifest and every tag on it (`DELETE /v2/<name>/manifests/<digest>`).
-    Manifest,
-    /// A layer link (`DELETE /v2/<name>/blobs/<digest>`).
-    Blob,
-    /// A whole repository.
-    Repository,
-}
-
-/// A trash entry id: `<UTC time>-<8 hex>`, so ids sort by time.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TrashId(String);
-
-impl TrashId {
-    pub(crate) fn new(time: SystemTime) -> TrashId {
-        let stamp = humantime::format_rfc3339_seconds(time).to_string().replace(['-', ':'], "");
-        let random = uuid::Uuid::new_v4().as_u128() as u32;
-        TrashId(format!("{stamp}-{random:08x}"))
-    }
-
-    /// The id as a string.
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl FromStr for TrashId {
-    type Err = String;
-
-    /// Only what [`TrashId::new`] makes: it becomes a file name.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let ok = s.len() <= 64 && !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-        if ok { Ok(TrashId(s.to_owned())) } else { Err(format!("invalid trash id {s:?}")) }
-    }
-}
-
-impl fmt::Display for TrashId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// One delete, as recorded in the trash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TrashEntry {
-    /// Its id.
-    pub id: TrashId,
-    /// When the delete happened.
-    pub time: SystemTime,
-    /// Who deleted, when known.
-    pub who: Option<String>,
-    /// What kind of delete.
-    pub kind: DeleteKind,
-    /// The repository.
-    pub repository: RepoName,
-    /// Tags removed, with the digest each pointed at.
-    pub tags: BTreeMap<Tag, Digest>,
-    /// Manifests removed from the repository (revision links).
-    pub manifests: Vec<Digest>,
-    /// Layer links removed from the repository.
-    pub layers: Vec<Digest>,
-    /// Bytes the delete frees once the entry expires and GC runs, as computed at delete time.
-    pub bytes_freed: u64,
-}
-
-impl TrashEntry {
-    /// When the entry expires under `retention`.
-    pub fn expires(&self, retention: Duration) -> SystemTime {
-        self.time + retention
-    }
-
-    /// Every manifest digest the entry holds: removed manifests and the targets of removed tags.
-    pub fn held_manifests(&self) -> impl Iterator<Item = &Digest> {
-        self.manifests.iter().chain(self.tags.values())
-    }
-}
+use crate::graph::{Change, Reached, walk};
+use crate::journal::{self, AuditAction, AuditRecord, DeleteKind, TrashEntry, TrashId};
 
 /// Which trash entry to restore.
 #[derive(Debug, Clone)]
@@ -124,7 +44,7 @@ impl Registry {
     /// Every trash entry, oldest first. Unreadable entries are skipped with a warning (fsck
     /// reports them); they still protect nothing, so they are never silently trusted.
     pub fn trash_list(&self) -> Result<Vec<TrashEntry>> {
-        let names = self.store().list(&layout::trash_dir(), None, usize::MAX).map_err(storage)?;
+        let names = self.store().list_all(&layout::trash_dir()).map_err(storage)?;
         let mut out = Vec::new();
         for n in names {
             let Some(id) = n.strip_suffix(".json").and_then(|s| s.parse::<TrashId>().ok()) else { continue };
@@ -143,10 +63,8 @@ impl Registry {
     }
 
     fn trash_read(&self, id: &TrashId) -> Result<TrashEntry> {
-        let bytes = match self.store().get(&layout::trash_entry(id.as_str())) {
-            Ok(b) => b,
-            Err(e) if e.is_not_found() => return Err(RegistryError::TrashUnknown { id: id.to_string() }),
-            Err(e) => return Err(storage(e)),
+        let Some(bytes) = self.store().get_opt(&layout::trash_entry(id.as_str())).map_err(storage)? else {
+            return Err(RegistryError::TrashUnknown { id: id.to_string() });
         };
         journal::decode_entry(&bytes)
             .map_err(|reason| RegistryError::Corrupt { what: format!("trash entry {id}"), reason })
@@ -159,7 +77,7 @@ impl Registry {
             self.store()
                 .put(&layout::trash_entry(entry.id.as_str()), &journal::encode_entry(entry))
                 .map_err(storage)?;
-            self.usage_change(crate::usage::Change::TrashAdd(entry.clone()));
+            self.graph.note(Change::TrashAdd(entry.clone()));
         }
         self.audit(AuditAction::Delete, entry, forced, Some(trashed))?;
         Ok(trashed)
@@ -174,7 +92,7 @@ impl Registry {
         forced: bool,
         trashed: Option<bool>,
     ) -> Result<()> {
-        let line = journal::encode_audit(action, entry, forced, trashed, SystemTime::now());
+        let line = journal::encode_audit(&AuditRecord::of(action, entry, forced, trashed, SystemTime::now()));
         let mut w = self.store().writer(&layout::audit_log()).map_err(storage)?;
         w.write_all(&line).map_err(storage)?;
         w.commit().map_err(storage)?;
@@ -210,7 +128,7 @@ impl Registry {
     fn trash_remove(&self, e: &TrashEntry, action: AuditAction) -> Result<()> {
         self.audit(action, e, false, None)?;
         self.store().delete(&layout::trash_entry(e.id.as_str())).map_err(storage)?;
-        self.usage_change(crate::usage::Change::TrashRemove(e.id.clone()));
+        self.graph.note(Change::TrashRemove(e.id.clone()));
         if e.kind == DeleteKind::Repository && !self.repo_exists(&e.repository)? {
             // The repository's folder goes with its entry: whatever empty folders remain.
             self.store().prune_empty(&layout::repo_dir(&e.repository)).map_err(storage)?;
@@ -258,15 +176,13 @@ impl Registry {
         for l in &entry.layers {
             self.link_layer(name, l)?;
         }
-        for m in entry.held_manifests() {
-            self.relink_manifest(name, m)?;
-        }
+        self.relink_manifests(name, entry.held_manifests().cloned())?;
         for (tag, d) in &entry.tags {
             self.tag_set(name, tag, d)?;
         }
         self.store().delete(&layout::trash_entry(entry.id.as_str())).map_err(storage)?;
         self.audit(AuditAction::Restore, &entry, force && !conflicts.is_empty(), None)?;
-        self.usage_change(crate::usage::Change::Restore(entry.clone()));
+        self.graph.note(Change::Restore(entry.clone()));
         self.catalog_added(name);
         Ok(Restored { entry, overwritten: conflicts.into_iter().collect() })
     }
@@ -291,62 +207,88 @@ impl Registry {
 
     /// Every digest the entry reaches: held manifests, their children, their blobs, its layers.
     fn entry_reach(&self, e: &TrashEntry) -> Result<Vec<Digest>> {
-        let mut out = self.reach_from(e.held_manifests().cloned().collect())?;
-        out.extend(e.layers.iter().cloned());
+        let mut out = e.layers.clone();
+        walk(e.held_manifests().cloned(), |r, _| -> Result<_> {
+            let (Reached::Manifest(d) | Reached::Blob(d)) = r;
+            out.push(d.clone());
+            match r {
+                Reached::Manifest(m) => self.stored_node(m),
+                Reached::Blob(_) => Ok(None),
+            }
+        })?;
         Ok(out)
     }
 
     /// Every blob or manifest the entry needs that is no longer in the blob store.
     pub(crate) fn missing_content(&self, e: &TrashEntry) -> Result<Vec<Digest>> {
         let mut missing = Vec::new();
-        let mut seen = std::collections::HashSet::new();
-        let mut stack: Vec<Digest> = e.held_manifests().cloned().collect();
-        while let Some(d) = stack.pop() {
-            if !seen.insert(d.clone()) {
-                continue;
-            }
+        walk(e.held_manifests().cloned(), |r, _| {
+            let (Reached::Manifest(d) | Reached::Blob(d)) = r;
             // The store, not the manifest cache, says whether the bytes are still there.
-            let present = self.blob_size(&d)?.is_some();
-            match self.load_manifest(&d)?.filter(|_| present) {
-                None => missing.push(d),
-                Some(m) => {
-                    if let Some(parsed) = &m.manifest {
-                        for r in parsed.references() {
-                            if seen.insert(r.digest.clone()) && self.blob_size(&r.digest)?.is_none() {
-                                missing.push(r.digest.clone());
-                            }
-                        }
-                        stack.extend(parsed.manifests.iter().map(|c| c.digest.clone()));
-                    }
-                }
+            if self.blob_size(d)?.is_none() {
+                missing.push(d.clone());
+                return Ok::<_, RegistryError>(None);
             }
-        }
+            match r {
+                Reached::Manifest(m) => match self.stored_node(m)? {
+                    None => {
+                        missing.push(m.clone());
+                        Ok(None)
+                    }
+                    node => Ok(node),
+                },
+                Reached::Blob(_) => Ok(None),
+            }
+        })?;
         for l in &e.layers {
-            if seen.insert(l.clone()) && self.blob_size(l)?.is_none() {
+            if !missing.contains(l) && self.blob_size(l)?.is_none() {
                 missing.push(l.clone());
             }
         }
         missing.sort();
+        missing.dedup();
         Ok(missing)
     }
 
-    /// Gives a manifest (and its children) back to a repository: revision links, and the layer
-    /// links its blobs need so that pulls find them.
-    fn relink_manifest(&self, name: &RepoName, d: &Digest) -> Result<()> {
-        let mut stack = vec![d.clone()];
-        while let Some(d) = stack.pop() {
-            let Some(m) = self.load_manifest(&d)? else { continue };
-            if let Some(parsed) = &m.manifest {
-                for r in parsed.references() {
-                    self.link_layer(name, &r.digest)?;
+    /// Gives manifests (and their children) back to a repository: revision links, the layer
+    /// links their blobs need so that pulls find them, and their referrers index entries.
+    fn relink_manifests(&self, name: &RepoName, manifests: impl IntoIterator<Item = Digest>) -> Result<()> {
+        walk(manifests, |r, _| match r {
+            Reached::Blob(b) => self.link_layer(name, b).map(|()| None),
+            Reached::Manifest(m) => {
+                let node = self.stored_node(m)?;
+                if let Some(s) = node.as_ref().and_then(|n| n.subject.as_ref()) {
+                    self.link_referrer(name, s, m)?;
                 }
-                if let Some(s) = &parsed.subject {
-                    self.referrers_record(name, &s.digest, &d)?;
-                }
-                stack.extend(parsed.manifests.iter().map(|c| c.digest.clone()));
+                self.put_revision(name, m)?;
+                Ok(node)
             }
-            self.store().put(&layout::revision_link(name, &d), &layout::link_content(&d)).map_err(storage)?;
+        })
+    }
+
+    /// The audit log, newest first: records numbered by line (1 is the first ever written)
+    /// before line `before` (all when `None`), that `keep` accepts, at most `n`. Unreadable
+    /// lines are skipped with a warning.
+    pub fn audit_log(
+        &self,
+        before: Option<u64>,
+        n: usize,
+        keep: impl Fn(&AuditRecord) -> bool,
+    ) -> Result<Vec<(u64, AuditRecord)>> {
+        let Some(bytes) = self.store().get_opt(&layout::audit_log()).map_err(storage)? else { return Ok(vec![]) };
+        let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
+        let end = before.map_or(lines.len(), |b| (b.saturating_sub(1) as usize).min(lines.len()));
+        let mut out = Vec::new();
+        for (i, line) in lines[..end].iter().enumerate().rev() {
+            match journal::decode_audit(line) {
+                Ok(r) if keep(&r) => out.push((i as u64 + 1, r)),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(line = i + 1, error = %e, "skipping an unreadable audit line"),
+            }
+            if out.len() == n {
+                break;
+            }
         }
-        Ok(())
+        Ok(out)
     }
 }

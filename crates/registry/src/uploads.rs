@@ -13,17 +13,19 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use berth_oci::{Algorithm, Digest, DigestHasher, RepoName, UploadId};
-use berth_storage::layout;
+use berth_storage::{BackendExt, layout};
 
-use crate::blobs::exists;
 use crate::error::{RegistryError, Result, storage};
+use crate::graph::Change;
 use crate::{Chunk, Registry};
 
 /// In-memory state of the uploads this process is serving.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
-    map: Mutex<HashMap<(RepoName, UploadId), Arc<Mutex<Session>>>>,
+    map: Mutex<SessionMap>,
 }
+
+type SessionMap = HashMap<(RepoName, UploadId), Arc<Mutex<Session>>>;
 
 /// The SHA-256 state over the first `offset` bytes of an upload's data file.
 struct Session {
@@ -150,11 +152,7 @@ impl Registry {
     /// Bytes received so far.
     pub fn upload_status(&self, name: &RepoName, id: &UploadId) -> Result<u64> {
         self.check_upload(name, id)?;
-        match self.store().stat(&layout::upload_data(name, id)) {
-            Ok(m) => Ok(m.size),
-            Err(e) if e.is_not_found() => Ok(0),
-            Err(e) => Err(storage(e)),
-        }
+        Ok(self.store().stat_opt(&layout::upload_data(name, id)).map_err(storage)?.map_or(0, |m| m.size))
     }
 
     /// Appends a chunk. With `start`, the chunk must begin exactly where the upload stands
@@ -260,14 +258,14 @@ impl Registry {
         };
         let _share = self.repo_share(name);
         self.link_layer(name, digest)?;
-        self.usage_change(crate::usage::Change::Blob { repo: name.clone(), digest: digest.clone(), size });
+        self.graph.note(Change::Blob { repo: name.clone(), digest: digest.clone(), size });
         Ok(true)
     }
 
     /// `BlobUploadUnknown` unless the session exists (it may never have started, or be
     /// finished, cancelled, or purged by GC as stale).
     fn check_upload(&self, name: &RepoName, id: &UploadId) -> Result<()> {
-        if exists(self.store().stat(&layout::upload_started(name, id)))? {
+        if self.store().exists(&layout::upload_started(name, id)).map_err(storage)? {
             Ok(())
         } else {
             self.uploads.remove(name, id);
@@ -368,7 +366,7 @@ impl Registry {
         }
         let _share = self.repo_share(name);
         self.link_layer(name, digest)?;
-        self.usage_change(crate::usage::Change::Blob { repo: name.clone(), digest: digest.clone(), size });
+        self.graph.note(Change::Blob { repo: name.clone(), digest: digest.clone(), size });
         Ok(())
     }
 

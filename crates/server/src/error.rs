@@ -70,7 +70,7 @@ impl ApiError {
         };
         match e {
             RegistryError::Parse(p) => match p {
-                ParseError::Name { .. } => m(S::BAD_REQUEST, "NAME_INVALID"),
+                ParseError::Name { .. } | ParseError::Pattern { .. } => m(S::BAD_REQUEST, "NAME_INVALID"),
                 ParseError::Tag { .. } => m(S::BAD_REQUEST, "TAG_INVALID"),
                 ParseError::Digest { .. } => m(S::BAD_REQUEST, "DIGEST_INVALID"),
                 ParseError::UnsupportedAlgorithm { .. } => m(S::BAD_REQUEST, "UNSUPPORTED"),
@@ -165,7 +165,7 @@ impl IntoResponse for ApiError {
                 }
             }
             ApiError::Registry(RegistryError::RangeInvalid { offset, .. }) => {
-                if let Ok(v) = HeaderValue::from_str(&crate::v2::upload_range(*offset)) {
+                if let Ok(v) = HeaderValue::from_str(&crate::headers::upload_range(*offset)) {
                     resp.headers_mut().insert(header::RANGE, v);
                 }
             }
@@ -236,6 +236,7 @@ mod tests {
             ("md5:1".parse::<Digest>().unwrap_err().into(), 400),
             ("a.b".parse::<berth_oci::UploadId>().unwrap_err().into(), 404),
             (berth_oci::ParseError::Manifest("x".into()).into(), 400),
+            ("A/**".parse::<berth_oci::RepoPattern>().unwrap_err().into(), 400),
             (RegistryError::BlobUnknown { digest: d.clone() }.into(), 404),
             (RegistryError::BlobUploadInvalid { reason: "x".into() }.into(), 400),
             (RegistryError::BlobUploadUnknown { id: "x".into() }.into(), 404),

@@ -11,6 +11,7 @@
 pub mod admin;
 mod body;
 pub mod error;
+pub mod headers;
 pub mod metrics;
 pub mod v2;
 pub mod zero_copy;
@@ -42,6 +43,20 @@ pub struct AppState {
     pub gc: berth_registry::GcOptions,
     /// Headers added to every answer (`http.headers`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl AppState {
+    /// Answers `UNSUPPORTED` (405) when `storage.delete.enabled` is false.
+    pub(crate) fn check_deletes_enabled(&self) -> Result<(), error::ApiError> {
+        if self.delete_enabled {
+            Ok(())
+        } else {
+            Err(berth_registry::RegistryError::Unsupported {
+                what: "deletes are disabled on this registry (storage.delete.enabled: false)".into(),
+            }
+            .into())
+        }
+    }
 }
 
 /// Validates `http.headers` entries into header pairs.
@@ -81,15 +96,13 @@ pub async fn serve(
     axum::serve(zero_copy::Listener(listener), app).with_graceful_shutdown(shutdown).await
 }
 
-static API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
-
 /// Adds the API version header, strips bodies from HEAD answers, and records metrics.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let kind = metrics::classify(req.uri().path());
     let method = req.method().clone();
     let mut resp = next.run(req).await;
-    resp.headers_mut().insert(API_VERSION.clone(), HeaderValue::from_static("registry/2.0"));
+    resp.headers_mut().insert(headers::API_VERSION.clone(), HeaderValue::from_static("registry/2.0"));
     for (name, value) in &state.headers {
         resp.headers_mut().append(name.clone(), value.clone());
     }

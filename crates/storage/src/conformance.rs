@@ -83,7 +83,7 @@ pub fn missing_keys_are_not_found(b: &dyn Backend) {
     for key in [k("nf/missing"), k("nf/dir")] {
         assert!(b.get(&key).unwrap_err().is_not_found(), "get {key}");
         assert!(b.stat(&key).unwrap_err().is_not_found(), "stat {key}");
-        assert!(b.open(&key, 0).err().expect("open fails").is_not_found(), "open {key}");
+        assert!(b.open(&key, 0).expect_err("open fails").is_not_found(), "open {key}");
     }
 }
 

@@ -157,36 +157,6 @@ fn map_io(key: &Key, e: io::Error) -> StorageError {
     }
 }
 
-/// The exclusive lock on a root: held by `berth serve`, and by a command that changes a root
-/// directly, so the two never work on one root at once. Released when dropped (or when the
-/// process dies: it is an advisory `flock`).
-#[derive(Debug)]
-pub struct RootLock {
-    _file: File,
-}
-
-impl FsBackend {
-    /// Takes the root's lock for `holder` (a one-line description, such as `berth serve (pid 7,
-    /// http://127.0.0.1:5000)`). `Ok(Err(who))` when someone else holds it.
-    pub fn try_lock(&self, holder: &str) -> io::Result<std::result::Result<RootLock, String>> {
-        let path = self.root.join(layout::LOCK_FILE);
-        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
-        match file.try_lock() {
-            Ok(()) => {
-                file.set_len(0)?;
-                file.write_all(holder.as_bytes())?;
-                Ok(Ok(RootLock { _file: file }))
-            }
-            Err(std::fs::TryLockError::WouldBlock) => {
-                let mut who = String::new();
-                let _ = std::io::Read::read_to_string(&mut file, &mut who);
-                Ok(Err(if who.trim().is_empty() { "another process".to_owned() } else { who.trim().to_owned() }))
-            }
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
-        }
-    }
-}
-
 /// A temporary file removed on drop unless it was moved into place.
 struct TempFile(Option<PathBuf>);
 

@@ -1,5 +1,7 @@
-//! Where Berth's bytes live: a key/bytes [`Backend`] contract, the filesystem backend
-//! [`FsBackend`], and [`layout`], the one module that knows CNCF Distribution's on-disk layout.
+//! Where Berth's bytes live: a key/bytes [`Backend`] contract with its conveniences
+//! ([`BackendExt`]), the filesystem backend [`FsBackend`], the factory that opens a backend from
+//! configuration ([`StorageConfig`]), the root lock ([`RootLock`]), and [`layout`], the one
+//! module that knows CNCF Distribution's on-disk layout.
 //!
 //! The trait is deliberately not a filesystem interface. It speaks of keys and whole objects
 //! with a written contract (see [`Backend`]) so an object store can implement it later; the
@@ -12,17 +14,23 @@
 
 mod backend;
 mod error;
+mod ext;
+mod factory;
 mod fs;
 mod key;
 pub mod layout;
+mod lock;
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 
 pub use backend::{Backend, Meta, ObjectReader, ObjectWriter};
 pub use error::StorageError;
-pub use fs::{FsBackend, FsOptions, RootLock};
+pub use ext::BackendExt;
+pub use factory::StorageConfig;
+pub use fs::{FsBackend, FsOptions};
 pub use key::Key;
+pub use lock::RootLock;
 
 /// Result of a storage operation.
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;

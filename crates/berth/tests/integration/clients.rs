@@ -119,9 +119,12 @@ pub fn raw(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body:
     Raw { status, headers, body }
 }
 
+/// A request to pipeline: method, path, headers.
+pub type Pipelined<'a> = (&'a str, String, Vec<(&'a str, String)>);
+
 /// Sends every request on one connection before reading any answer (HTTP/1.1 pipelining),
-/// then splits the answers by their `Content-Length`. Requests are `(method, path, headers)`.
-pub fn pipelined(addr: &str, requests: &[(&str, String, Vec<(&str, String)>)]) -> Vec<Raw> {
+/// then splits the answers by their `Content-Length`.
+pub fn pipelined(addr: &str, requests: &[Pipelined<'_>]) -> Vec<Raw> {
     let mut s = TcpStream::connect(addr).unwrap();
     let mut all = String::new();
     for (i, (method, path, headers)) in requests.iter().enumerate() {

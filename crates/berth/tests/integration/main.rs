@@ -10,6 +10,8 @@ mod harness;
 /// OCI layouts with real layers, built without network.
 mod image;
 
+/// The admin API's listings: pages, sorting, filters, and the CLI reading them.
+mod admin;
 /// Bad input gets the spec's error code, never a 500.
 mod bad_input;
 /// The CLI offline on a root, and its manners.

@@ -1,3 +1,5 @@
+//! skopeo round trips against Berth: OCI image and index, Docker schema 2, inspect and list-tags.
+
 use berth_oci::Digest;
 
 use crate::clients::{copy, raw_manifest, served_digest, skopeo};

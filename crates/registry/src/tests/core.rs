@@ -1,3 +1,5 @@
+//! The core: uploads, manifests, tags, listings and referrers, and what each refuses.
+
 use berth_oci::{Algorithm, Digest, Reference, Tag};
 use berth_storage::layout;
 use bytes::Bytes;

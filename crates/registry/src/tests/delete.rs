@@ -290,9 +290,10 @@ fn usage_counts_shared_and_unique_bytes() {
 fn the_graph_kept_in_memory_matches_a_fresh_scan_after_every_kind_of_change() {
     let f = fixture();
     let check = |when: &str| {
-        let kept = f.reg.with_graph(|g| (g.repos.clone(), g.trash.keys().cloned().collect::<Vec<_>>())).unwrap();
-        let fresh = open(f.dir.path()).scan_graph().unwrap();
-        assert_eq!(kept.0, fresh.repos, "repositories differ after {when}");
+        let kept = f.reg.with_graph(|g, _| (g.by_digest(), g.trash.keys().cloned().collect::<Vec<_>>())).unwrap();
+        let opts = crate::scan::ScanOptions { sizes: true, strict: true };
+        let fresh = open(f.dir.path()).scan(opts, &|_, _| {}).unwrap().graph;
+        assert_eq!(kept.0, fresh.by_digest(), "repositories differ after {when}");
         assert_eq!(kept.1, fresh.trash.keys().cloned().collect::<Vec<_>>(), "trash differs after {when}");
     };
     f.reg.usage().unwrap(); // load it first, so every later change is applied incrementally
@@ -324,7 +325,8 @@ fn deleting_unknown_things_says_what_is_unknown() {
     let f = fixture();
     image(&f.reg, "d/x", "v1", &[b"x"]);
     let missing = Digest::sha256_of(b"missing");
-    let cases: Vec<(DeleteTarget, fn(&RegistryError) -> bool)> = vec![
+    type Expect = fn(&RegistryError) -> bool;
+    let cases: Vec<(DeleteTarget, Expect)> = vec![
         (DeleteTarget::Tag(name("d/x"), t("nope")), |e| matches!(e, RegistryError::ManifestUnknown { .. })),
         (DeleteTarget::Tag(name("d/none"), t("v1")), |e| matches!(e, RegistryError::NameUnknown { .. })),
         (DeleteTarget::Manifest(name("d/x"), missing.clone()), |e| matches!(e, RegistryError::ManifestUnknown { .. })),

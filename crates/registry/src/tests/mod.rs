@@ -4,6 +4,7 @@
 mod core;
 mod delete;
 mod gc;
+mod tidy;
 
 use std::sync::Arc;
 

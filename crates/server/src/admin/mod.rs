@@ -2,19 +2,23 @@
 //!
 //! | method and path | what |
 //! | --- | --- |
-//! | `GET /api/repositories` | repositories with tag count and size |
-//! | `GET /api/repositories/<name>` | tags with digest, size and push time |
+//! | `GET /api/repositories` | repositories with tag count and sizes (a listing) |
+//! | `GET /api/repositories/<name>` | its tags with digest, sizes and push time (a listing) |
 //! | `DELETE /api/repositories/<name>[?tag=T\|digest=D\|blob=D][&force=true][&dry_run=true]` | delete a tag, an image, a layer link or the repository |
-//! | `GET /api/usage[?repository=<name>]` | space accounting |
-//! | `GET /api/trash`, `GET /api/trash/<id>` | trash entries |
+//! | `GET /api/usage[?repository=<name>]` | space accounting (a listing) |
+//! | `GET /api/trash`, `GET /api/trash/<id>` | trash entries (a listing), one entry |
 //! | `POST /api/trash/<id>/restore[?force=true]` | restore an entry |
 //! | `POST /api/restore?repository=<name>[&tag=<tag>][&force=true]` | restore the newest entry holding a tag or a repository |
 //! | `DELETE /api/trash[/<id>]` | purge entries for good |
+//! | `GET /api/audit[?repository=&who=&action=]` | the audit log, newest first (a listing) |
 //! | `POST /api/gc[?dry_run=true][&grace=1h][&untagged=24h\|keep]` | run GC (after any GC already running) and report |
 //!
-//! [`ops`] holds the operations as plain functions over a [`Registry`], so the CLI runs exactly
-//! the same code when it works on a storage root directly.
+//! A listing answers one page (`listing`): `n`, `last`, `sort`, `prefix` and `match`, and a
+//! `Link` header naming the next page. The paths are parsed once (`route`); the operations are
+//! plain functions (`ops`) that the CLI's direct mode calls too.
 
+pub mod listing;
+pub mod ops;
 pub mod route;
 pub mod wire;
 
@@ -22,132 +26,18 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_oci::{Digest, RepoName, Tag};
-use berth_registry::{DeleteRequest, DeleteTarget, RestoreTarget};
+use berth_registry::{DeleteRequest, DeleteTarget, RestoreTarget, UntaggedPolicy, parse_duration};
 use serde::Serialize;
 
 use crate::AppState;
 use crate::body::blocking;
 use crate::error::ApiError;
+use crate::headers::next_link;
+use listing::{Listing, Paged};
 use route::Endpoint;
-
-/// The admin operations, shared by the HTTP API and the CLI's direct mode.
-pub mod ops {
-    use berth_oci::RepoName;
-    use berth_registry::{DeleteRequest, Registry, RegistryError, RestoreTarget, TrashId};
-
-    use super::wire::*;
-
-    /// Repositories that hold a tag or a manifest.
-    pub fn repositories(reg: &Registry) -> Result<RepositoryList, RegistryError> {
-        let usage = reg.usage()?;
-        let exists: Vec<RepoName> = reg.with_graph(|g| {
-            g.repos
-                .iter()
-                .filter(|(_, st)| !st.tags.is_empty() || !st.manifests.is_empty())
-                .map(|(n, _)| n.clone())
-                .collect()
-        })?;
-        Ok(RepositoryList {
-            repositories: usage
-                .iter()
-                .filter(|u| exists.contains(&u.name))
-                .map(|u| RepositorySummary { name: u.name.to_string(), tags: u.tags.len(), size: u.usage.total })
-                .collect(),
-        })
-    }
-
-    /// One repository's tags.
-    pub fn repository(reg: &Registry, name: &RepoName) -> Result<RepositoryDetail, RegistryError> {
-        if !reg.repo_exists(name)? {
-            return Err(RegistryError::NameUnknown { name: name.clone() });
-        }
-        let usage = reg.usage()?;
-        let mut tags = Vec::new();
-        if let Some(u) = usage.iter().find(|u| &u.name == name) {
-            for t in &u.tags {
-                tags.push(TagInfo {
-                    tag: t.tag.to_string(),
-                    digest: t.digest.to_string(),
-                    size: t.usage.total,
-                    pushed: pushed(reg.tag_pushed(name, &t.tag)?),
-                });
-            }
-        }
-        Ok(RepositoryDetail { name: name.to_string(), tags })
-    }
-
-    /// Space accounting, for one repository or all.
-    pub fn usage(reg: &Registry, name: Option<&RepoName>) -> Result<UsageReport, RegistryError> {
-        if let Some(n) = name
-            && !reg.repo_exists(n)?
-        {
-            return Err(RegistryError::NameUnknown { name: n.clone() });
-        }
-        let all = reg.usage()?;
-        Ok(UsageReport {
-            repositories: all.iter().filter(|u| name.is_none_or(|n| &u.name == n)).map(RepoUsageWire::new).collect(),
-        })
-    }
-
-    /// A delete, or what it would do.
-    pub fn delete(reg: &Registry, req: &DeleteRequest, dry_run: bool) -> Result<DeleteResult, RegistryError> {
-        let retention = reg.config().trash_retention;
-        if dry_run {
-            let entry = reg.delete_plan(req)?;
-            return Ok(DeleteResult {
-                dry_run,
-                trashed: !retention.is_zero(),
-                entry: Entry::new(&entry, Some(retention)),
-            });
-        }
-        let done = reg.delete(req)?;
-        Ok(DeleteResult {
-            dry_run,
-            trashed: done.trashed,
-            entry: Entry::new(&done.entry, done.trashed.then_some(retention)),
-        })
-    }
-
-    /// The trash.
-    pub fn trash(reg: &Registry) -> Result<TrashList, RegistryError> {
-        let retention = reg.config().trash_retention;
-        let entries = reg.trash_list()?;
-        Ok(TrashList {
-            retention_seconds: retention.as_secs(),
-            entries: entries.iter().map(|e| Entry::new(e, Some(retention))).collect(),
-        })
-    }
-
-    /// One trash entry.
-    pub fn trash_entry(reg: &Registry, id: &TrashId) -> Result<Entry, RegistryError> {
-        Ok(Entry::new(&reg.trash_get(id)?, Some(reg.config().trash_retention)))
-    }
-
-    /// Purges one entry, or all.
-    pub fn purge(reg: &Registry, id: Option<&TrashId>) -> Result<PurgeResult, RegistryError> {
-        let retention = reg.config().trash_retention;
-        let purged = reg.trash_purge(id)?;
-        Ok(PurgeResult { purged: purged.iter().map(|e| Entry::new(e, Some(retention))).collect() })
-    }
-
-    /// Runs GC.
-    pub fn gc(
-        reg: &Registry,
-        opts: &berth_registry::GcOptions,
-        progress: &(dyn Fn(berth_registry::GcProgress) + Sync),
-    ) -> Result<GcResult, RegistryError> {
-        Ok(GcResult::new(&reg.gc(opts, progress)?))
-    }
-
-    /// Restores an entry.
-    pub fn restore(reg: &Registry, target: &RestoreTarget, force: bool) -> Result<RestoreResult, RegistryError> {
-        let restored = reg.restore(target, force)?;
-        Ok(RestoreResult::new(&restored, reg.config().trash_retention))
-    }
-}
 
 type Q = HashMap<String, String>;
 
@@ -162,6 +52,27 @@ fn flag(q: &Q, name: &str) -> Result<bool, ApiError> {
 fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     let bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
     (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+}
+
+/// A listing's page, with a `Link` to the next one (on `path`, with `extra` query pairs kept).
+fn paged<T: Serialize>(path: &str, extra: &[(&'static str, String)], page: Paged<T>) -> Response {
+    paged_with(path, extra, page.body, page.next.map(|l| l.to_query()))
+}
+
+fn paged_with<T: Serialize>(
+    path: &str,
+    extra: &[(&'static str, String)],
+    body: T,
+    next: Option<Vec<(&'static str, String)>>,
+) -> Response {
+    let mut resp = json(StatusCode::OK, &body);
+    if let Some(mut q) = next {
+        q.extend(extra.iter().cloned());
+        let mut h = HeaderMap::new();
+        h.insert(header::LINK, next_link(path, &q));
+        resp.headers_mut().extend(h);
+    }
+    resp
 }
 
 /// Every `/api/...` request.
@@ -180,13 +91,16 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q) -> Result<Resp
     let reg = st.registry.clone();
     match (ep, method) {
         (Endpoint::Repositories, Method::GET) => {
-            Ok(json(StatusCode::OK, &blocking(move || ops::repositories(&reg)).await??))
+            let l = Listing::from_query(&q, ops::REPOSITORY_SORTS)?;
+            Ok(paged("/api/repositories", &[], blocking(move || ops::repositories(&reg, &l)).await??))
         }
         (Endpoint::Repository(name), Method::GET) => {
-            Ok(json(StatusCode::OK, &blocking(move || ops::repository(&reg, &name)).await??))
+            let l = Listing::from_query(&q, ops::TAG_SORTS)?;
+            let path = format!("/api/repositories/{name}");
+            Ok(paged(&path, &[], blocking(move || ops::repository(&reg, &name, &l)).await??))
         }
         (Endpoint::Repository(name), Method::DELETE) => {
-            crate::v2::check_deletes_enabled(&st)?;
+            st.check_deletes_enabled()?;
             let target = match (q.get("tag"), q.get("digest"), q.get("blob")) {
                 (None, None, None) => DeleteTarget::Repository(name),
                 (Some(t), None, None) => DeleteTarget::Tag(name, t.parse::<Tag>()?),
@@ -201,9 +115,14 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q) -> Result<Resp
         }
         (Endpoint::Usage, Method::GET) => {
             let name = q.get("repository").map(|n| n.parse::<RepoName>()).transpose()?;
-            Ok(json(StatusCode::OK, &blocking(move || ops::usage(&reg, name.as_ref())).await??))
+            let l = Listing::from_query(&q, if name.is_some() { ops::TAG_SORTS } else { ops::REPOSITORY_SORTS })?;
+            let extra: Vec<(&'static str, String)> = name.iter().map(|n| ("repository", n.to_string())).collect();
+            Ok(paged("/api/usage", &extra, blocking(move || ops::usage(&reg, name.as_ref(), &l)).await??))
         }
-        (Endpoint::Trash, Method::GET) => Ok(json(StatusCode::OK, &blocking(move || ops::trash(&reg)).await??)),
+        (Endpoint::Trash, Method::GET) => {
+            let l = Listing::from_query(&q, &[listing::Sort::Name])?;
+            Ok(paged("/api/trash", &[], blocking(move || ops::trash(&reg, &l)).await??))
+        }
         (Endpoint::TrashEntry(id), Method::GET) => {
             Ok(json(StatusCode::OK, &blocking(move || ops::trash_entry(&reg, &id)).await??))
         }
@@ -228,36 +147,23 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q) -> Result<Resp
             let force = flag(&q, "force")?;
             Ok(json(StatusCode::OK, &blocking(move || ops::restore(&reg, &target, force)).await??))
         }
+        (Endpoint::Audit, Method::GET) => {
+            let aq = ops::AuditQuery::from_query(&q)?;
+            let page = blocking(move || ops::audit(&reg, &aq)).await??;
+            Ok(paged_with("/api/audit", &[], page.body, page.next.map(|n| n.to_query())))
+        }
         (Endpoint::Gc, Method::POST) => {
             let mut opts = st.gc.clone();
             opts.dry_run = flag(&q, "dry_run")?;
             if let Some(g) = q.get("grace") {
-                opts.grace = duration(g).map_err(|e| ApiError::BadRequest(format!("grace: {e}")))?;
+                opts.grace = parse_duration(g).map_err(|e| ApiError::BadRequest(format!("grace: {e}")))?;
             }
             if let Some(u) = q.get("untagged") {
-                opts.untagged = untagged(u).map_err(|e| ApiError::BadRequest(format!("untagged: {e}")))?;
+                opts.untagged =
+                    u.parse::<UntaggedPolicy>().map_err(|e| ApiError::BadRequest(format!("untagged: {e}")))?;
             }
             Ok(json(StatusCode::OK, &blocking(move || ops::gc(&reg, &opts, &|_| {})).await??))
         }
-        (Endpoint::Audit, _) => Err(ApiError::NotFound),
         _ => Err(ApiError::MethodNotAllowed),
-    }
-}
-
-/// Parses `7d`, `24h`, `90s`, `0`.
-pub fn duration(s: &str) -> Result<std::time::Duration, String> {
-    let s = s.trim();
-    if !s.is_empty() && s.chars().all(|c| c == '0') {
-        return Ok(std::time::Duration::ZERO);
-    }
-    humantime::parse_duration(s).map_err(|e| format!("bad duration {s:?} ({e}); write e.g. 7d, 24h, 90s or 0"))
-}
-
-/// Parses an untagged policy: `keep`, or an age such as `24h`.
-pub fn untagged(s: &str) -> Result<berth_registry::UntaggedPolicy, String> {
-    if s.trim() == "keep" {
-        Ok(berth_registry::UntaggedPolicy::Keep)
-    } else {
-        duration(s).map(berth_registry::UntaggedPolicy::OlderThan)
     }
 }

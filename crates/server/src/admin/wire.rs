@@ -1,17 +1,18 @@
 //! The admin API's JSON bodies (version 1 of `/api`). The CLI decodes these same types, and
 //! builds them itself when it works on a root directly, so both modes print the same thing.
-//! This is a serialization boundary: fields are only ever added.
+//! This is a serialization boundary: fields are only ever added (`tests` round-trips each
+//! type). Listings come a page at a time; the next page is named by the answer's `Link`.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
-use berth_registry::{DeleteKind, RepoUsage, Restored, TrashEntry};
+use berth_registry::{AuditRecord, DeleteKind, RepoSummary, Restored, TagUsage, TrashEntry};
 use serde::{Deserialize, Serialize};
 
-/// `GET /api/repositories`
+/// `GET /api/repositories`: one page.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RepositoryList {
-    /// Every repository that holds something, sorted.
+    /// Repositories that hold a tag or a manifest, in the order asked for.
     pub repositories: Vec<RepositorySummary>,
 }
 
@@ -24,14 +25,33 @@ pub struct RepositorySummary {
     pub tags: usize,
     /// Bytes it reaches (each blob once).
     pub size: u64,
+    /// The part other repositories or trash entries also reach.
+    #[serde(default)]
+    pub shared: u64,
+    /// What deleting it frees once GC runs.
+    #[serde(default)]
+    pub unique: u64,
 }
 
-/// `GET /api/repositories/<name>`
+impl RepositorySummary {
+    /// The wire form of a repository's summary.
+    pub fn new(r: &RepoSummary) -> RepositorySummary {
+        RepositorySummary {
+            name: r.name.to_string(),
+            tags: r.tags,
+            size: r.usage.total,
+            shared: r.usage.shared,
+            unique: r.usage.unique,
+        }
+    }
+}
+
+/// `GET /api/repositories/<name>`: one page of its tags.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RepositoryDetail {
     /// Its name.
     pub name: String,
-    /// Its tags, sorted.
+    /// Its tags, in the order asked for.
     pub tags: Vec<TagInfo>,
 }
 
@@ -46,9 +66,34 @@ pub struct TagInfo {
     pub size: u64,
     /// When the tag was last pushed (RFC 3339).
     pub pushed: Option<String>,
+    /// The part something else also reaches.
+    #[serde(default)]
+    pub shared: u64,
+    /// What deleting just this tag frees (0 while another tag shares the digest).
+    #[serde(default)]
+    pub unique: u64,
+    /// What deleting the image (the digest and all its tags here) frees.
+    #[serde(default)]
+    pub image_unique: u64,
 }
 
-/// `GET /api/usage`
+impl TagInfo {
+    /// The wire form of a tag's accounting, pushed at `pushed`.
+    pub fn new(t: &TagUsage, pushed: Option<SystemTime>) -> TagInfo {
+        TagInfo {
+            tag: t.tag.to_string(),
+            digest: t.digest.to_string(),
+            size: t.usage.total,
+            pushed: pushed.map(time),
+            shared: t.usage.shared,
+            unique: t.usage.unique,
+            image_unique: t.image_unique,
+        }
+    }
+}
+
+/// `GET /api/usage`: one page of repositories (without tags), or with `?repository=` that one
+/// repository with one page of its tags.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct UsageReport {
     /// Per repository.
@@ -66,8 +111,22 @@ pub struct RepoUsageWire {
     pub shared: u64,
     /// What deleting the repository frees once GC runs.
     pub unique: u64,
-    /// Per tag.
+    /// Per tag: only when one repository was asked for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<TagUsageWire>,
+}
+
+impl RepoUsageWire {
+    /// The wire form of a repository's figures, with `tags`.
+    pub fn new(r: &RepoSummary, tags: &[TagUsage]) -> RepoUsageWire {
+        RepoUsageWire {
+            repository: r.name.to_string(),
+            total: r.usage.total,
+            shared: r.usage.shared,
+            unique: r.usage.unique,
+            tags: tags.iter().map(TagUsageWire::new).collect(),
+        }
+    }
 }
 
 /// Accounting of one tag, in bytes.
@@ -166,13 +225,7 @@ impl Entry {
             time: time(e.time),
             expires: retention.filter(|r| !r.is_zero()).map(|r| time(e.expires(r))),
             who: e.who.clone(),
-            kind: match e.kind {
-                DeleteKind::Tag => "tag",
-                DeleteKind::Manifest => "manifest",
-                DeleteKind::Blob => "blob",
-                DeleteKind::Repository => "repository",
-            }
-            .to_owned(),
+            kind: kind(e.kind).to_owned(),
             repository: e.repository.to_string(),
             tags: e.tags.iter().map(|(t, d)| (t.to_string(), d.to_string())).collect(),
             manifests: e.manifests.iter().map(ToString::to_string).collect(),
@@ -193,27 +246,85 @@ impl RestoreResult {
     }
 }
 
-impl RepoUsageWire {
-    /// The wire form of a repository's accounting.
-    pub fn new(u: &RepoUsage) -> RepoUsageWire {
-        RepoUsageWire {
-            repository: u.name.to_string(),
-            total: u.usage.total,
-            shared: u.usage.shared,
-            unique: u.usage.unique,
-            tags: u
-                .tags
-                .iter()
-                .map(|t| TagUsageWire {
-                    tag: t.tag.to_string(),
-                    digest: t.digest.to_string(),
-                    total: t.usage.total,
-                    shared: t.usage.shared,
-                    unique: t.usage.unique,
-                    image_unique: t.image_unique,
-                })
-                .collect(),
+impl TagUsageWire {
+    /// The wire form of a tag's accounting.
+    pub fn new(t: &TagUsage) -> TagUsageWire {
+        TagUsageWire {
+            tag: t.tag.to_string(),
+            digest: t.digest.to_string(),
+            total: t.usage.total,
+            shared: t.usage.shared,
+            unique: t.usage.unique,
+            image_unique: t.image_unique,
         }
+    }
+}
+
+/// `GET /api/audit`: one page of the audit log, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditList {
+    /// The lines.
+    pub entries: Vec<AuditEntry>,
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Its line number in the log (1 is the oldest): the `last` of the next page.
+    pub line: u64,
+    /// When (RFC 3339).
+    pub time: String,
+    /// `delete`, `restore`, `purge` or `expire`.
+    pub action: String,
+    /// The trash entry (absent for a final delete).
+    pub id: Option<String>,
+    /// Who deleted, when known.
+    pub who: Option<String>,
+    /// `tag`, `manifest`, `blob` or `repository`.
+    pub kind: String,
+    /// The repository.
+    pub repository: String,
+    /// Tags removed → the digest each pointed at.
+    pub tags: BTreeMap<String, String>,
+    /// Manifests removed.
+    pub manifests: Vec<String>,
+    /// Layer links removed.
+    pub layers: Vec<String>,
+    /// Bytes the delete frees.
+    pub bytes_freed: u64,
+    /// A forced delete, or a restore that overwrote tags.
+    pub forced: bool,
+    /// For a delete: whether it went to the trash.
+    pub trashed: Option<bool>,
+}
+
+impl AuditEntry {
+    /// The wire form of the audit line `line`.
+    pub fn new(line: u64, r: &AuditRecord) -> AuditEntry {
+        AuditEntry {
+            line,
+            time: time(r.time),
+            action: r.action.as_str().to_owned(),
+            id: r.id.as_ref().map(ToString::to_string),
+            who: r.who.clone(),
+            kind: kind(r.kind).to_owned(),
+            repository: r.repository.to_string(),
+            tags: r.tags.iter().map(|(t, d)| (t.to_string(), d.to_string())).collect(),
+            manifests: r.manifests.iter().map(ToString::to_string).collect(),
+            layers: r.layers.iter().map(ToString::to_string).collect(),
+            bytes_freed: r.bytes_freed,
+            forced: r.forced,
+            trashed: r.trashed,
+        }
+    }
+}
+
+fn kind(k: DeleteKind) -> &'static str {
+    match k {
+        DeleteKind::Tag => "tag",
+        DeleteKind::Manifest => "manifest",
+        DeleteKind::Blob => "blob",
+        DeleteKind::Repository => "repository",
     }
 }
 

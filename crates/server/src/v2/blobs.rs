@@ -9,9 +9,9 @@ use berth_oci::{Digest, RepoName};
 use berth_registry::{DeleteRequest, DeleteTarget, ObjectReader, RegistryError};
 use bytes::Bytes;
 
-use super::{DOCKER_CONTENT_DIGEST, hv};
 use crate::body::{blocking, from_reader};
 use crate::error::ApiError;
+use crate::headers::{DOCKER_CONTENT_DIGEST, hv};
 use crate::{AppState, zero_copy};
 
 /// A byte range request, resolved against the blob's size.
@@ -147,22 +147,10 @@ pub async fn get(
     Ok((status, headers, body).into_response())
 }
 
-/// Answers `UNSUPPORTED` (405) when `storage.delete.enabled` is false.
-pub(crate) fn check_deletes_enabled(st: &AppState) -> Result<(), ApiError> {
-    if st.delete_enabled {
-        Ok(())
-    } else {
-        Err(RegistryError::Unsupported {
-            what: "deletes are disabled on this registry (storage.delete.enabled: false)".into(),
-        }
-        .into())
-    }
-}
-
 /// DELETE of a blob: unlinks the layer from the repository (into the trash); the data is left
 /// to GC. Refused (409) while a manifest in the repository still uses the layer.
 pub async fn delete(st: AppState, name: RepoName, digest: Digest) -> Result<Response, ApiError> {
-    check_deletes_enabled(&st)?;
+    st.check_deletes_enabled()?;
     let reg = st.registry.clone();
     let target = DeleteTarget::Blob(name, digest);
     blocking(move || reg.delete(&DeleteRequest { target, force: false, who: None })).await??;

@@ -6,11 +6,12 @@ use axum::response::{IntoResponse, Response};
 use berth_oci::{Digest, RepoName, media};
 use berth_registry::Page;
 
+use super::Q;
 use super::wire::{Catalog, Index, IndexEntry, TagList};
-use super::{OCI_FILTERS_APPLIED, Q, hv};
 use crate::AppState;
 use crate::body::blocking;
 use crate::error::ApiError;
+use crate::headers::{OCI_FILTERS_APPLIED, hv, next_link};
 
 /// Catalog page size when the client gives no `n`, and the most it may ask for; both as in
 /// CNCF Distribution (its `catalog.maxentries` default).
@@ -31,21 +32,6 @@ fn json(body: Vec<u8>, content_type: &str) -> HeaderMap {
     h
 }
 
-/// RFC 5988 `Link` to the next page.
-fn link(path: &str, n: usize, last: &str) -> String {
-    format!("<{path}?n={n}&last={}>; rel=\"next\"", encode(last))
-}
-
-/// Percent-encodes a query-string value: everything but RFC 3986's unreserved characters.
-pub fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// `GET /v2/<name>/tags/list?n=&last=`
 pub async fn tags(st: AppState, name: RepoName, q: Q) -> Result<Response, ApiError> {
     let n = parse_n(&q)?;
@@ -59,7 +45,10 @@ pub async fn tags(st: AppState, name: RepoName, q: Q) -> Result<Response, ApiErr
     if page.more
         && let (Some(n), Some(last)) = (n, page.items.last())
     {
-        h.insert(header::LINK, hv(&link(&format!("/v2/{name}/tags/list"), n, last)));
+        h.insert(
+            header::LINK,
+            next_link(&format!("/v2/{name}/tags/list"), &[("n", n.to_string()), ("last", last.clone())]),
+        );
     }
     Ok((StatusCode::OK, h, body).into_response())
 }
@@ -79,7 +68,7 @@ async fn catalog_page(st: AppState, q: Q) -> Result<Response, ApiError> {
     if page.more
         && let Some(last) = page.items.last()
     {
-        h.insert(header::LINK, hv(&link("/v2/_catalog", n, last)));
+        h.insert(header::LINK, next_link("/v2/_catalog", &[("n", n.to_string()), ("last", last.clone())]));
     }
     Ok((StatusCode::OK, h, body).into_response())
 }

@@ -9,10 +9,10 @@ use berth_oci::{Reference, RepoName};
 use berth_registry::{DeleteRequest, DeleteTarget, RegistryError, StoredManifest};
 
 use super::negotiate::{self, Choice};
-use super::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, hv};
 use crate::AppState;
 use crate::body::{blocking, read_limited};
 use crate::error::ApiError;
+use crate::headers::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, hv};
 
 /// GET or HEAD of a manifest by tag or digest (HEAD bodies are stripped by the middleware).
 pub async fn get(st: AppState, name: RepoName, reference: Reference, h: &HeaderMap) -> Result<Response, ApiError> {
@@ -73,7 +73,7 @@ pub async fn put(
 /// Both go to the trash. A platform image of a tagged index is refused (409): the /v2 API has
 /// no way to say "force", the admin API and the CLI do.
 pub async fn delete(st: AppState, name: RepoName, reference: Reference) -> Result<Response, ApiError> {
-    super::blobs::check_deletes_enabled(&st)?;
+    st.check_deletes_enabled()?;
     let target = match reference {
         Reference::Tag(t) => DeleteTarget::Tag(name, t),
         Reference::Digest(d) => DeleteTarget::Manifest(name, d),

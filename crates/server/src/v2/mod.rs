@@ -15,7 +15,7 @@ use std::collections::HashMap;
 
 use axum::body::Body;
 use axum::extract::{ConnectInfo, Query, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::response::{IntoResponse, Response};
 
 use berth_oci::ParseError;
@@ -24,13 +24,6 @@ use berth_registry::RegistryError;
 use crate::error::ApiError;
 use crate::{AppState, zero_copy};
 use route::Endpoint;
-
-pub(crate) use blobs::check_deletes_enabled;
-
-pub(crate) static DOCKER_CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
-pub(crate) static DOCKER_UPLOAD_UUID: HeaderName = HeaderName::from_static("docker-upload-uuid");
-pub(crate) static OCI_SUBJECT: HeaderName = HeaderName::from_static("oci-subject");
-pub(crate) static OCI_FILTERS_APPLIED: HeaderName = HeaderName::from_static("oci-filters-applied");
 
 /// `GET /v2/`: the API version check (end-1).
 pub async fn base() -> Response {
@@ -92,15 +85,4 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, req: Req, body: Body
         (Endpoint::Referrers(n, d), Method::GET) => listing::referrers(st, n, d, q).await,
         _ => Err(ApiError::MethodNotAllowed),
     }
-}
-
-/// The `Range` header value of an upload holding `size` bytes (`0-<last byte>`; `0-0` when
-/// empty, as CNCF Distribution answers).
-pub(crate) fn upload_range(size: u64) -> String {
-    format!("0-{}", size.saturating_sub(1))
-}
-
-pub(crate) fn hv(s: &str) -> HeaderValue {
-    // Every value passed here is built from validated names, digests and numbers.
-    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

@@ -7,10 +7,11 @@ use axum::response::{IntoResponse, Response};
 use berth_oci::{Digest, RepoName, UploadId};
 use berth_registry::{BlobInfo, RegistryError};
 
-use super::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, Q, hv, upload_range};
+use super::Q;
 use crate::AppState;
 use crate::body::{blocking, with_body};
 use crate::error::ApiError;
+use crate::headers::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, hv, upload_range};
 
 fn location(name: &RepoName, id: &UploadId) -> String {
     format!("/v2/{name}/blobs/uploads/{id}")

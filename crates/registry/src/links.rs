@@ -1,0 +1,150 @@
+//! Distribution's link files, read and written: a repository's layer links
+//! (`_layers/<alg>/<hex>/link`: the blob belongs to it), revision links
+//! (`_manifests/revisions/…`: the manifest belongs to it) and tag links (`_manifests/tags/<tag>/
+//! current/link`: the manifest a tag points at now, and `index/…`: every one it pointed at).
+//!
+//! Also the entries of Berth's derived referrers index (`berth/referrers/…`), which are links
+//! too. What a link means is decided by the modules above; this one only says whether a link
+//! is there and where it points. It never removes one: removal belongs to `delete`, `gc` and
+//! `fsck`, which record or justify it.
+
+use berth_oci::{Algorithm, Digest, RepoName, Tag};
+use berth_storage::{BackendExt, layout};
+
+use crate::Registry;
+use crate::error::{RegistryError, Result, storage};
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    /// The entries.
+    pub items: Vec<String>,
+    /// Whether more entries follow the last one.
+    pub more: bool,
+}
+
+impl Page {
+    /// The first `n` of `items` (all when `n` is `None`).
+    pub(crate) fn cut(mut items: Vec<String>, n: Option<usize>) -> Page {
+        match n {
+            Some(n) if items.len() > n => {
+                items.truncate(n);
+                Page { items, more: n > 0 }
+            }
+            _ => Page { items, more: false },
+        }
+    }
+}
+
+/// Digests named by the folders below `<alg>` folders, for both algorithms.
+fn digests_below(reg: &Registry, dir: impl Fn(Algorithm) -> berth_storage::Key) -> Result<Vec<Digest>> {
+    let mut out = Vec::new();
+    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+        let hexes = reg.store().list_all(&dir(alg)).map_err(storage)?;
+        out.extend(hexes.iter().filter_map(|h| Digest::from_parts(alg.as_str(), h)));
+    }
+    Ok(out)
+}
+
+impl Registry {
+    /// Whether `name` has a `_layers` link for `digest`.
+    pub(crate) fn layer_linked(&self, name: &RepoName, digest: &Digest) -> Result<bool> {
+        self.store().exists(&layout::layer_link(name, digest)).map_err(storage)
+    }
+
+    /// Links existing blob data into a repository.
+    pub(crate) fn link_layer(&self, name: &RepoName, digest: &Digest) -> Result<()> {
+        self.store().put(&layout::layer_link(name, digest), &layout::link_content(digest)).map_err(storage)
+    }
+
+    /// Every blob with a layer link in `name`.
+    pub(crate) fn layer_links(&self, name: &RepoName) -> Result<Vec<Digest>> {
+        digests_below(self, |alg| layout::layers_dir(name, alg))
+    }
+
+    /// Whether `name` holds the manifest `d` (has its revision link).
+    pub(crate) fn revision_exists(&self, name: &RepoName, d: &Digest) -> Result<bool> {
+        self.store().exists(&layout::revision_link(name, d)).map_err(storage)
+    }
+
+    /// Writes (or rewrites, which restarts its untagged clock) the revision link of `d`.
+    pub(crate) fn put_revision(&self, name: &RepoName, d: &Digest) -> Result<()> {
+        self.store().put(&layout::revision_link(name, d), &layout::link_content(d)).map_err(storage)
+    }
+
+    /// Every manifest digest `name` holds.
+    pub(crate) fn revisions(&self, name: &RepoName) -> Result<Vec<Digest>> {
+        digests_below(self, |alg| layout::revisions_dir(name, alg))
+    }
+
+    /// Records in Berth's referrers index that `referrer` names `subject` (see `referrers`; a
+    /// repository whose index is not built yet gets it built from its revisions on first use,
+    /// this entry included).
+    pub(crate) fn link_referrer(&self, name: &RepoName, subject: &Digest, referrer: &Digest) -> Result<()> {
+        self.store()
+            .put(&layout::referrer_entry(name, subject, referrer), &layout::link_content(referrer))
+            .map_err(storage)
+    }
+
+    /// Tags of `name` in lexical order, after `last`, at most `n`.
+    pub fn tags_list(&self, name: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page> {
+        let mut tags = self.tags(name)?;
+        if tags.is_empty() && !self.repo_exists(name)? {
+            return Err(RegistryError::NameUnknown { name: name.clone() });
+        }
+        if let Some(last) = last {
+            tags.retain(|t| t.as_str() > last);
+        }
+        Ok(Page::cut(tags.into_iter().map(|t| t.as_str().to_owned()).collect(), n))
+    }
+
+    /// Every tag of `name` that points somewhere, sorted.
+    pub(crate) fn tags(&self, name: &RepoName) -> Result<Vec<Tag>> {
+        Ok(self.tag_links(name)?.into_iter().map(|(t, _)| t).collect())
+    }
+
+    /// Every tag of `name` with the digest it points at, sorted by tag.
+    pub(crate) fn tag_links(&self, name: &RepoName) -> Result<Vec<(Tag, Digest)>> {
+        let names = self.store().list_all(&layout::tags_dir(name)).map_err(storage)?;
+        let mut tags = Vec::with_capacity(names.len());
+        for n in names {
+            // A folder left without its current link (an interrupted delete) is not a tag.
+            if let Ok(t) = n.parse::<Tag>()
+                && let Some(d) = self.tag_get(name, &t)?
+            {
+                tags.push((t, d));
+            }
+        }
+        Ok(tags)
+    }
+
+    /// The digest `tag` points at, if the tag exists.
+    pub(crate) fn tag_get(&self, name: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        let link = self.store().get_opt(&layout::tag_current_link(name, tag)).map_err(storage)?;
+        Ok(link.and_then(|b| layout::parse_link(&b)))
+    }
+
+    /// Points `tag` at `digest`: index link first, then the current link (atomic replace).
+    ///
+    /// When the tag moves off a manifest, that manifest's revision link is rewritten, so its
+    /// modification time says when it lost the tag: GC's untagged policy counts from there.
+    pub(crate) fn tag_set(&self, name: &RepoName, tag: &Tag, digest: &Digest) -> Result<()> {
+        let previous = self.tag_get(name, tag)?;
+        let link = layout::link_content(digest);
+        self.store().put(&layout::tag_index_link(name, tag, digest), &link).map_err(storage)?;
+        self.store().put(&layout::tag_current_link(name, tag), &link).map_err(storage)?;
+        if let Some(p) = previous
+            && &p != digest
+            && self.revision_exists(name, &p)?
+        {
+            self.put_revision(name, &p)?;
+        }
+        Ok(())
+    }
+
+    /// When a tag was last pointed somewhere (the modification time of its current link).
+    pub fn tag_pushed(&self, name: &RepoName, tag: &Tag) -> Result<Option<std::time::SystemTime>> {
+        let meta = self.store().stat_opt(&layout::tag_current_link(name, tag)).map_err(storage)?;
+        Ok(meta.map(|m| m.modified))
+    }
+}
