@@ -64,6 +64,9 @@ pub struct FsckArgs {
     /// Fix what can be fixed without losing acknowledged data.
     #[arg(long)]
     pub repair: bool,
+    /// List every piece of debris, not just how much of each kind there is.
+    #[arg(long, short = 'v')]
+    pub verbose: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

@@ -333,10 +333,25 @@ pub fn fsck(a: FsckArgs) -> anyhow::Result<()> {
     if a.json {
         print_json(&r)?;
     } else {
-        for f in &r.findings {
+        // Damage line by line; debris (a large GC leaves thousands of harmless links) as one
+        // line per kind unless --verbose.
+        for f in r.findings.iter().filter(|f| f.damage || a.verbose) {
             let what = if f.damage { "DAMAGE" } else { "debris" };
             let fixed = if f.repaired { " (repaired)" } else { "" };
             println!("{what:6}  {}: {}{fixed}", f.kind, f.message);
+        }
+        if !a.verbose {
+            let mut kinds: std::collections::BTreeMap<&str, (usize, u64, usize)> = Default::default();
+            for f in r.findings.iter().filter(|f| !f.damage) {
+                let e = kinds.entry(f.kind.as_str()).or_default();
+                e.0 += 1;
+                e.1 += f.bytes;
+                e.2 += usize::from(f.repaired);
+            }
+            for (kind, (n, bytes, repaired)) in kinds {
+                let fixed = if repaired == n { " (repaired)" } else { "" };
+                println!("debris  {kind}: {n} ({}){fixed}", size(bytes));
+            }
         }
         let debris = r.findings.iter().filter(|f| !f.damage && !f.repaired).count();
         println!(
@@ -346,7 +361,7 @@ pub fn fsck(a: FsckArgs) -> anyhow::Result<()> {
             if a.verify_content { format!(", {} blobs hashed", r.blobs_verified) } else { String::new() },
             r.damage,
             debris,
-            if debris > 0 && !a.repair { " (--repair cleans it up)" } else { "" }
+            if debris > 0 && !a.repair { " (--repair cleans it up; --verbose lists it)" } else { "" }
         );
     }
     if r.damage > 0 {

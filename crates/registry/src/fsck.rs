@@ -44,6 +44,8 @@ pub struct Finding {
     pub message: String,
     /// Whether `repair` fixed it.
     pub repaired: bool,
+    /// Bytes it takes on disk that `repair` frees (0 when that is nothing or not known).
+    pub bytes: u64,
 }
 
 /// What `fsck` found.
@@ -87,8 +89,15 @@ impl Ctx<'_> {
             }
             _ => false,
         };
-        self.report.findings.push(Finding { kind, damage, repository: repo.cloned(), message, repaired });
+        self.report.findings.push(Finding { kind, damage, repository: repo.cloned(), message, repaired, bytes: 0 });
         Ok(())
+    }
+
+    /// Says how many bytes the finding just made takes on disk.
+    fn taking(&mut self, bytes: u64) {
+        if let Some(f) = self.report.findings.last_mut() {
+            f.bytes = bytes;
+        }
     }
 }
 
@@ -214,6 +223,7 @@ impl Registry {
             if self.blob_size(l)?.is_none() {
                 let fix = || self.store().delete_prefix(&layout::layer_link_dir(name, l)).map(|_| ()).map_err(storage);
                 cx.find("dangling-layer-link", false, n, format!("{name} links blob {l}, which is gone"), Some(&fix))?;
+                cx.taking(layout::link_content(l).len() as u64);
             }
         }
         // Uploads are not stale.
@@ -221,6 +231,8 @@ impl Registry {
         for id in self.store().list_all(&layout::uploads_dir(name)).map_err(storage)? {
             let Ok(id) = id.parse() else { continue };
             if self.upload_started_at(name, &id)? < cutoff {
+                let size =
+                    self.store().stat_opt(&layout::upload_data(name, &id)).map_err(storage)?.map_or(0, |m| m.size);
                 let fix = || self.store().delete_prefix(&layout::upload_dir(name, &id)).map(|_| ()).map_err(storage);
                 cx.find(
                     "stale-upload",
@@ -229,6 +241,7 @@ impl Registry {
                     format!("{name}: upload {id} is older than {}", humantime::format_duration(opts.upload_max_age)),
                     Some(&fix),
                 )?;
+                cx.taking(size);
             }
         }
         // The referrers index agrees with the layout.

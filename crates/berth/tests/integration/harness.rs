@@ -271,13 +271,20 @@ impl CliOut {
 
 /// Runs `berth ARGS` with no terminal on stdin (so it may never prompt).
 pub fn cli(args: &[&str]) -> CliOut {
-    let out = Command::new(berth_bin())
-        .args(args)
-        .env_remove("BERTH_URL")
-        .env_remove("BERTH_ROOT")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run berth");
+    cli_env(args, &[])
+}
+
+/// [`cli`] with environment variables set (`Some`) or removed (`None`).
+pub fn cli_env(args: &[&str], env: &[(&str, Option<&str>)]) -> CliOut {
+    let mut cmd = Command::new(berth_bin());
+    cmd.args(args).env_remove("BERTH_URL").env_remove("BERTH_ROOT").stdin(Stdio::null());
+    for (k, v) in env {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    let out = cmd.output().expect("run berth");
     CliOut {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -1,6 +1,5 @@
 //! Deleting, the trash, restore and accounting.
 
-use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime};
 
 use berth_oci::{Digest, Reference, Tag};
@@ -10,38 +9,10 @@ use bytes::Bytes;
 use super::*;
 use crate::{DeleteKind, DeleteRequest, DeleteTarget, RegistryError, RestoreTarget};
 
-/// An image pushed by [`image`]: its digest and the size of everything it reaches.
-struct Pushed {
-    digest: Digest,
-    /// Manifest + config + layers.
-    total: u64,
-    manifest_and_config: u64,
-}
-
-/// Pushes an image whose layers are `layers` (same bytes = same blob) under `tag`.
+/// Pushes an image whose layers are `layers` under `tag`, with a config of its own.
 fn image(reg: &Registry, repo: &str, tag_name: &str, layers: &[&[u8]]) -> Pushed {
-    let n = name(repo);
-    let mut descs = Vec::new();
-    for l in layers {
-        let d = Digest::sha256_of(l);
-        reg.blob_put(&n, &d, &mut body(&[l])).unwrap();
-        descs.push(format!(
-            r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{}}}"#,
-            l.len()
-        ));
-    }
     let config = format!(r#"{{"architecture":"amd64","os":"linux","for":"{repo}:{tag_name}"}}"#);
-    let c = Digest::sha256_of(config.as_bytes());
-    reg.blob_put(&n, &c, &mut body(&[config.as_bytes()])).unwrap();
-    let m = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{c}","size":{}}},"layers":[{}]}}"#,
-        config.len(),
-        descs.join(",")
-    );
-    let put = reg.manifest_put(&n, &tag(tag_name), None, Bytes::from(m.clone())).unwrap();
-    let layer_bytes: u64 = layers.iter().collect::<BTreeSet<_>>().iter().map(|l| l.len() as u64).sum();
-    let mc = (m.len() + config.len()) as u64;
-    Pushed { digest: put.digest, total: mc + layer_bytes, manifest_and_config: mc }
+    super::image(reg, repo, tag_name, config.as_bytes(), layers)
 }
 
 fn retag(reg: &Registry, repo: &str, d: &Digest, tag_name: &str) {
@@ -138,16 +109,7 @@ fn platform_image_of_a_tagged_index_cannot_be_deleted_unless_forced() {
     let f = fixture();
     let amd = image(&f.reg, "d/multi", "amd", &[b"amd layer"]);
     let arm = image(&f.reg, "d/multi", "arm", &[b"arm layer"]);
-    let entry = |d: &Digest, arch: &str| {
-        format!(
-            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":1,"platform":{{"architecture":"{arch}","os":"linux"}}}}"#
-        )
-    };
-    let index = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{},{}]}}"#,
-        entry(&amd.digest, "amd64"),
-        entry(&arm.digest, "arm64")
-    );
+    let index = index_json(&[(&amd.digest, "amd64"), (&arm.digest, "arm64")]);
     let idx = f.reg.manifest_put(&name("d/multi"), &tag("both"), None, Bytes::from(index)).unwrap();
     let err = del(&f.reg, DeleteTarget::Manifest(name("d/multi"), arm.digest.clone())).unwrap_err();
     assert!(matches!(err, RegistryError::InUse { .. }), "{err:?}");

@@ -25,23 +25,6 @@ fn age(f: &Fixture, key: &berth_storage::Key, age: Duration) {
     std::fs::File::options().write(true).open(p).unwrap().set_modified(SystemTime::now() - age).unwrap();
 }
 
-fn upload(reg: &Registry, repo: &str, data: &[u8]) -> Digest {
-    let d = Digest::sha256_of(data);
-    reg.blob_put(&name(repo), &d, &mut body(&[data])).unwrap();
-    d
-}
-
-fn manifest_json(config: &Digest, config_len: usize, layers: &[(&Digest, usize)]) -> String {
-    let l: Vec<String> = layers
-        .iter()
-        .map(|(d, n)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#))
-        .collect();
-    format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":{config_len}}},"layers":[{}]}}"#,
-        l.join(",")
-    )
-}
-
 fn whole(reg: &Registry, repo: &str, tag_name: &str) -> bool {
     reg.image_whole(&name(repo), &tag(tag_name)).unwrap()
 }
@@ -114,16 +97,7 @@ fn i2_index_children_and_referrers_of_kept_manifests_stay_and_untagged_ones_go_b
     let f = fixture();
     let (amd, _) = push_image(&f.reg, "gc/multi", "amd", b"amd");
     let (arm, _) = push_image(&f.reg, "gc/multi", "arm", b"arm");
-    let entry = |d: &Digest, a: &str| {
-        format!(
-            r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":1,"platform":{{"architecture":"{a}","os":"linux"}}}}"#
-        )
-    };
-    let index = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{},{}]}}"#,
-        entry(&amd, "amd64"),
-        entry(&arm, "arm64")
-    );
+    let index = index_json(&[(&amd, "amd64"), (&arm, "arm64")]);
     f.reg.manifest_put(&name("gc/multi"), &tag("both"), None, Bytes::from(index)).unwrap();
     // A signature on the index, untagged, as cosign and notation push them.
     let sig = upload(&f.reg, "gc/multi", b"signature");
@@ -181,7 +155,7 @@ fn i2_race_a_blob_checked_during_gc_survives_and_the_push_completes() {
         f.reg.blob_stat(&name("race/a"), &config).unwrap();
     });
     assert_eq!(r.blobs, 0, "{r:?}");
-    let m = manifest_json(&config, 2, &[(&layer, 25)]);
+    let m = manifest_json((&config, 2), &[(&layer, 25)]);
     f.reg.manifest_put(&name("race/a"), &tag("v1"), None, Bytes::from(m)).unwrap();
     assert!(whole(&f.reg, "race/a", "v1"));
 }
@@ -199,7 +173,7 @@ fn i2_race_a_blob_checked_before_a_gc_without_grace_is_swept_and_the_push_is_ref
     std::thread::sleep(Duration::from_millis(20));
     let r = gc(&f.reg, &GcOptions { grace: Duration::from_millis(1), ..now_opts() });
     assert_eq!(r.blobs, 2, "{r:?}");
-    let m = manifest_json(&config, 2, &[(&layer, 9)]);
+    let m = manifest_json((&config, 2), &[(&layer, 9)]);
     let err = f.reg.manifest_put(&name("race/b"), &tag("v1"), None, Bytes::from(m.clone())).unwrap_err();
     match err {
         RegistryError::ManifestBlobUnknown { digests } => assert_eq!(digests.len(), 2),
@@ -283,11 +257,7 @@ fn fsck_finds_damage_and_debris_and_repair_fixes_what_it_can() {
 fn i2_race_an_index_pushed_during_gc_keeps_its_old_untagged_children_whole() {
     let f = fixture();
     let (child, child_layer) = push_image(&f.reg, "race/idx", "amd", b"platform layer");
-    let entry = format!(
-        r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{child}","size":1,"platform":{{"architecture":"amd64","os":"linux"}}}}"#
-    );
-    let index =
-        format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{entry}]}}"#);
+    let index = index_json(&[(&child, "amd64")]);
     f.reg.manifest_put(&name("race/idx"), &tag("both"), None, Bytes::from(index.clone())).unwrap();
     delete_tags_for_good(&f.reg, "race/idx", &["both", "amd"]);
     // The child lost its tags two days ago; its blobs are old.
@@ -330,9 +300,7 @@ fn an_index_is_accepted_only_when_its_platform_images_are_whole() {
     let f = fixture();
     let (child, layer) = push_image(&f.reg, "idx/whole", "amd", b"layer");
     std::fs::remove_dir_all(f.dir.path().join(layout::blob_dir(&layer).as_str())).unwrap();
-    let entry = format!(r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{child}","size":1}}"#);
-    let index =
-        format!(r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{entry}]}}"#);
+    let index = index_json(&[(&child, "")]);
     let err = f.reg.manifest_put(&name("idx/whole"), &tag("both"), None, Bytes::from(index)).unwrap_err();
     match err {
         RegistryError::ManifestBlobUnknown { digests } => assert_eq!(digests, vec![layer]),

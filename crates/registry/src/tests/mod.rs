@@ -46,19 +46,79 @@ pub(crate) fn body(parts: &[&[u8]]) -> impl Iterator<Item = Chunk> {
     parts.iter().map(|p| Ok(Bytes::copy_from_slice(p))).collect::<Vec<_>>().into_iter()
 }
 
-/// Pushes config + one layer + manifest; returns the manifest digest and the layer digest.
+/// Uploads `data` into `repo` (monolithic); returns its digest.
+pub(crate) fn upload(reg: &Registry, repo: &str, data: &[u8]) -> Digest {
+    let d = Digest::sha256_of(data);
+    reg.blob_put(&name(repo), &d, &mut body(&[data])).unwrap();
+    d
+}
+
+/// An OCI image manifest naming a config and layers, each `(digest, size)`.
+pub(crate) fn manifest_json(config: (&Digest, usize), layers: &[(&Digest, usize)]) -> String {
+    let l: Vec<String> = layers
+        .iter()
+        .map(|(d, n)| format!(r#"{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{d}","size":{n}}}"#))
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{}]}}"#,
+        config.0,
+        config.1,
+        l.join(",")
+    )
+}
+
+/// An OCI index of `children`, each `(digest, architecture)` (`""`: no platform).
+pub(crate) fn index_json(children: &[(&Digest, &str)]) -> String {
+    let entries: Vec<String> = children
+        .iter()
+        .map(|(d, arch)| {
+            let platform = if arch.is_empty() {
+                String::new()
+            } else {
+                format!(r#","platform":{{"architecture":"{arch}","os":"linux"}}"#)
+            };
+            format!(r#"{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":1{platform}}}"#)
+        })
+        .collect();
+    format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[{}]}}"#,
+        entries.join(",")
+    )
+}
+
+/// What [`image`] pushed.
+pub(crate) struct Pushed {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The layers' digests, in order.
+    pub layers: Vec<Digest>,
+    /// Manifest + config + distinct layers, in bytes.
+    pub total: u64,
+    /// Manifest + config, in bytes.
+    pub manifest_and_config: u64,
+}
+
+/// Uploads `config` and `layers` (same bytes = same blob) into `repo` and pushes the manifest
+/// naming them under `tag`: the one image builder of these tests.
+pub(crate) fn image(reg: &Registry, repo: &str, tag_name: &str, config: &[u8], layers: &[&[u8]]) -> Pushed {
+    let descs: Vec<(Digest, usize)> = layers.iter().map(|l| (upload(reg, repo, l), l.len())).collect();
+    let c = upload(reg, repo, config);
+    let refs: Vec<(&Digest, usize)> = descs.iter().map(|(d, n)| (d, *n)).collect();
+    let m = manifest_json((&c, config.len()), &refs);
+    let put = reg.manifest_put(&name(repo), &tag(tag_name), None, Bytes::from(m.clone())).unwrap();
+    let distinct: std::collections::BTreeSet<&&[u8]> = layers.iter().collect();
+    let mc = (m.len() + config.len()) as u64;
+    Pushed {
+        digest: put.digest,
+        layers: descs.into_iter().map(|(d, _)| d).collect(),
+        total: mc + distinct.iter().map(|l| l.len() as u64).sum::<u64>(),
+        manifest_and_config: mc,
+    }
+}
+
+/// One layer and a config shared by every image pushed this way; returns the manifest digest
+/// and the layer digest.
 pub(crate) fn push_image(reg: &Registry, repo: &str, tag_name: &str, layer: &[u8]) -> (Digest, Digest) {
-    let n = name(repo);
-    let l = Digest::sha256_of(layer);
-    reg.blob_put(&n, &l, &mut body(&[layer])).unwrap();
-    let config = br#"{"architecture":"amd64","os":"linux"}"#;
-    let c = Digest::sha256_of(config);
-    reg.blob_put(&n, &c, &mut body(&[config])).unwrap();
-    let m = format!(
-        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{c}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"{l}","size":{}}}]}}"#,
-        config.len(),
-        layer.len()
-    );
-    let put = reg.manifest_put(&n, &tag(tag_name), None, Bytes::from(m)).unwrap();
-    (put.digest, l)
+    let p = image(reg, repo, tag_name, br#"{"architecture":"amd64","os":"linux"}"#, &[layer]);
+    (p.digest, p.layers[0].clone())
 }

@@ -412,6 +412,9 @@ pub struct FindingWire {
     pub message: String,
     /// Fixed by --repair.
     pub repaired: bool,
+    /// Bytes it takes that --repair frees.
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 impl FsckResult {
@@ -431,6 +434,7 @@ impl FsckResult {
                     repository: f.repository.as_ref().map(ToString::to_string),
                     message: f.message.clone(),
                     repaired: f.repaired,
+                    bytes: f.bytes,
                 })
                 .collect(),
         }
@@ -440,4 +444,129 @@ impl FsckResult {
 /// Formats a modification time for [`TagInfo::pushed`].
 pub fn pushed(t: Option<SystemTime>) -> Option<String> {
     t.map(time)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::de::DeserializeOwned;
+
+    use super::*;
+
+    const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    /// Encodes and decodes `v`; it must come back equal, and its JSON must name `field`.
+    fn round_trip<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(v: T, field: &str) {
+        let json = serde_json::to_string(&v).unwrap();
+        assert!(json.contains(&format!("\"{field}\"")), "{json}");
+        let back: T = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+        assert_eq!(back, v, "{json}");
+    }
+
+    fn entry() -> Entry {
+        Entry {
+            id: "20261123T150102Z-0a1b2c3d".into(),
+            time: "2026-11-23T15:01:02Z".into(),
+            expires: Some("2026-11-30T15:01:02Z".into()),
+            who: Some("alice".into()),
+            kind: "manifest".into(),
+            repository: "team/app".into(),
+            tags: [("v1".to_owned(), D.to_owned())].into_iter().collect(),
+            manifests: vec![D.into()],
+            layers: vec![],
+            digests: vec![D.into()],
+            bytes_freed: 1234,
+        }
+    }
+
+    #[test]
+    fn every_wire_type_round_trips() {
+        let summary = RepositorySummary { name: "team/app".into(), tags: 3, size: 30, shared: 10, unique: 20 };
+        round_trip(summary.clone(), "unique");
+        round_trip(RepositoryList { repositories: vec![summary] }, "repositories");
+        let tag = TagInfo {
+            tag: "v1".into(),
+            digest: D.into(),
+            size: 30,
+            pushed: Some("2026-11-23T15:01:02Z".into()),
+            shared: 5,
+            unique: 0,
+            image_unique: 25,
+        };
+        round_trip(tag.clone(), "image_unique");
+        round_trip(RepositoryDetail { name: "team/app".into(), tags: vec![tag] }, "tags");
+        let tu =
+            TagUsageWire { tag: "v1".into(), digest: D.into(), total: 30, shared: 30, unique: 0, image_unique: 25 };
+        round_trip(tu.clone(), "image_unique");
+        let with_tags =
+            RepoUsageWire { repository: "team/app".into(), total: 30, shared: 5, unique: 25, tags: vec![tu] };
+        round_trip(with_tags.clone(), "tags");
+        let without = RepoUsageWire { tags: vec![], ..with_tags.clone() };
+        assert!(!serde_json::to_string(&without).unwrap().contains("tags"), "a repository-level line has no tags");
+        round_trip(without, "unique");
+        round_trip(UsageReport { repositories: vec![with_tags] }, "repositories");
+        round_trip(entry(), "bytes_freed");
+        round_trip(TrashList { retention_seconds: 604800, entries: vec![entry()] }, "retention_seconds");
+        round_trip(DeleteResult { dry_run: true, trashed: true, entry: entry() }, "dry_run");
+        round_trip(
+            RestoreResult { restored: entry(), overwritten: [("v1".to_owned(), D.to_owned())].into_iter().collect() },
+            "overwritten",
+        );
+        round_trip(PurgeResult { purged: vec![entry()] }, "purged");
+        let m = ManifestRef { repository: "team/app".into(), digest: D.into() };
+        round_trip(m.clone(), "digest");
+        round_trip(
+            GcResult {
+                dry_run: false,
+                blobs: 2,
+                bytes_freed: 300,
+                manifests: vec![m],
+                repositories: vec!["team/old".into()],
+                uploads: 1,
+                layer_links: 4,
+                blobs_in_use: 10,
+                blobs_kept_recent: 1,
+                seconds: 0.25,
+            },
+            "blobs_kept_recent",
+        );
+        let finding = FindingWire {
+            kind: "missing-blob".into(),
+            damage: true,
+            repository: Some("team/app".into()),
+            message: "gone".into(),
+            repaired: false,
+            bytes: 71,
+        };
+        round_trip(finding.clone(), "repaired");
+        round_trip(
+            FsckResult { repositories: 1, manifests: 2, blobs_verified: 0, damage: 1, findings: vec![finding] },
+            "findings",
+        );
+        let line = AuditEntry {
+            line: 7,
+            time: "2026-11-23T15:01:02Z".into(),
+            action: "delete".into(),
+            id: None,
+            who: Some("alice".into()),
+            kind: "tag".into(),
+            repository: "team/app".into(),
+            tags: [("v1".to_owned(), D.to_owned())].into_iter().collect(),
+            manifests: vec![],
+            layers: vec![],
+            bytes_freed: 0,
+            forced: false,
+            trashed: Some(false),
+        };
+        round_trip(line.clone(), "trashed");
+        round_trip(AuditList { entries: vec![line] }, "entries");
+    }
+
+    #[test]
+    fn older_answers_without_the_added_fields_still_decode() {
+        let v1: RepositorySummary = serde_json::from_str(r#"{"name":"a","tags":1,"size":5}"#).unwrap();
+        assert_eq!((v1.shared, v1.unique), (0, 0));
+        let t: TagInfo =
+            serde_json::from_str(&format!(r#"{{"tag":"v1","digest":"{D}","size":5,"pushed":null}}"#)).unwrap();
+        assert_eq!(t.image_unique, 0);
+    }
 }
