@@ -355,6 +355,37 @@ impl Graph {
         (m, l)
     }
 
+    /// Heap bytes the graph holds, estimated from its capacities: `(per-digest part, nodes of
+    /// manifests, repositories and trash)`. The per-digest part is the interned digest, its
+    /// lookup slot, its size and its node slot; a manifest adds its node and reference lists.
+    pub(crate) fn heap_bytes(&self) -> (usize, usize, usize) {
+        use std::mem::size_of;
+        let sha512 = self.ids.digests.iter().filter(|p| matches!(p, Packed::Sha512(_))).count() * 64;
+        let digests = self.ids.digests.capacity() * size_of::<Packed>()
+            + sha512
+            + self.ids.table.capacity() * (size_of::<Id>() + 1)
+            + self.sizes.capacity() * size_of::<u64>()
+            + self.nodes.capacity() * size_of::<Option<Box<Node<Id>>>>();
+        let nodes = self
+            .nodes
+            .iter()
+            .flatten()
+            .map(|n| size_of::<Node<Id>>() + (n.blobs.len() + n.children.len()) * size_of::<Id>())
+            .sum();
+        // B-tree entries cost about their size again in node overhead.
+        let repos = self
+            .repos
+            .iter()
+            .map(|(name, st)| {
+                name.as_str().len()
+                    + st.tags.keys().map(|t| 2 * (size_of::<Tag>() + size_of::<Id>()) + t.as_str().len()).sum::<usize>()
+                    + 2 * (st.manifests.len() + st.layers.len()) * size_of::<Id>()
+            })
+            .sum::<usize>()
+            + self.trash.len() * size_of::<TrashEntry>();
+        (digests, nodes, repos)
+    }
+
     /// Applies a mutation the registry made.
     pub(crate) fn apply(&mut self, c: Change) {
         match c {
@@ -581,6 +612,15 @@ impl Analysis {
         // Trash entries never share a group: key them past every real id.
         self.groups.insert((u32::MAX, Id::MAX - next), next);
         next
+    }
+
+    /// Heap bytes it holds, estimated from its capacities.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        (self.count.capacity() + self.repo_owner.capacity() + self.group_owner.capacity()) * size_of::<u32>()
+            + self.groups.capacity() * (size_of::<(u32, Id)>() + size_of::<u32>() + 1)
+            + (self.repo_total.capacity() + self.repo_unique.capacity()) * size_of::<u64>()
+            + self.subjects.values().map(|v| 16 + size_of::<Vec<Id>>() + v.capacity() * size_of::<Id>()).sum::<usize>()
     }
 
     /// How many roots reach `id`.

@@ -83,6 +83,14 @@ pub struct GraphStats {
     pub digests: usize,
     /// Manifests read.
     pub manifests: usize,
+    /// Heap bytes of the per-digest part (packed digest, lookup slot, size, node slot).
+    pub digest_bytes: usize,
+    /// Heap bytes of manifests' nodes (what each references).
+    pub node_bytes: usize,
+    /// Heap bytes of repositories (tags, manifest and layer sets) and trash entries.
+    pub repo_bytes: usize,
+    /// Heap bytes of the analysis (root counts and owners per digest), when computed.
+    pub analysis_bytes: usize,
 }
 
 impl Registry {
@@ -245,12 +253,20 @@ impl Registry {
         })
     }
 
-    /// What the in-memory graph holds (building it if needed).
-    pub fn graph_stats(&self) -> Result<GraphStats> {
-        self.with_graph(|g, _| GraphStats {
+    /// What the in-memory graph holds and costs, if it is built (never builds it: `/metrics`
+    /// must stay cheap).
+    pub fn graph_stats(&self) -> Option<GraphStats> {
+        let s = self.graph.state.lock().unwrap_or_else(|e| e.into_inner());
+        let g = s.graph.as_ref()?;
+        let (digest_bytes, node_bytes, repo_bytes) = g.heap_bytes();
+        Some(GraphStats {
             repositories: g.repos.len(),
             digests: g.len(),
             manifests: (0..g.len() as u32).filter(|&id| g.node(id).is_some()).count(),
+            digest_bytes,
+            node_bytes,
+            repo_bytes,
+            analysis_bytes: s.analysis.as_ref().map_or(0, |a| a.heap_bytes()),
         })
     }
 }

@@ -116,8 +116,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 }
 
 async fn render_metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], state.metrics.render())
-        .into_response()
+    let mut text = state.metrics.render();
+    metrics::render_graph(&mut text, state.registry.graph_stats());
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], text).into_response()
 }
 
 async fn health(State(state): State<AppState>) -> Response {

@@ -193,6 +193,31 @@ impl Metrics {
     }
 }
 
+/// Appends what the in-memory accounting graph holds and costs (nothing until it is built).
+pub fn render_graph(out: &mut String, stats: Option<berth_registry::GraphStats>) {
+    let Some(g) = stats else { return };
+    let gauges = [
+        ("berth_graph_repositories", "Repositories in the in-memory accounting graph.", g.repositories),
+        ("berth_graph_digests", "Digests (manifests and blobs) in the in-memory accounting graph.", g.digests),
+        ("berth_graph_manifests", "Manifests read into the in-memory accounting graph.", g.manifests),
+    ];
+    for (name, help, v) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP berth_graph_bytes Heap bytes of the in-memory accounting graph, by part.\n# TYPE berth_graph_bytes gauge"
+    );
+    for (part, v) in [
+        ("digests", g.digest_bytes),
+        ("nodes", g.node_bytes),
+        ("repositories", g.repo_bytes),
+        ("analysis", g.analysis_bytes),
+    ] {
+        let _ = writeln!(out, "berth_graph_bytes{{part=\"{part}\"}} {v}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -184,4 +184,13 @@ fn listings_page_sort_and_filter_over_http_and_the_cli_reads_every_page() {
 
     let metrics = http().get(berth.url("/metrics")).call().unwrap().into_body().read_to_string().unwrap();
     assert!(metrics.contains(r#"berth_http_requests_total{endpoint="admin",method="GET",code="2xx"}"#), "{metrics}");
+    // The accounting graph reports what it holds and costs.
+    let gauge = |name: &str| -> u64 {
+        let line = metrics.lines().find(|l| l.starts_with(name)).unwrap_or_else(|| panic!("no {name}: {metrics}"));
+        line.split_whitespace().last().unwrap().parse().unwrap()
+    };
+    assert_eq!(gauge("berth_graph_repositories"), names.len() as u64 - 2, "three deleted, one restored");
+    assert_eq!(gauge("berth_graph_manifests"), names.len() as u64, "the trash still holds the deleted ones");
+    assert_eq!(gauge("berth_graph_digests"), 1 + 3 * names.len() as u64, "shared layer, own layer, config, manifest");
+    assert!(gauge(r#"berth_graph_bytes{part="digests"}"#) > 40 * names.len() as u64);
 }
