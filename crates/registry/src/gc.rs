@@ -41,7 +41,7 @@ use berth_storage::{BackendExt, Key, layout};
 
 use crate::Registry;
 use crate::config::UntaggedPolicy;
-use crate::error::{Result, storage};
+use crate::error::{RegistryError, Result, storage};
 use crate::graph::{Change, Graph, Id, Reached, Subjects};
 use crate::scan::{RepoLinks, ScanOptions, Scanned, par_map};
 
@@ -171,17 +171,21 @@ impl Registry {
                 self.catalog_refresh(&run.s.repos[i].name)?;
             }
         }
+        drop(run);
+        crate::scan::give_back_memory();
         report.duration = started.elapsed();
         Ok(report)
     }
 
     /// Phase 1: reads every repository's links, the trash (before and after), and every
-    /// manifest they reach. An unreadable manifest stops the run.
+    /// manifest they reach.
     fn gc_scan(&self, progress: &(dyn Fn(GcProgress) + Sync)) -> Result<Scanned> {
-        self.scan(ScanOptions { sizes: false, strict: true }, &|done, total| progress(GcProgress::Scan { done, total }))
+        self.scan(ScanOptions { sizes: false }, &|done, total| progress(GcProgress::Scan { done, total }))
     }
 
-    /// Phase 2: marks what the roots reach, per repository (see the module docs).
+    /// Phase 2: marks what the roots reach, per repository (see the module docs). A reached
+    /// manifest that cannot be read stops the run: what it references is unknown, so nothing
+    /// could be swept safely.
     fn gc_mark(&self, s: &Scanned, opts: &GcOptions, clock: &Clock) -> Result<Marks> {
         let g = &s.graph;
         let subjects = g.subjects();
@@ -236,6 +240,12 @@ impl Registry {
             let needed: Vec<Id> =
                 m.keep[i].iter().filter_map(|&k| g.node(k)).flat_map(|n| n.blobs.iter().copied()).collect();
             m.needed[i].extend(needed);
+        }
+        if let Some((&id, reason)) = g.unreadable.iter().find(|&(&id, _)| m.reached[id as usize]) {
+            return Err(RegistryError::Corrupt {
+                what: format!("manifest {}", g.digest(id)),
+                reason: format!("{reason}; GC cannot know what it references; run berth fsck"),
+            });
         }
         Ok(m)
     }

@@ -241,6 +241,9 @@ pub(crate) struct Graph {
     pub repos: BTreeMap<RepoName, RepoState>,
     /// Live trash entries.
     pub trash: BTreeMap<TrashId, TrashEntry>,
+    /// Manifests whose bytes are there but cannot be read, with why: what they reference is
+    /// unknown (GC refuses to sweep while it reaches one).
+    pub unreadable: BTreeMap<Id, String>,
 }
 
 /// A repository's tags, manifests and layer links by digest (see [`Graph::by_digest`]).
@@ -294,6 +297,12 @@ impl Graph {
         self.sizes[id as usize] = n.size;
         self.nodes[id as usize] = Some(Box::new(node));
         id
+    }
+
+    /// Records that the manifest `d` is there but cannot be read.
+    pub(crate) fn set_unreadable(&mut self, d: &Digest, reason: String) {
+        let id = self.intern(d);
+        self.unreadable.insert(id, reason);
     }
 
     /// Records the size of a blob.

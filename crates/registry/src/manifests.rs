@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use berth_oci::manifest::Manifest;
 use berth_oci::{Algorithm, Digest, Reference, RepoName};
-use berth_storage::{BackendExt, StorageError, layout};
+use berth_storage::{StorageError, layout};
 use bytes::Bytes;
 
 use crate::Registry;
@@ -162,6 +162,8 @@ impl Registry {
     fn check_complete(&self, name: &RepoName, d: &Digest, top: &Node<Digest>) -> Result<Vec<(Digest, u64)>> {
         let mut missing: Vec<Digest> = Vec::new();
         let mut sizes = Vec::new();
+        // A set, not the lists: a manifest may name tens of thousands of layers.
+        let direct: std::collections::HashSet<&Digest> = top.blobs.iter().chain(top.children.iter()).collect();
         walk([d.clone()], |r, _| {
             let (linked, x) = match r {
                 Reached::Manifest(m) if m == d => return Ok(Some(Box::new(top.clone()))),
@@ -172,7 +174,7 @@ impl Registry {
                 missing.push(x.clone());
                 return Ok(None);
             };
-            if top.blobs.contains(x) || top.children.contains(x) {
+            if direct.contains(x) {
                 sizes.push((x.clone(), size));
             }
             match r {
@@ -195,7 +197,7 @@ impl Registry {
             return Ok(Some(m));
         }
         let key = layout::blob_data(d);
-        let Some(bytes) = self.store().get_opt(&key).map_err(storage)?.map(Bytes::from) else { return Ok(None) };
+        let Some(bytes) = self.read_small(&key)? else { return Ok(None) };
         let actual = Digest::of(d.algorithm(), &bytes);
         if &actual != d {
             tracing::error!(digest = %d, %actual, "stored manifest does not match its digest");
@@ -216,6 +218,28 @@ impl Registry {
             self.manifests.insert(stored.clone());
         }
         Ok(Some(stored))
+    }
+
+    /// Reads a blob that may be a manifest: `None` when it is absent or larger than any
+    /// manifest Berth accepts (an index may name any blob as a child; reading a layer of
+    /// gigabytes into memory to find out it is not a manifest would let one PUT exhaust memory).
+    fn read_small(&self, key: &berth_storage::Key) -> Result<Option<Bytes>> {
+        use std::io::Read;
+        let limit = self.config().max_manifest_bytes as u64;
+        let (reader, size) = match self.store().open(key, 0) {
+            Ok(x) => x,
+            Err(e) if e.is_not_found() => return Ok(None),
+            Err(e) => return Err(storage(e)),
+        };
+        if size > limit {
+            return Ok(None);
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        reader
+            .take(limit + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| storage(StorageError::Io { key: key.clone(), source: e }))?;
+        Ok((buf.len() as u64 <= limit).then(|| Bytes::from(buf)))
     }
 
     /// `NameUnknown` when the repository does not exist, else `ManifestUnknown`.

@@ -65,14 +65,23 @@ pub(crate) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> Result<R>
     })
 }
 
+/// Returns memory freed since to the operating system. A scan allocates on eight threads, and
+/// glibc keeps what they free in per-thread arenas: without this, the scan of a 200,000-blob
+/// root left the server about 100 MiB larger for good (the issue saw 450 MiB after a GC dry
+/// run). Called after every scan, off the request path.
+pub(crate) fn give_back_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free heap pages; it touches no live allocation.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// How a scan reads.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ScanOptions {
     /// Stat every blob reached, for its size (accounting needs them; GC does not).
     pub sizes: bool,
-    /// A manifest whose bytes are there but cannot be read stops the scan: GC cannot know what
-    /// it references, so nothing could be swept safely. Otherwise it counts as missing.
-    pub strict: bool,
 }
 
 /// What one repository folder holds.
@@ -167,13 +176,17 @@ impl Registry {
             frontier.sort();
             frontier.dedup();
             frontier.retain(|d| !loaded.contains(d));
-            let nodes = par_map(&frontier, |d| self.scan_node(d, opts.strict))?;
+            let nodes = par_map(&frontier, |d| self.scan_node(d))?;
             let mut next = Vec::new();
             for (d, node) in frontier.drain(..).zip(nodes) {
                 loaded.insert(d.clone());
-                if let Some(n) = node {
-                    next.extend(n.children.iter().cloned());
-                    g.set_node(&d, &n);
+                match node {
+                    Loaded::Node(n) => {
+                        next.extend(n.children.iter().cloned());
+                        g.set_node(&d, &n);
+                    }
+                    Loaded::Missing => {}
+                    Loaded::Unreadable(reason) => g.set_unreadable(&d, reason),
                 }
             }
             frontier = next;
@@ -193,24 +206,28 @@ impl Registry {
 
     /// What a manifest references, read without keeping its bytes in the manifest cache (a
     /// scan reads every manifest once and must not hold them all).
-    fn scan_node(&self, d: &Digest, strict: bool) -> Result<Option<Node<Digest>>> {
-        let unreadable = |reason: String| RegistryError::Corrupt {
-            what: format!("manifest {d}"),
-            reason: format!("{reason}; what it references is unknown; run berth fsck"),
-        };
+    fn scan_node(&self, d: &Digest) -> Result<Loaded> {
         match self.load_manifest_with(d, false) {
-            Ok(Some(m)) => match &m.manifest {
-                Some(parsed) => Ok(Some(Node::of(m.bytes.len() as u64, parsed))),
-                None if strict => Err(unreadable("it cannot be parsed".into())),
-                None => Ok(None),
-            },
-            Ok(None) => Ok(None),
-            Err(RegistryError::Storage(e)) if strict => Err(unreadable(e.to_string())),
-            Err(e @ RegistryError::Storage(_)) => {
-                tracing::warn!(digest = %d, error = %e, "manifest unreadable; counted as missing");
-                Ok(None)
+            Ok(Some(m)) => Ok(match &m.manifest {
+                Some(parsed) => Loaded::Node(Node::of(m.bytes.len() as u64, parsed)),
+                None => Loaded::Unreadable("it is not a manifest Berth can parse".into()),
+            }),
+            Ok(None) => Ok(Loaded::Missing),
+            Err(RegistryError::Storage(e)) => {
+                tracing::warn!(digest = %d, error = %e, "manifest unreadable");
+                Ok(Loaded::Unreadable(e.to_string()))
             }
             Err(e) => Err(e),
         }
     }
+}
+
+/// What reading a manifest found.
+enum Loaded {
+    /// What it references.
+    Node(Node<Digest>),
+    /// No bytes under its digest (or more than any manifest holds).
+    Missing,
+    /// Bytes that cannot be read as a manifest: what it references is unknown.
+    Unreadable(String),
 }

@@ -229,14 +229,10 @@ impl Registry {
                 missing.push(d.clone());
                 return Ok::<_, RegistryError>(None);
             }
+            // Bytes that are there but not a manifest Berth reads are present all the same: a
+            // restore relinks them as they are, without going below them.
             match r {
-                Reached::Manifest(m) => match self.stored_node(m)? {
-                    None => {
-                        missing.push(m.clone());
-                        Ok(None)
-                    }
-                    node => Ok(node),
-                },
+                Reached::Manifest(m) => self.stored_node(m),
                 Reached::Blob(_) => Ok(None),
             }
         })?;
@@ -266,27 +262,57 @@ impl Registry {
         })
     }
 
-    /// The audit log, newest first: records numbered by line (1 is the first ever written)
-    /// before line `before` (all when `None`), that `keep` accepts, at most `n`. Unreadable
-    /// lines are skipped with a warning.
+    /// The audit log, newest first: records that `keep` accepts, each with the byte offset
+    /// where its line starts, among the lines that start before `before` (all when `None`), at
+    /// most `n`. Reads the log backwards a chunk at a time, so a page costs what it covers, not
+    /// the whole log. Unreadable lines (a torn last line after a crash) are skipped with a
+    /// warning.
     pub fn audit_log(
         &self,
         before: Option<u64>,
         n: usize,
         keep: impl Fn(&AuditRecord) -> bool,
     ) -> Result<Vec<(u64, AuditRecord)>> {
-        let Some(bytes) = self.store().get_opt(&layout::audit_log()).map_err(storage)? else { return Ok(vec![]) };
-        let lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).collect();
-        let end = before.map_or(lines.len(), |b| (b.saturating_sub(1) as usize).min(lines.len()));
+        const CHUNK: u64 = 64 << 10;
+        let key = layout::audit_log();
+        let Some(meta) = self.store().stat_opt(&key).map_err(storage)? else { return Ok(vec![]) };
+        let end = before.map_or(meta.size, |b| b.min(meta.size));
         let mut out = Vec::new();
-        for (i, line) in lines[..end].iter().enumerate().rev() {
-            match journal::decode_audit(line) {
-                Ok(r) if keep(&r) => out.push((i as u64 + 1, r)),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(line = i + 1, error = %e, "skipping an unreadable audit line"),
+        let decode = |line: &[u8], start: u64| -> Option<(u64, AuditRecord)> {
+            if line.is_empty() {
+                return None;
             }
-            if out.len() == n {
-                break;
+            match journal::decode_audit(line) {
+                Ok(r) => keep(&r).then_some((start, r)),
+                Err(e) => {
+                    tracing::warn!(offset = start, error = %e, "skipping an unreadable audit line");
+                    None
+                }
+            }
+        };
+        // `buf` holds the bytes of the log from `pos` to the start of the last line handled.
+        let (mut pos, mut buf) = (end, Vec::new());
+        while out.len() < n {
+            let body = if buf.last() == Some(&b'\n') { buf.len() - 1 } else { buf.len() };
+            match buf[..body].iter().rposition(|&b| b == b'\n') {
+                Some(i) => {
+                    out.extend(decode(&buf[i + 1..body], pos + i as u64 + 1));
+                    buf.truncate(i + 1);
+                }
+                None if pos == 0 => {
+                    out.extend(decode(&buf[..body], 0));
+                    break;
+                }
+                None => {
+                    let from = pos.saturating_sub(CHUNK);
+                    let (reader, _) = self.store().open(&key, from).map_err(storage)?;
+                    let mut chunk = Vec::with_capacity((pos - from) as usize + buf.len());
+                    std::io::Read::read_to_end(&mut std::io::Read::take(reader, pos - from), &mut chunk)
+                        .map_err(|e| storage(berth_storage::StorageError::Io { key: key.clone(), source: e }))?;
+                    chunk.extend_from_slice(&buf);
+                    buf = chunk;
+                    pos = from;
+                }
             }
         }
         Ok(out)

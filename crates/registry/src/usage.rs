@@ -118,7 +118,23 @@ impl Registry {
         }
         s.scanning = true;
         drop(s);
-        let scanned = self.scan(ScanOptions { sizes: true, strict: false }, &|_, _| {});
+        /// Ends the scan whatever happens to it (a panic on a scan thread included), so no
+        /// caller waits for a graph that will never come.
+        struct Scanning<'a>(&'a crate::graph::GraphCache);
+        impl Drop for Scanning<'_> {
+            fn drop(&mut self) {
+                let mut s = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+                if s.scanning {
+                    s.scanning = false;
+                    s.pending.clear();
+                    self.0.ready.notify_all();
+                }
+            }
+        }
+        let guard = Scanning(&self.graph);
+        let scanned = self.scan(ScanOptions { sizes: true }, &|_, _| {});
+        // The scan came back (well or not): the code below ends it under the lock itself.
+        std::mem::forget(guard);
         let mut s = self.graph.state.lock().unwrap_or_else(|e| e.into_inner());
         s.scanning = false;
         self.graph.ready.notify_all();
@@ -142,6 +158,8 @@ impl Registry {
         let out = f(&g, &a);
         s.graph = Some(g);
         s.analysis = Some(a);
+        drop(s);
+        crate::scan::give_back_memory();
         Ok(out)
     }
 
@@ -216,31 +234,31 @@ impl Registry {
         extra_layers: &[Digest],
     ) -> Result<u64> {
         self.with_graph(|g, a| {
-            let Some(i) = g.repo_index(repo) else { return 0 };
-            let st = &g.repos[repo];
+            let i = g.repo_index(repo);
+            let st = g.repos.get(repo);
             // Roots that go: the removed tags, and under `keep` the removed manifests.
             let mut going: BTreeMap<Id, u32> = BTreeMap::new();
             for t in removed {
-                if let Some(&d) = st.tags.get(t) {
+                if let Some(&d) = st.and_then(|st| st.tags.get(t)) {
                     *going.entry(d).or_default() += 1;
                 }
             }
             let extra: Vec<Id> = extra.iter().filter_map(|d| g.id(d)).collect();
             if a.keep_untagged {
-                for &m in &extra {
+                for &m in extra.iter().filter(|m| st.is_some_and(|st| st.manifests.contains(m))) {
                     *going.entry(m).or_default() += 1;
                 }
             }
             let mut removed_count: HashMap<Id, u32> = HashMap::new();
             let mut closure = HashSet::new();
             for (&image, &k) in &going {
-                g.closure(Some(i), [image], &a.subjects, &mut closure);
+                g.closure(i, [image], &a.subjects, &mut closure);
                 for &id in &closure {
                     *removed_count.entry(id).or_default() += k;
                 }
             }
             let mut reach: HashSet<Id> = removed_count.keys().copied().collect();
-            g.reach(Some(i), extra.iter().copied(), &a.subjects, |r| {
+            g.reach(i, extra.iter().copied(), &a.subjects, |r| {
                 let (Reached::Manifest(&id) | Reached::Blob(&id)) = r;
                 reach.insert(id);
             });

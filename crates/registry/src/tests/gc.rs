@@ -307,3 +307,32 @@ fn an_index_is_accepted_only_when_its_platform_images_are_whole() {
         e => panic!("{e:?}"),
     }
 }
+
+#[test]
+fn i2_gc_stops_when_a_manifest_it_reaches_cannot_be_read_and_sweeps_one_it_does_not() {
+    let f = fixture();
+    let (child, child_layer) = push_image(&f.reg, "unread/idx", "amd", b"platform layer");
+    f.reg.manifest_put(&name("unread/idx"), &tag("both"), None, Bytes::from(index_json(&[(&child, "amd64")]))).unwrap();
+    delete_tags_for_good(&f.reg, "unread/idx", &["amd"]);
+    let (lone, _) = push_image(&f.reg, "unread/lone", "v1", b"lone layer");
+    delete_tags_for_good(&f.reg, "unread/lone", &["v1"]);
+    for d in [&child, &child_layer] {
+        age(&f, &layout::blob_data(d), Duration::from_secs(7200));
+    }
+    // Both manifests' bytes go bad on disk: what they reference is now unknown.
+    for d in [&child, &lone] {
+        std::fs::write(f.dir.path().join(layout::blob_data(d).as_str()), b"not a manifest any more").unwrap();
+    }
+    let reg = open(f.dir.path()); // no manifest cache
+    let err = reg.gc(&now_opts(), &|_| {}).unwrap_err();
+    assert!(
+        matches!(&err, RegistryError::Corrupt { what, .. } if what.contains(&child.to_string())),
+        "the tagged index reaches the unreadable child: {err:?}"
+    );
+    assert!(f.dir.path().join(layout::blob_data(&child_layer).as_str()).exists(), "nothing was swept");
+    // Without the index, the unreadable child is garbage like any other, and so is the lone one.
+    delete_tags_for_good(&reg, "unread/idx", &["both"]);
+    let r = gc(&reg, &now_opts());
+    assert!(r.manifests.contains(&(name("unread/lone"), lone)), "{r:?}");
+    assert!(r.manifests.contains(&(name("unread/idx"), child)), "{r:?}");
+}

@@ -154,12 +154,12 @@ pub fn restore(reg: &Registry, target: &RestoreTarget, force: bool) -> Result<Re
     Ok(RestoreResult::new(&restored, reg.config().trash_retention))
 }
 
-/// Which audit lines to list: newest first, before line `last`, filtered.
+/// Which audit lines to list: newest first, starting before byte offset `last`, filtered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditQuery {
     /// At most this many.
     pub n: usize,
-    /// Lines before this line number.
+    /// Lines that start before this byte offset of the log.
     pub last: Option<u64>,
     /// Only lines about repositories matching this.
     pub repository: Option<RepoPattern>,
@@ -224,8 +224,8 @@ pub fn audit(reg: &Registry, q: &AuditQuery) -> Result<Paged<AuditList, AuditQue
     let more = lines.len() > q.n;
     lines.truncate(q.n);
     let next = match lines.last() {
-        Some((line, _)) if more => Some(AuditQuery { last: Some(*line), ..q.clone() }),
+        Some((offset, _)) if more => Some(AuditQuery { last: Some(*offset), ..q.clone() }),
         _ => None,
     };
-    Ok(Paged { body: AuditList { entries: lines.iter().map(|(l, r)| AuditEntry::new(*l, r)).collect() }, next })
+    Ok(Paged { body: AuditList { entries: lines.iter().map(|(o, r)| AuditEntry::new(*o, r)).collect() }, next })
 }

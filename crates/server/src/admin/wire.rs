@@ -270,8 +270,8 @@ pub struct AuditList {
 /// One line of the audit log.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct AuditEntry {
-    /// Its line number in the log (1 is the oldest): the `last` of the next page.
-    pub line: u64,
+    /// The byte offset in the log where its line starts: the `last` of the next page.
+    pub offset: u64,
     /// When (RFC 3339).
     pub time: String,
     /// `delete`, `restore`, `purge` or `expire`.
@@ -299,10 +299,10 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
-    /// The wire form of the audit line `line`.
-    pub fn new(line: u64, r: &AuditRecord) -> AuditEntry {
+    /// The wire form of the audit line starting at `offset`.
+    pub fn new(offset: u64, r: &AuditRecord) -> AuditEntry {
         AuditEntry {
-            line,
+            offset,
             time: time(r.time),
             action: r.action.as_str().to_owned(),
             id: r.id.as_ref().map(ToString::to_string),
@@ -543,7 +543,7 @@ mod tests {
             "findings",
         );
         let line = AuditEntry {
-            line: 7,
+            offset: 7,
             time: "2026-11-23T15:01:02Z".into(),
             action: "delete".into(),
             id: None,
