@@ -23,9 +23,10 @@
 //! `poll_write` while a region is pending (the connection closes: a short answer, never a
 //! wrong one). A file that shrinks under the send also closes the connection.
 //!
-//! The `sendfile` calls run on the async worker thread. A blob read from a cold page cache
-//! blocks that thread for the disk read; `POSIX_FADV_SEQUENTIAL` widens the kernel's
-//! read-ahead so most of them find the pages already read.
+//! The `sendfile` calls run on the async worker thread while their pages are in the page cache
+//! (a `RWF_NOWAIT` read of the chunk's last byte tells). A chunk that would wait for the disk
+//! runs in `block_in_place`, so the runtime moves the thread's other tasks elsewhere meanwhile;
+//! `POSIX_FADV_SEQUENTIAL` widens the kernel's read-ahead so that is rare.
 
 use std::collections::VecDeque;
 use std::fs::File;
@@ -128,13 +129,20 @@ impl Stream {
         let want = want.min(usize::try_from(region.left).unwrap_or(usize::MAX));
         loop {
             ready!(self.tcp.poll_write_ready(cx))?;
-            let sent = self.tcp.try_io(Interest::WRITABLE, || {
-                // SAFETY: both descriptors are open for the duration of the call (the socket by
-                // `self.tcp`, the file by `region`), and `offset` is a valid `off_t` we own.
-                let n =
-                    unsafe { libc::sendfile(self.tcp.as_raw_fd(), region.file.as_raw_fd(), &mut region.offset, want) };
-                if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
-            });
+            // A region whose pages are not in the page cache makes sendfile wait for the disk:
+            // let the runtime move its other tasks to another thread meanwhile.
+            let cold = !cached(&region.file, region.offset + want as i64 - 1);
+            let tcp = &self.tcp;
+            let mut send = || {
+                tcp.try_io(Interest::WRITABLE, || {
+                    // SAFETY: both descriptors are open for the duration of the call (the socket
+                    // by `tcp`, the file by `region`), and `offset` is a valid `off_t` we own.
+                    let n =
+                        unsafe { libc::sendfile(tcp.as_raw_fd(), region.file.as_raw_fd(), &mut region.offset, want) };
+                    if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as usize) }
+                })
+            };
+            let sent = if cold && multi_threaded() { tokio::task::block_in_place(send) } else { send() };
             match sent {
                 Ok(0) => {
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "blob shrank while sent")));
@@ -155,6 +163,22 @@ impl Stream {
     fn pending(&self) -> bool {
         !self.regions.lock().unwrap_or_else(|e| e.into_inner()).is_empty()
     }
+}
+
+/// Whether the byte at `offset` of `file` is in the page cache: a one-byte read that may not
+/// wait for the disk (`RWF_NOWAIT`). Kernels without it answer as if it were cached.
+fn cached(file: &File, offset: i64) -> bool {
+    let mut byte = [0u8; 1];
+    let iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
+    // SAFETY: `iov` points at one byte we own, for the duration of the call.
+    let n = unsafe { libc::preadv2(file.as_raw_fd(), &iov, 1, offset, libc::RWF_NOWAIT) };
+    n >= 0 || io::Error::last_os_error().kind() != io::ErrorKind::WouldBlock
+}
+
+/// Whether `block_in_place` may be used here (only on the multi-threaded runtime).
+fn multi_threaded() -> bool {
+    tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
 }
 
 /// `Ok(n)` once something was written, else `r`: a write call that made progress must report
