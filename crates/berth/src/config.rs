@@ -6,9 +6,10 @@
 //! Distribution file is classified by [`classify`] before anything else is read:
 //!
 //! - keys Berth takes are used;
-//! - keys that would make Distribution **restrict access** (`auth`, `http.tls`, a non-TCP
-//!   `http.net`, read-only mode, access middleware, manifest URL rules, proxy mode, other
-//!   storage drivers) are refused: `berth serve` stops at start naming the key, because serving
+//! - keys that would make Distribution **restrict access** and that Berth cannot honour
+//!   (`auth`, Let's Encrypt and cipher-suite choices in `http.tls`, a non-TCP `http.net`,
+//!   read-only mode, access middleware, manifest URL rules, proxy mode, other storage drivers)
+//!   are refused: `berth serve` stops at start naming the key, because serving
 //!   such a file open would be a silent security downgrade;
 //! - every other key is ignored and listed, so the operator sees in one log line what Berth did
 //!   not take (see [`FileConfig::ignored`]).
@@ -104,6 +105,22 @@ pub struct HttpSection {
     /// `http.headers`: headers added to every answer (Debian's file sets
     /// `X-Content-Type-Options: nosniff`), as Distribution does.
     pub headers: BTreeMap<String, Vec<String>>,
+    /// `http.tls`
+    pub tls: Option<TlsSection>,
+}
+
+/// `http.tls`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TlsSection {
+    /// `http.tls.certificate`: PEM certificate chain.
+    pub certificate: Option<PathBuf>,
+    /// `http.tls.key`: PEM private key.
+    pub key: Option<PathBuf>,
+    /// `http.tls.clientcas`: PEM authorities client certificates must chain to.
+    pub clientcas: Vec<PathBuf>,
+    /// `http.tls.minimumtls`: `tls1.2` (default) or `tls1.3`.
+    pub minimumtls: Option<String>,
 }
 
 /// `storage:`
@@ -206,8 +223,11 @@ fn classify(path: &str, v: &serde_yaml_ng::Value) -> Disposition {
         "auth" => restricting(
             "authentication is not supported yet; Berth would serve this registry to anyone, deletes included",
         ),
-        "http.tls" => {
-            restricting("TLS is not supported yet; terminate TLS in front of Berth (e.g. with a reverse proxy)")
+        "http.tls" => Descend,
+        "http.tls.certificate" | "http.tls.key" | "http.tls.clientcas" | "http.tls.minimumtls" => Used,
+        "http.tls.letsencrypt" => restricting("Let's Encrypt is not supported; give http.tls.certificate and key"),
+        "http.tls.ciphersuites" => {
+            restricting("choosing cipher suites is not supported; Berth uses rustls' defaults, all of them modern")
         }
         "http.net" => match v.as_str().map(str::trim) {
             None | Some("") | Some("tcp") => Used,
@@ -320,6 +340,27 @@ impl FileConfig {
         Ok(cfg)
     }
 
+    /// TLS settings from `http.tls`, if the section asks for TLS.
+    pub fn tls(&self) -> anyhow::Result<Option<berth_server::tls::TlsSettings>> {
+        let Some(t) = &self.http.tls else { return Ok(None) };
+        if t.certificate.is_none() && t.key.is_none() && t.clientcas.is_empty() && t.minimumtls.is_none() {
+            return Ok(None);
+        }
+        let (Some(certificate), Some(key)) = (&t.certificate, &t.key) else {
+            bail!("http.tls needs both certificate and key");
+        };
+        let min_version = match &t.minimumtls {
+            Some(v) => berth_server::tls::MinVersion::parse(v).map_err(anyhow::Error::msg)?,
+            None => Default::default(),
+        };
+        Ok(Some(berth_server::tls::TlsSettings {
+            certificate: certificate.clone(),
+            key: key.clone(),
+            client_cas: t.clientcas.clone(),
+            min_version,
+        }))
+    }
+
     /// Fails naming the first key that would restrict access and that Berth cannot honour.
     pub fn refuse_restrictions(&self) -> anyhow::Result<()> {
         match self.refused.first() {
@@ -399,9 +440,10 @@ health:
             ("auth:\n  silly:\n    realm: x\n    service: y\n", "auth"),
             ("auth:\n", ""),
             ("auth: {}\n", ""),
-            ("http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n", "http.tls"),
-            ("http:\n  tls:\n    clientcas: [/ca.pem]\n", "http.tls"),
-            ("http:\n  tls:\n    letsencrypt:\n      email: a@b.c\n", "http.tls"),
+            ("http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n", ""),
+            ("http:\n  tls:\n    clientcas: [/ca.pem]\n", ""),
+            ("http:\n  tls:\n    letsencrypt:\n      email: a@b.c\n", "http.tls.letsencrypt"),
+            ("http:\n  tls:\n    ciphersuites: [TLS_AES_128_GCM_SHA256]\n", "http.tls.ciphersuites"),
             ("http:\n  net: unix\n  addr: /run/registry.sock\n", "http.net"),
             ("http:\n  net: tcp\n", ""),
             ("proxy:\n  remoteurl: https://registry-1.docker.io\n", "proxy"),
@@ -415,6 +457,20 @@ health:
         for (text, want) in cases {
             assert_eq!(refused(text), *want, "{text}");
         }
+    }
+
+    #[test]
+    fn tls_settings_need_a_certificate_and_a_key() {
+        let tls = |t: &str| FileConfig::parse(t).unwrap().tls();
+        assert!(tls("").unwrap().is_none());
+        assert!(tls("http:\n  tls: {}\n").unwrap().is_none());
+        let s = tls("http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n    minimumtls: tls1.3\n    clientcas: [/ca.pem]\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(s.min_version, berth_server::tls::MinVersion::Tls13);
+        assert_eq!(s.client_cas, [PathBuf::from("/ca.pem")]);
+        assert!(tls("http:\n  tls:\n    certificate: /c.pem\n").unwrap_err().to_string().contains("both"));
+        assert!(tls("http:\n  tls:\n    certificate: /c\n    key: /k\n    minimumtls: ssl3\n").is_err());
     }
 
     #[test]

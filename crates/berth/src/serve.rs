@@ -29,6 +29,8 @@ pub struct Settings {
     pub headers: Vec<(String, String)>,
     /// Config keys Berth does not use, logged once at start.
     pub ignored: Vec<String>,
+    /// `http.tls`, when TLS is on.
+    pub tls: Option<berth_server::tls::TlsSettings>,
 }
 
 impl Settings {
@@ -60,6 +62,7 @@ impl Settings {
                 .iter()
                 .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
                 .collect(),
+            tls: file.tls()?,
             ignored: file.ignored,
         })
     }
@@ -80,14 +83,33 @@ async fn bind(addr: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))
 }
 
+/// Warns, once, when a secret file can be read by other users: Distribution setups often leave
+/// them so, and refusing to start would break switching in place.
+pub(crate) fn warn_if_readable_by_others(what: &str, path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(m) = std::fs::metadata(path)
+        && m.permissions().mode() & 0o004 != 0
+    {
+        tracing::warn!(file = %path.display(), "{what} is readable by every user of this machine; chmod o-r it");
+    }
+}
+
 pub fn run(settings: Settings) -> anyhow::Result<()> {
     let storage = StorageConfig::Filesystem { root: settings.root.clone(), fsync: settings.fsync };
     let backend = storage.open().with_context(|| format!("opening storage root {}", storage.describe()))?;
+    let tls = match &settings.tls {
+        Some(t) => {
+            warn_if_readable_by_others("the TLS private key (http.tls.key)", &t.key);
+            Some(Arc::new(berth_server::tls::Tls::load(t.clone()).map_err(anyhow::Error::msg)?))
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         let listener = bind(&settings.addr).await?;
         let local = listener.local_addr()?;
-        let _lock = match storage.lock(&format!("berth serve (pid {}, http://{local})", std::process::id()))? {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let _lock = match storage.lock(&format!("berth serve (pid {}, {scheme}://{local})", std::process::id()))? {
             Ok(lock) => lock,
             Err(holder) => bail!("{holder} is using {}; refusing to serve it twice", storage.describe()),
         };
@@ -112,8 +134,11 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         if !settings.ignored.is_empty() {
             tracing::warn!(keys = %settings.ignored.join(", "), "config keys Berth does not use (ignored)");
         }
-        tracing::info!(addr = %local, root = %settings.root.display(), delete_enabled = settings.delete_enabled, "berth listening on {local}");
-        berth_server::serve(listener, state, shutdown_signal()).await?;
+        tracing::info!(addr = %local, root = %settings.root.display(), delete_enabled = settings.delete_enabled, tls = tls.is_some(), "berth listening on {local}");
+        if let Some(tls) = tls.clone() {
+            tokio::spawn(reload_tls_on_sighup(tls));
+        }
+        berth_server::serve(listener, state, tls, shutdown_signal()).await?;
         tracing::info!("berth stopped");
         Ok(())
     })
@@ -161,6 +186,18 @@ async fn scheduled_gc(registry: Arc<Registry>, opts: berth_registry::GcOptions, 
             ),
             Ok(Err(e)) => tracing::error!(error = %e, "scheduled GC failed"),
             Err(e) => tracing::error!(error = %e, "scheduled GC task failed"),
+        }
+    }
+}
+
+/// Re-reads the certificate and key on SIGHUP, so a renewal needs no restart.
+async fn reload_tls_on_sighup(tls: Arc<berth_server::tls::Tls>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+    while hup.recv().await.is_some() {
+        match tls.reload() {
+            Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+            Err(e) => tracing::error!(error = %e, "reloading TLS failed; the previous certificate stays in use"),
         }
     }
 }

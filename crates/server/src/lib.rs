@@ -10,9 +10,11 @@
 
 pub mod admin;
 mod body;
+pub mod conn;
 pub mod error;
 pub mod headers;
 pub mod metrics;
+pub mod tls;
 pub mod v2;
 pub mod zero_copy;
 
@@ -86,14 +88,19 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets requests in flight finish.
+/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
+/// lets requests in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
+    tls: Option<Arc<tls::Tls>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let app = router(state).into_make_service_with_connect_info::<zero_copy::Conn>();
-    axum::serve(zero_copy::Listener(listener), app).with_graceful_shutdown(shutdown).await
+    let app = router(state).into_make_service_with_connect_info::<conn::Peer>();
+    match tls {
+        Some(tls) => axum::serve(tls::Listener::new(listener, tls)?, app).with_graceful_shutdown(shutdown).await,
+        None => axum::serve(zero_copy::Listener(listener), app).with_graceful_shutdown(shutdown).await,
+    }
 }
 
 /// Adds the API version header, strips bodies from HEAD answers, and records metrics.

@@ -5,7 +5,8 @@
 //! be handed to the socket. Instead:
 //!
 //! - [`Listener`] wraps each accepted socket in a [`Stream`] that owns a FIFO of *pending file
-//!   regions*, shared with the request handlers through [`Conn`] (axum's connect info);
+//!   regions*, shared with the request handlers through [`Conn`] (in axum's connect info,
+//!   `conn::Peer`);
 //! - [`file_body`] returns a body that, when hyper first polls it, appends its file region to
 //!   that FIFO and then yields *placeholder* frames: slices of one static buffer, [`PLACEHOLDER`],
 //!   exactly as many bytes as the region holds;
@@ -38,8 +39,6 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 
 use axum::body::Body;
-use axum::extract::connect_info::Connected;
-use axum::serve::IncomingStream;
 use bytes::Bytes;
 use http_body::Frame;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
@@ -108,18 +107,17 @@ pub struct Stream {
     regions: Regions,
 }
 
-/// What a handler knows of its connection: where to queue file regions. Absent when the
+/// Where a handler queues file regions for its connection (see `conn::Peer`). Absent when the
 /// server was not started through [`Listener`] (then bodies are copied as usual).
 #[derive(Clone, Debug)]
 pub struct Conn(Regions);
 
-impl Connected<IncomingStream<'_, Listener>> for Conn {
-    fn connect_info(stream: IncomingStream<'_, Listener>) -> Self {
-        Conn(stream.io().regions.clone())
-    }
-}
-
 impl Stream {
+    /// The handle handlers queue file regions through.
+    pub fn conn(&self) -> Conn {
+        Conn(self.regions.clone())
+    }
+
     /// Sends up to `want` bytes of the front region.
     fn poll_sendfile(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         let mut regions = self.regions.lock().unwrap_or_else(|e| e.into_inner());

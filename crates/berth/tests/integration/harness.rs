@@ -35,6 +35,97 @@ pub fn http() -> ureq::Agent {
     ureq::Agent::config_builder().http_status_as_error(false).build().new_agent()
 }
 
+/// An HTTP client that trusts the PEM certificates in `ca_pem` (and nothing else), and sends
+/// `client` (PEM certificate and key) when given.
+pub fn https(ca_pem: &[u8], client: Option<(&[u8], &[u8])>) -> ureq::Agent {
+    use ureq::tls::{ClientCert, PemItem, RootCerts, TlsConfig, parse_pem};
+    let certs = |pem: &[u8]| -> Vec<ureq::tls::Certificate<'static>> {
+        parse_pem(pem)
+            .filter_map(|i| match i.unwrap() {
+                PemItem::Certificate(c) => Some(c.to_owned()),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut tls = TlsConfig::builder().root_certs(RootCerts::Specific(Arc::new(certs(ca_pem))));
+    if let Some((cert, key)) = client {
+        let key = parse_pem(key)
+            .find_map(|i| match i.unwrap() {
+                PemItem::PrivateKey(k) => Some(k.to_owned()),
+                _ => None,
+            })
+            .expect("a PEM private key");
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&certs(cert), key)));
+    }
+    ureq::Agent::config_builder().http_status_as_error(false).tls_config(tls.build()).build().new_agent()
+}
+
+/// A throwaway certificate authority made with the `openssl` command, and certificates it
+/// issues, in a folder of their own.
+pub struct TestCa {
+    pub dir: PathBuf,
+}
+
+impl TestCa {
+    /// Makes a CA in `dir` (`ca.crt`, `ca.key`).
+    pub fn new(dir: &Path) -> TestCa {
+        std::fs::create_dir_all(dir).unwrap();
+        let openssl = require_tool("openssl", "install it with `apt-get install -y openssl`");
+        run(Command::new(&openssl)
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2"])
+            .args(["-subj", "/CN=berth test CA"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+            .arg("-keyout")
+            .arg(dir.join("ca.key"))
+            .arg("-out")
+            .arg(dir.join("ca.crt")));
+        TestCa { dir: dir.to_owned() }
+    }
+
+    /// Issues `<name>.crt` and `<name>.key` for a server on 127.0.0.1 and localhost, or for a
+    /// client; returns their paths.
+    pub fn issue(&self, name: &str, server: bool) -> (PathBuf, PathBuf) {
+        let openssl = require_tool("openssl", "install it with `apt-get install -y openssl`");
+        let (crt, key, csr, ext) = (
+            self.dir.join(format!("{name}.crt")),
+            self.dir.join(format!("{name}.key")),
+            self.dir.join(format!("{name}.csr")),
+            self.dir.join(format!("{name}.ext")),
+        );
+        run(Command::new(&openssl)
+            .args(["req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"])
+            .args(["-subj", &format!("/CN={name}")])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr));
+        let usage = if server {
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+        } else {
+            "extendedKeyUsage=clientAuth\n"
+        };
+        std::fs::write(&ext, format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\n{usage}")).unwrap();
+        run(Command::new(&openssl)
+            .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+            .arg("-in")
+            .arg(&csr)
+            .arg("-CA")
+            .arg(self.dir.join("ca.crt"))
+            .arg("-CAkey")
+            .arg(self.dir.join("ca.key"))
+            .arg("-extfile")
+            .arg(&ext)
+            .arg("-out")
+            .arg(&crt));
+        (crt, key)
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.join("ca.crt")).unwrap()
+    }
+}
+
 /// Captures a child's stderr lines in the background (so its pipe never fills).
 fn capture(child: &mut Child) -> Arc<Mutex<String>> {
     let log = Arc::new(Mutex::new(String::new()));
@@ -130,6 +221,12 @@ impl Berth {
         self.log.lock().unwrap().clone()
     }
 
+    /// Sends a signal (`HUP`, `TERM`, …) to the server.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.as_ref().expect("running").id().to_string();
+        run(Command::new("kill").arg(format!("-{name}")).arg(pid));
+    }
+
     /// Kills the server with SIGKILL, as a crash or an OOM kill would.
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("running");
@@ -162,6 +259,11 @@ impl Drop for Berth {
             let _ = c.wait();
         }
     }
+}
+
+/// Waits until the server's log holds `needle` (30 s at most).
+pub fn wait_for_log(b: &Berth, needle: &str) {
+    wait_until(&format!("the log line {needle:?}"), &b.log, || b.log().contains(needle));
 }
 
 /// A running CNCF Distribution (`docker-registry` from Debian, version 2.8).

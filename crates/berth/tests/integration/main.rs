@@ -44,5 +44,7 @@ mod remote;
 mod serve;
 /// Concurrent pushes, pulls, deletes and GC, bounded in time.
 mod stress;
+/// TLS: CA-trusting clients, client certificates, SIGHUP renewal.
+mod tls;
 /// Trash expiry and the audit log.
 mod trash;

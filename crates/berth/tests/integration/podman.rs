@@ -9,7 +9,8 @@ use crate::clients::{copy, served_digest};
 use crate::harness::{Berth, require_tool, run};
 use crate::image::standard;
 
-fn podman(store: &Path) -> Command {
+/// `podman` with its own storage folder (vfs driver, no daemon, nothing of the machine's touched).
+pub fn podman(store: &Path) -> Command {
     let mut c = Command::new(require_tool("podman", "install it with `apt-get install -y podman`"));
     c.arg("--root").arg(store.join("root")).arg("--runroot").arg(store.join("run")).args([
         "--storage-driver",

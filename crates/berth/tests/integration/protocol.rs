@@ -29,21 +29,27 @@ impl Resp {
     }
 }
 
-/// A registry reached over HTTP.
+/// A registry reached over HTTP (or HTTPS).
 pub struct Reg {
     pub addr: String,
     pub label: &'static str,
     agent: ureq::Agent,
+    scheme: &'static str,
 }
 
 impl Reg {
     pub fn new(addr: &str, label: &'static str) -> Reg {
-        Reg { addr: addr.to_owned(), label, agent: http() }
+        Reg { addr: addr.to_owned(), label, agent: http(), scheme: "http" }
+    }
+
+    /// A registry served over TLS, reached with `agent` (which trusts its CA).
+    pub fn https(addr: &str, label: &'static str, agent: ureq::Agent) -> Reg {
+        Reg { addr: addr.to_owned(), label, agent, scheme: "https" }
     }
 
     /// Absolute URL for a path or for a `Location` (relative or absolute).
     pub fn url(&self, path: &str) -> String {
-        if path.starts_with("http") { path.to_owned() } else { format!("http://{}{path}", self.addr) }
+        if path.starts_with("http") { path.to_owned() } else { format!("{}://{}{path}", self.scheme, self.addr) }
     }
 
     pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {

@@ -63,8 +63,7 @@ fn a_config_that_restricts_access_is_refused_at_start_naming_the_key() {
     let cases = [
         ("auth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/docker/registry/htpasswd\n", "auth"),
         ("auth:\n  token:\n    realm: https://a/token\n    service: r\n    issuer: i\n", "auth"),
-        ("http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n", "http.tls"),
-        ("http:\n  tls:\n    clientcas: [/ca.pem]\n", "http.tls"),
+        ("http:\n  tls:\n    letsencrypt:\n      email: a@b.c\n", "http.tls.letsencrypt"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {
         let cfg = dir.path().join(format!("config{i}.yml"));

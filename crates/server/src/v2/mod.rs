@@ -37,7 +37,7 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     // rather than become a separator.
     let path = parts.uri.path().strip_prefix("/v2/").unwrap_or("");
     let query = Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
-    let conn = parts.extensions.get::<ConnectInfo<zero_copy::Conn>>().map(|c| c.0.clone());
+    let conn = parts.extensions.get::<ConnectInfo<crate::conn::Peer>>().and_then(|c| c.0.zero_copy.clone());
     let result = match route::parse(path) {
         Err(e) => Err(e.into()),
         Ok(None) => Err(ApiError::NotFound),
