@@ -164,7 +164,7 @@ impl Admin {
 
     /// Repositories.
     pub fn repositories(&self) -> anyhow::Result<Vec<wire::RepositorySummary>> {
-        let pages = self.pages("/api/repositories", &[], ops::repositories)?;
+        let pages = self.pages("/api/repositories", &[], |reg, l| ops::repositories(reg, l, &|_| true))?;
         Ok(pages.into_iter().flat_map(|p| p.repositories).collect())
     }
 
@@ -177,7 +177,7 @@ impl Admin {
     /// Space accounting: every repository (without tags), or one with its tags.
     pub fn usage(&self, name: Option<&RepoName>) -> anyhow::Result<Vec<wire::RepoUsageWire>> {
         let extra: Vec<(&str, String)> = name.iter().map(|n| ("repository", n.to_string())).collect();
-        let pages = self.pages("/api/usage", &extra, |reg, l| ops::usage(reg, name, l))?;
+        let pages = self.pages("/api/usage", &extra, |reg, l| ops::usage(reg, name, l, &|_| true))?;
         let mut out: Vec<wire::RepoUsageWire> = Vec::new();
         for page in pages {
             for r in page.repositories {
@@ -212,7 +212,7 @@ impl Admin {
 
     /// The trash: the retention in force and every entry.
     pub fn trash(&self) -> anyhow::Result<(u64, Vec<wire::Entry>)> {
-        let pages = self.pages("/api/trash", &[], ops::trash)?;
+        let pages = self.pages("/api/trash", &[], |reg, l| ops::trash(reg, l, &|_| true))?;
         let retention = pages.first().map_or(0, |p| p.retention_seconds);
         Ok((retention, pages.into_iter().flat_map(|p| p.entries).collect()))
     }
@@ -224,7 +224,7 @@ impl Admin {
                 Some(id) => self.one("DELETE", &format!("/api/trash/{id}")),
                 None => self.one("DELETE", "/api/trash"),
             },
-            Admin::Local { reg, .. } => Ok(ops::purge(reg, id)?),
+            Admin::Local { reg, who, .. } => Ok(ops::purge(reg, id, who.as_deref())?),
         }
     }
 
@@ -289,7 +289,7 @@ impl Admin {
                 q.push(("force", force.to_string()));
                 self.one("POST", &format!("{path}{}", query(&q)))
             }
-            Admin::Local { reg, .. } => Ok(ops::restore(reg, target, force)?),
+            Admin::Local { reg, who, .. } => Ok(ops::restore(reg, target, force, who.as_deref())?),
         }
     }
 }

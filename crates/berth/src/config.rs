@@ -41,6 +41,10 @@ pub struct FileConfig {
     pub trash: TrashSection,
     /// `gc:`
     pub gc: GcSection,
+    /// `auth:`
+    pub auth: AuthSection,
+    /// `access:` (Berth's own): who may do what where.
+    pub access: Option<AccessSection>,
     /// Keys of the file that Berth does not use, dotted (`notifications`, `http.secret`).
     #[serde(skip)]
     pub ignored: Vec<String>,
@@ -48,6 +52,56 @@ pub struct FileConfig {
     /// with the reason; `berth serve` refuses to start while any is present.
     #[serde(skip)]
     pub refused: Vec<(String, &'static str)>,
+}
+
+/// `auth:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct AuthSection {
+    /// `auth.htpasswd`
+    pub htpasswd: Option<HtpasswdSection>,
+}
+
+/// `auth.htpasswd`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct HtpasswdSection {
+    /// `auth.htpasswd.realm`: named in the challenge.
+    pub realm: Option<String>,
+    /// `auth.htpasswd.path`: the file, bcrypt entries only.
+    pub path: Option<PathBuf>,
+}
+
+/// `access:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessSection {
+    /// Patterns (`team/**`) and their rules.
+    pub repositories: BTreeMap<String, RepositoryAccess>,
+    /// Users who may do everything, the admin API's writes included.
+    pub admins: Vec<String>,
+}
+
+/// `access.repositories.<pattern>`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RepositoryAccess {
+    /// Users and their actions.
+    pub policies: Vec<AccessPolicy>,
+    /// Actions of any signed-in user no policy names.
+    pub default: Vec<String>,
+    /// Actions of callers who did not sign in.
+    pub anonymous: Vec<String>,
+}
+
+/// `access.repositories.<pattern>.policies[]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessPolicy {
+    /// User names.
+    pub users: Vec<String>,
+    /// `pull`, `push`, `delete`, `*`.
+    pub actions: Vec<String>,
 }
 
 /// `gc:`
@@ -220,9 +274,13 @@ fn classify(path: &str, v: &serde_yaml_ng::Value) -> Disposition {
         | "middleware"
         | "validation"
         | "validation.manifests" => Descend,
-        "auth" => restricting(
-            "authentication is not supported yet; Berth would serve this registry to anyone, deletes included",
+        "auth" => Descend,
+        "auth.htpasswd" => Used,
+        "auth.token" => restricting(
+            "token authentication is not supported yet; Berth would serve this registry to anyone, deletes included",
         ),
+        "auth.silly" => restricting("silly auth lets anyone in; it is for development only and not supported"),
+        "access" => Used,
         "http.tls" => Descend,
         "http.tls.certificate" | "http.tls.key" | "http.tls.clientcas" | "http.tls.minimumtls" => Used,
         "http.tls.letsencrypt" => restricting("Let's Encrypt is not supported; give http.tls.certificate and key"),
@@ -361,6 +419,41 @@ impl FileConfig {
         }))
     }
 
+    /// Access control from `auth:` and `access:`, if the file asks for it. The htpasswd file
+    /// must load (bcrypt entries only) or the server does not start.
+    pub fn auth(&self) -> anyhow::Result<Option<berth_server::auth::Auth>> {
+        use berth_server::auth::{Auth, Authenticator, htpasswd::Htpasswd, policy};
+        let policy = match &self.access {
+            None => None,
+            Some(a) => {
+                let repos = a
+                    .repositories
+                    .iter()
+                    .map(|(p, r)| {
+                        let spec = policy::RuleSpec {
+                            policies: r.policies.iter().map(|p| (p.users.clone(), p.actions.clone())).collect(),
+                            default: r.default.clone(),
+                            anonymous: r.anonymous.clone(),
+                        };
+                        (p.clone(), spec)
+                    })
+                    .collect();
+                Some(policy::Policy::new(&repos, &a.admins).map_err(anyhow::Error::msg)?)
+            }
+        };
+        let Some(h) = &self.auth.htpasswd else {
+            if policy.is_some() {
+                bail!("access: needs an auth: section to say who the users are (auth.htpasswd)");
+            }
+            return Ok(None);
+        };
+        let path = h.path.as_ref().context("auth.htpasswd.path is missing")?;
+        crate::serve::warn_if_readable_by_others("the htpasswd file (auth.htpasswd.path)", path);
+        let realm = h.realm.clone().unwrap_or_else(|| "berth".to_owned());
+        let file = Htpasswd::load(path, &realm).map_err(anyhow::Error::msg)?;
+        Ok(Some(Auth::new(Authenticator::Htpasswd(file), policy)))
+    }
+
     /// Fails naming the first key that would restrict access and that Berth cannot honour.
     pub fn refuse_restrictions(&self) -> anyhow::Result<()> {
         match self.refused.first() {
@@ -412,7 +505,7 @@ health:
 "#;
 
     #[test]
-    fn loads_distribution_config_as_shipped_by_debian_and_refuses_its_auth() {
+    fn loads_distribution_config_as_shipped_by_debian_and_honours_its_auth() {
         let cfg = FileConfig::parse(DEBIAN).unwrap();
         assert_eq!(cfg.http.addr.as_deref(), Some(":5000"));
         assert_eq!(cfg.http.headers["X-Content-Type-Options"], vec!["nosniff".to_owned()]);
@@ -422,12 +515,15 @@ health:
         );
         assert_eq!(cfg.storage.delete.enabled, Some(true));
         assert_eq!(cfg.ignored, ["log.fields", "storage.cache", "health"]);
-        assert_eq!(cfg.refused.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["auth"]);
-        let e = cfg.refuse_restrictions().unwrap_err().to_string();
-        assert!(e.contains("auth") && e.contains("refusing to start"), "{e}");
-        // Without the auth section the same file serves.
+        assert!(cfg.refused.is_empty(), "{:?}", cfg.refused);
+        // Its htpasswd file is honoured: here it does not exist, so the server would not start.
+        let e = cfg.auth().unwrap_err().to_string();
+        assert!(e.contains("auth.htpasswd.path /etc/docker/registry"), "{e}");
+        // Without the auth section the same file serves open.
         let open = DEBIAN.replace("auth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/docker/registry\n", "");
-        FileConfig::parse(&open).unwrap().refuse_restrictions().unwrap();
+        let open = FileConfig::parse(&open).unwrap();
+        open.refuse_restrictions().unwrap();
+        assert!(open.auth().unwrap().is_none());
     }
 
     #[test]
@@ -436,8 +532,9 @@ health:
             FileConfig::parse(text).unwrap().refused.into_iter().map(|(k, _)| k).collect::<Vec<_>>().join(",")
         };
         let cases: &[(&str, &str)] = &[
-            ("auth:\n  token:\n    realm: https://auth.example.com/token\n", "auth"),
-            ("auth:\n  silly:\n    realm: x\n    service: y\n", "auth"),
+            ("auth:\n  token:\n    realm: https://auth.example.com/token\n", "auth.token"),
+            ("auth:\n  silly:\n    realm: x\n    service: y\n", "auth.silly"),
+            ("auth:\n  htpasswd:\n    realm: r\n    path: /p\n", ""),
             ("auth:\n", ""),
             ("auth: {}\n", ""),
             ("http:\n  tls:\n    certificate: /c.pem\n    key: /k.pem\n", ""),

@@ -31,6 +31,8 @@ pub struct Settings {
     pub ignored: Vec<String>,
     /// `http.tls`, when TLS is on.
     pub tls: Option<berth_server::tls::TlsSettings>,
+    /// Access control (`auth:`, `access:`); `None`: open.
+    pub auth: Option<Arc<berth_server::auth::Auth>>,
 }
 
 impl Settings {
@@ -63,6 +65,7 @@ impl Settings {
                 .flat_map(|(name, values)| values.iter().map(move |v| (name.clone(), v.clone())))
                 .collect(),
             tls: file.tls()?,
+            auth: file.auth()?.map(Arc::new),
             ignored: file.ignored,
         })
     }
@@ -126,6 +129,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             delete_enabled: settings.delete_enabled,
             gc: settings.gc.clone(),
             headers: berth_server::response_headers(&settings.headers).map_err(anyhow::Error::msg).context("http.headers")?,
+            auth: settings.auth.clone(),
         };
         tokio::spawn(expire_trash(registry.clone(), settings.trash_retention));
         if let Some(every) = settings.gc_interval {

@@ -24,19 +24,22 @@ pub(crate) struct CatalogCache {
 impl Registry {
     /// Repository names in lexical order, after `last`, at most `n`.
     pub fn catalog(&self, n: usize, last: Option<&str>) -> Result<Page> {
+        self.catalog_where(n, last, &|_| true)
+    }
+
+    /// Like [`Registry::catalog`], listing only the repositories `keep` accepts (those a
+    /// caller may pull).
+    pub fn catalog_where(&self, n: usize, last: Option<&str>, keep: &dyn Fn(&str) -> bool) -> Result<Page> {
         let mut guard = self.catalog.repos.lock().expect("catalog lock");
         if guard.is_none() {
             *guard = Some(self.walk_repositories()?.into_iter().map(|r| r.as_str().to_owned()).collect());
         }
         let repos = guard.as_ref().expect("filled above");
-        let after: Vec<String> = match last {
-            Some(l) => repos
-                .range::<str, _>((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded))
-                .take(n.saturating_add(1))
-                .cloned()
-                .collect(),
-            None => repos.iter().take(n.saturating_add(1)).cloned().collect(),
+        let start = match last {
+            Some(l) => repos.range::<str, _>((std::ops::Bound::Excluded(l), std::ops::Bound::Unbounded)),
+            None => repos.range::<str, _>(..),
         };
+        let after: Vec<String> = start.filter(|r| keep(r)).take(n.saturating_add(1)).cloned().collect();
         Ok(Page::cut(after, Some(n)))
     }
 

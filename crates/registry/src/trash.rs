@@ -92,22 +92,36 @@ impl Registry {
         forced: bool,
         trashed: Option<bool>,
     ) -> Result<()> {
-        let line = journal::encode_audit(&AuditRecord::of(action, entry, forced, trashed, SystemTime::now()));
+        self.audit_by(action, entry, entry.who.as_deref(), forced, trashed)
+    }
+
+    /// Appends one audit line naming `who` did it (the entry names who deleted).
+    fn audit_by(
+        &self,
+        action: AuditAction,
+        entry: &TrashEntry,
+        who: Option<&str>,
+        forced: bool,
+        trashed: Option<bool>,
+    ) -> Result<()> {
+        let mut record = AuditRecord::of(action, entry, forced, trashed, SystemTime::now());
+        record.who = who.map(str::to_owned);
+        let line = journal::encode_audit(&record);
         let mut w = self.store().writer(&layout::audit_log()).map_err(storage)?;
         w.write_all(&line).map_err(storage)?;
         w.commit().map_err(storage)?;
         Ok(())
     }
 
-    /// Removes trash entries for good: one, or all when `id` is `None`. Their content is then
-    /// unprotected and the next GC may free it.
-    pub fn trash_purge(&self, id: Option<&TrashId>) -> Result<Vec<TrashEntry>> {
+    /// Removes trash entries for good: one, or all when `id` is `None`, for `who` (recorded in
+    /// the audit log). Their content is then unprotected and the next GC may free it.
+    pub fn trash_purge(&self, id: Option<&TrashId>, who: Option<&str>) -> Result<Vec<TrashEntry>> {
         let entries = match id {
             Some(id) => vec![self.trash_get(id)?],
             None => self.trash_list()?,
         };
         for e in &entries {
-            self.trash_remove(e, AuditAction::Purge)?;
+            self.trash_remove(e, AuditAction::Purge, who)?;
         }
         Ok(entries)
     }
@@ -118,15 +132,15 @@ impl Registry {
         let mut expired = Vec::new();
         for e in self.trash_list()? {
             if e.expires(retention) <= now {
-                self.trash_remove(&e, AuditAction::Expire)?;
+                self.trash_remove(&e, AuditAction::Expire, None)?;
                 expired.push(e);
             }
         }
         Ok(expired)
     }
 
-    fn trash_remove(&self, e: &TrashEntry, action: AuditAction) -> Result<()> {
-        self.audit(action, e, false, None)?;
+    fn trash_remove(&self, e: &TrashEntry, action: AuditAction, who: Option<&str>) -> Result<()> {
+        self.audit_by(action, e, who, false, None)?;
         self.store().delete(&layout::trash_entry(e.id.as_str())).map_err(storage)?;
         self.graph.note(Change::TrashRemove(e.id.clone()));
         if e.kind == DeleteKind::Repository && !self.repo_exists(&e.repository)? {
@@ -137,10 +151,11 @@ impl Registry {
         Ok(())
     }
 
-    /// Restores a trash entry: checks that all its content is still whole (else changes
-    /// nothing and names what is missing) and that no tag it restores was re-pushed since
-    /// (else refuses unless `force`, naming what would be overwritten); then re-links it all.
-    pub fn restore(&self, target: &RestoreTarget, force: bool) -> Result<Restored> {
+    /// Restores a trash entry for `who` (recorded in the audit log): checks that all its
+    /// content is still whole (else changes nothing and names what is missing) and that no tag
+    /// it restores was re-pushed since (else refuses unless `force`, naming what would be
+    /// overwritten); then re-links it all.
+    pub fn restore(&self, target: &RestoreTarget, force: bool, who: Option<&str>) -> Result<Restored> {
         let entry = self.find_entry(target)?;
         let _inflight = self.inflight();
         let _guard = self.repo_lock(&entry.repository);
@@ -181,7 +196,7 @@ impl Registry {
             self.tag_set(name, tag, d)?;
         }
         self.store().delete(&layout::trash_entry(entry.id.as_str())).map_err(storage)?;
-        self.audit(AuditAction::Restore, &entry, force && !conflicts.is_empty(), None)?;
+        self.audit_by(AuditAction::Restore, &entry, who, force && !conflicts.is_empty(), None)?;
         self.graph.note(Change::Restore(entry.clone()));
         self.catalog_added(name);
         Ok(Restored { entry, overwritten: conflicts.into_iter().collect() })

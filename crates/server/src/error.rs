@@ -26,6 +26,18 @@ pub enum ApiError {
     Internal(&'static str),
     /// An admin API request that does not make sense (unknown parameter value).
     BadRequest(String),
+    /// No credentials, or wrong ones: 401 with a `WWW-Authenticate` challenge.
+    Unauthorized {
+        /// The `WWW-Authenticate` value.
+        challenge: String,
+    },
+    /// Signed in, without the right: 403.
+    Denied(String),
+    /// Too many failed sign-ins from this address: 429 with `Retry-After`.
+    TooManyRequests {
+        /// Seconds to wait.
+        retry_after: u64,
+    },
 }
 
 impl From<RegistryError> for ApiError {
@@ -67,6 +79,9 @@ impl ApiError {
             ApiError::MethodNotAllowed => return m(S::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             ApiError::Internal(_) => return m(S::INTERNAL_SERVER_ERROR, "UNKNOWN"),
             ApiError::BadRequest(_) => return m(S::BAD_REQUEST, "UNSUPPORTED"),
+            ApiError::Unauthorized { .. } => return m(S::UNAUTHORIZED, "UNAUTHORIZED"),
+            ApiError::Denied(_) => return m(S::FORBIDDEN, "DENIED"),
+            ApiError::TooManyRequests { .. } => return m(S::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
         };
         match e {
             RegistryError::Parse(p) => match p {
@@ -131,6 +146,11 @@ impl ApiError {
             ApiError::PaginationNumberInvalid(n) => format!("n must be a non-negative integer, not {n:?}"),
             ApiError::NotFound => "no such endpoint".to_owned(),
             ApiError::MethodNotAllowed => "method not allowed on this endpoint".to_owned(),
+            ApiError::Unauthorized { .. } => "authentication required".to_owned(),
+            ApiError::Denied(why) => format!("access denied: {why}"),
+            ApiError::TooManyRequests { retry_after } => {
+                format!("too many failed sign-ins from this address; try again in {retry_after} s")
+            }
         }
     }
 }
@@ -168,6 +188,14 @@ impl IntoResponse for ApiError {
                 if let Ok(v) = HeaderValue::from_str(&crate::headers::upload_range(*offset)) {
                     resp.headers_mut().insert(header::RANGE, v);
                 }
+            }
+            ApiError::Unauthorized { challenge } => {
+                if let Ok(v) = HeaderValue::from_str(challenge) {
+                    resp.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+                }
+            }
+            ApiError::TooManyRequests { retry_after } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
         }
@@ -258,6 +286,9 @@ mod tests {
             (ApiError::MethodNotAllowed, 405),
             (ApiError::Internal("x"), 500),
             (ApiError::BadRequest("x".into()), 400),
+            (ApiError::Unauthorized { challenge: "Basic realm=\"r\"".into() }, 401),
+            (ApiError::Denied("x".into()), 403),
+            (ApiError::TooManyRequests { retry_after: 3 }, 429),
             (RegistryError::InUse { reason: "x".into() }.into(), 409),
             (RegistryError::Conflict { reason: "x".into() }.into(), 409),
             (RegistryError::TrashUnknown { id: "x".into() }.into(), 404),

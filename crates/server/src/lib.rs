@@ -9,6 +9,7 @@
 //! they know of storage comes through `berth_registry`.
 
 pub mod admin;
+pub mod auth;
 mod body;
 pub mod conn;
 pub mod error;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub gc: berth_registry::GcOptions,
     /// Headers added to every answer (`http.headers`).
     pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Access control; `None`: an open registry.
+    pub auth: Option<Arc<auth::Auth>>,
 }
 
 impl AppState {
@@ -84,6 +87,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(health))
         .fallback(|| async { error::ApiError::NotFound.into_response() })
+        .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
 }

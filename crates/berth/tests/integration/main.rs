@@ -12,6 +12,8 @@ mod image;
 
 /// The admin API's listings: pages, sorting, filters, and the CLI reading them.
 mod admin;
+/// Access control: the denial matrix, rights per repository, real clients signing in.
+mod auth;
 /// Bad input gets the spec's error code, never a 500.
 mod bad_input;
 /// The CLI offline on a root, and its manners.

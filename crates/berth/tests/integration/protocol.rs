@@ -35,16 +35,31 @@ pub struct Reg {
     pub label: &'static str,
     agent: ureq::Agent,
     scheme: &'static str,
+    /// An `Authorization` header sent with every request.
+    authorization: Option<String>,
 }
 
 impl Reg {
     pub fn new(addr: &str, label: &'static str) -> Reg {
-        Reg { addr: addr.to_owned(), label, agent: http(), scheme: "http" }
+        Reg { addr: addr.to_owned(), label, agent: http(), scheme: "http", authorization: None }
     }
 
     /// A registry served over TLS, reached with `agent` (which trusts its CA).
     pub fn https(addr: &str, label: &'static str, agent: ureq::Agent) -> Reg {
-        Reg { addr: addr.to_owned(), label, agent, scheme: "https" }
+        Reg { addr: addr.to_owned(), label, agent, scheme: "https", authorization: None }
+    }
+
+    /// The same registry, signing every request in as `user` (HTTP Basic).
+    pub fn as_user(&self, user: &str, password: &str) -> Reg {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Reg {
+            addr: self.addr.clone(),
+            label: self.label,
+            agent: self.agent.clone(),
+            scheme: self.scheme,
+            authorization: Some(format!("Basic {basic}")),
+        }
     }
 
     /// Absolute URL for a path or for a `Location` (relative or absolute).
@@ -54,6 +69,11 @@ impl Reg {
 
     pub fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Resp {
         let mut b = ureq::http::Request::builder().method(method).uri(self.url(path));
+        if let Some(a) = &self.authorization
+            && !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+        {
+            b = b.header("Authorization", a);
+        }
         for (k, v) in headers {
             b = b.header(*k, *v);
         }

@@ -61,8 +61,8 @@ fn a_bad_config_fails_at_start_with_a_one_line_reason() {
 fn a_config_that_restricts_access_is_refused_at_start_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("auth:\n  htpasswd:\n    realm: basic-realm\n    path: /etc/docker/registry/htpasswd\n", "auth"),
-        ("auth:\n  token:\n    realm: https://a/token\n    service: r\n    issuer: i\n", "auth"),
+        ("auth:\n  token:\n    realm: https://a/token\n    service: r\n    issuer: i\n", "auth.token"),
+        ("auth:\n  silly:\n    realm: r\n    service: s\n", "auth.silly"),
         ("http:\n  tls:\n    letsencrypt:\n      email: a@b.c\n", "http.tls.letsencrypt"),
     ];
     for (i, (text, key)) in cases.iter().enumerate() {

@@ -60,7 +60,7 @@ fn i4_manifest_delete_takes_every_tag_and_restore_brings_exactly_them_back() {
     ));
     assert_eq!(f.reg.tags_list(&name("d/app"), None, None).unwrap().items, ["v2"]);
 
-    let restored = f.reg.restore(&RestoreTarget::Tag(name("d/app"), t("latest")), false).unwrap();
+    let restored = f.reg.restore(&RestoreTarget::Tag(name("d/app"), t("latest")), false, None).unwrap();
     assert_eq!(restored.entry.id, done.entry.id);
     assert_eq!(f.reg.tags_list(&name("d/app"), None, None).unwrap().items, ["latest", "v1", "v2"]);
     assert_eq!(resolves(&f.reg, "d/app", "v1"), Some(img.digest.clone()));
@@ -75,7 +75,7 @@ fn i4_restore_refuses_when_content_is_gone_and_changes_nothing() {
     let done = del(&f.reg, DeleteTarget::Tag(name("d/gone"), t("v1"))).unwrap();
     let layer = Digest::sha256_of(b"precious layer");
     std::fs::remove_file(f.dir.path().join(layout::blob_data(&layer).as_str())).unwrap();
-    let err = f.reg.restore(&RestoreTarget::Id(done.entry.id.clone()), false).unwrap_err();
+    let err = f.reg.restore(&RestoreTarget::Id(done.entry.id.clone()), false, None).unwrap_err();
     match &err {
         RegistryError::RestoreIncomplete { missing, .. } => assert_eq!(missing, &vec![layer.clone()]),
         e => panic!("{e:?}"),
@@ -91,7 +91,7 @@ fn restore_refuses_to_overwrite_a_repushed_tag_unless_forced() {
     let old = image(&f.reg, "d/re", "v1", &[b"old"]);
     let done = del(&f.reg, DeleteTarget::Tag(name("d/re"), t("v1"))).unwrap();
     let new = image(&f.reg, "d/re", "v1", &[b"new"]);
-    let err = f.reg.restore(&RestoreTarget::Id(done.entry.id.clone()), false).unwrap_err();
+    let err = f.reg.restore(&RestoreTarget::Id(done.entry.id.clone()), false, None).unwrap_err();
     assert!(matches!(err, RegistryError::Conflict { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
@@ -99,7 +99,7 @@ fn restore_refuses_to_overwrite_a_repushed_tag_unless_forced() {
         "{msg}"
     );
     assert_eq!(resolves(&f.reg, "d/re", "v1"), Some(new.digest.clone()));
-    let r = f.reg.restore(&RestoreTarget::Id(done.entry.id), true).unwrap();
+    let r = f.reg.restore(&RestoreTarget::Id(done.entry.id), true, None).unwrap();
     assert_eq!(r.overwritten.get(&t("v1")), Some(&new.digest));
     assert_eq!(resolves(&f.reg, "d/re", "v1"), Some(old.digest));
 }
@@ -156,7 +156,7 @@ fn problem4_repository_delete_leaves_the_catalog_and_restore_brings_it_back() {
     assert!(matches!(f.reg.tags_list(&name("team/b"), None, None), Err(RegistryError::NameUnknown { .. })));
     assert!(!f.dir.path().join(layout::repo_dir(&name("team/b")).as_str()).exists());
 
-    f.reg.restore(&RestoreTarget::Repository(name("team/b")), false).unwrap();
+    f.reg.restore(&RestoreTarget::Repository(name("team/b")), false, None).unwrap();
     assert_eq!(f.reg.catalog(100, None).unwrap().items, ["team/a", "team/b"]);
     assert_eq!(f.reg.tags_list(&name("team/b"), None, None).unwrap().items, ["v1", "v2"]);
     let layer = Digest::sha256_of(b"b");
@@ -177,13 +177,13 @@ fn trash_expiry_purges_entries_and_the_audit_log_records_each_step() {
     let first = del(&reg, DeleteTarget::Tag(name("d/exp"), t("v1"))).unwrap();
     let second = del(&reg, DeleteTarget::Tag(name("d/exp"), t("v2"))).unwrap();
     assert!(reg.trash_expire(SystemTime::now()).unwrap().is_empty(), "nothing is old enough yet");
-    reg.restore(&RestoreTarget::Id(second.entry.id.clone()), false).unwrap();
+    reg.restore(&RestoreTarget::Id(second.entry.id.clone()), false, None).unwrap();
     let later = SystemTime::now() + Duration::from_secs(61);
     let expired = reg.trash_expire(later).unwrap();
     assert_eq!(expired.iter().map(|e| &e.id).collect::<Vec<_>>(), [&first.entry.id]);
     assert!(reg.trash_list().unwrap().is_empty());
     assert!(matches!(
-        reg.restore(&RestoreTarget::Id(first.entry.id.clone()), false),
+        reg.restore(&RestoreTarget::Id(first.entry.id.clone()), false, None),
         Err(RegistryError::TrashUnknown { .. })
     ));
 
@@ -243,7 +243,7 @@ fn usage_counts_shared_and_unique_bytes() {
     del(&f.reg, DeleteTarget::Repository(name("u/b"))).unwrap();
     let ua = f.reg.usage().unwrap().into_iter().find(|u| u.name.as_str() == "u/a").unwrap();
     assert_eq!(ua.usage.unique, a.manifest_and_config + 300, "the trash entry of u/b still holds the shared layer");
-    f.reg.trash_purge(None).unwrap();
+    f.reg.trash_purge(None, None).unwrap();
     let ua = f.reg.usage().unwrap().into_iter().find(|u| u.name.as_str() == "u/a").unwrap();
     assert_eq!(ua.usage.unique, a.total);
 }
@@ -274,11 +274,11 @@ fn the_graph_kept_in_memory_matches_a_fresh_scan_after_every_kind_of_change() {
     check("a blob delete");
     del(&f.reg, DeleteTarget::Manifest(name("g/a"), a.digest.clone())).unwrap();
     check("a manifest delete");
-    f.reg.restore(&RestoreTarget::Id(d1.entry.id), false).unwrap();
+    f.reg.restore(&RestoreTarget::Id(d1.entry.id), false, None).unwrap();
     check("a restore");
     del(&f.reg, DeleteTarget::Repository(name("g/a"))).unwrap();
     check("a repository delete");
-    f.reg.trash_purge(None).unwrap();
+    f.reg.trash_purge(None, None).unwrap();
     check("a purge");
 }
 
@@ -321,7 +321,7 @@ fn i4_a_manifest_berth_cannot_parse_is_restored_as_it_is() {
     let reg = open(f.dir.path());
     let gone = del(&reg, DeleteTarget::Tag(n.clone(), t("v1"))).unwrap();
     assert!(reg.missing_content(&gone.entry).unwrap().is_empty(), "its bytes are there");
-    reg.restore(&RestoreTarget::Id(gone.entry.id), false).unwrap();
+    reg.restore(&RestoreTarget::Id(gone.entry.id), false, None).unwrap();
     assert_eq!(resolves(&reg, "odd/app", "v1"), Some(d));
 }
 

@@ -40,7 +40,7 @@ fn delete_tags_for_good(reg: &Registry, repo: &str, tags: &[&str]) {
     for t in tags {
         delete_tag(reg, repo, t);
     }
-    reg.trash_purge(None).unwrap();
+    reg.trash_purge(None, None).unwrap();
 }
 
 /// Runs GC and, once, right after its scan has read every repository (before any sweep), runs
@@ -72,12 +72,12 @@ fn i2_gc_keeps_every_tagged_image_and_trash_content_and_frees_what_the_delete_pr
 
     let r = gc(&f.reg, &now_opts());
     assert_eq!((r.blobs, r.manifests.len()), (0, 0), "the trash entry holds everything: {r:?}");
-    f.reg.restore(&RestoreTarget::Id(del.entry.id.clone()), false).unwrap();
+    f.reg.restore(&RestoreTarget::Id(del.entry.id.clone()), false, None).unwrap();
     assert!(whole(&f.reg, "gc/drop", "v1"), "restored whole after a GC");
     assert!(whole(&f.reg, "gc/keep", "v1"));
 
     let del = delete_tag(&f.reg, "gc/drop", "v1");
-    f.reg.trash_purge(Some(&del.entry.id)).unwrap();
+    f.reg.trash_purge(Some(&del.entry.id), None).unwrap();
     let r = gc(&f.reg, &now_opts());
     assert_eq!(r.bytes_freed, predicted, "{r:?}");
     assert_eq!(r.manifests, vec![(name("gc/drop"), gone.clone())]);
@@ -290,7 +290,7 @@ fn i4_race_a_restore_during_gc_comes_out_whole() {
         age(&f, &layout::blob_data(d), Duration::from_secs(7200));
     }
     gc_with_action_after_scan(&f.reg, &now_opts(), || {
-        f.reg.restore(&RestoreTarget::Id(del.entry.id.clone()), false).unwrap();
+        f.reg.restore(&RestoreTarget::Id(del.entry.id.clone()), false, None).unwrap();
     });
     assert!(whole(&f.reg, "race/restore", "v1"), "restored during GC, whole after it");
 }

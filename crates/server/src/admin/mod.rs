@@ -24,15 +24,15 @@ pub mod wire;
 
 use std::collections::HashMap;
 
-use axum::body::Body;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_oci::{Digest, RepoName, Tag};
 use berth_registry::{DeleteRequest, DeleteTarget, RestoreTarget, UntaggedPolicy, parse_duration};
 use serde::Serialize;
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::body::blocking;
 use crate::error::ApiError;
 use crate::headers::next_link;
@@ -76,23 +76,30 @@ fn paged_with<T: Serialize>(
 }
 
 /// Every `/api/...` request.
-pub async fn dispatch(State(st): State<AppState>, method: Method, uri: Uri, _body: Body) -> Response {
+pub async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
+    let uri = req.uri().clone();
+    let method = req.method().clone();
+    // The access guard runs first and always leaves the caller; an open registry's caller may
+    // do everything.
+    let caller = req.extensions().get::<Caller>().cloned().unwrap_or_else(Caller::open);
     let path = uri.path().strip_prefix("/api/").unwrap_or("");
     let q: Q = Query::<Q>::try_from_uri(&uri).map(|q| q.0).unwrap_or_default();
     let result = match route::parse(path) {
         Err(e) => Err(e.into()),
         Ok(None) => Err(ApiError::NotFound),
-        Ok(Some(endpoint)) => handle(st, method, endpoint, q).await,
+        Ok(Some(endpoint)) => handle(st, method, endpoint, q, caller).await,
     };
     result.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q) -> Result<Response, ApiError> {
+async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller) -> Result<Response, ApiError> {
     let reg = st.registry.clone();
+    let who = caller.user.clone();
+    let visible = move |name: &str| caller.may_pull(name);
     match (ep, method) {
         (Endpoint::Repositories, Method::GET) => {
             let l = Listing::from_query(&q, ops::REPOSITORY_SORTS)?;
-            Ok(paged("/api/repositories", &[], blocking(move || ops::repositories(&reg, &l)).await??))
+            Ok(paged("/api/repositories", &[], blocking(move || ops::repositories(&reg, &l, &visible)).await??))
         }
         (Endpoint::Repository(name), Method::GET) => {
             let l = Listing::from_query(&q, ops::TAG_SORTS)?;
@@ -108,7 +115,7 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q) -> Result<Resp
                 (None, None, Some(d)) => DeleteTarget::Blob(name, d.parse::<Digest>()?),
                 _ => return Err(ApiError::BadRequest("give at most one of tag, digest and blob".into())),
             };
-            let req = DeleteRequest { target, force: flag(&q, "force")?, who: None };
+            let req = DeleteRequest { target, force: flag(&q, "force")?, who };
             let dry_run = flag(&q, "dry_run")?;
             let result = blocking(move || ops::delete(&reg, &req, dry_run)).await??;
             Ok(json(if dry_run { StatusCode::OK } else { StatusCode::ACCEPTED }, &result))
@@ -117,25 +124,25 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q) -> Result<Resp
             let name = q.get("repository").map(|n| n.parse::<RepoName>()).transpose()?;
             let l = Listing::from_query(&q, if name.is_some() { ops::TAG_SORTS } else { ops::REPOSITORY_SORTS })?;
             let extra: Vec<(&'static str, String)> = name.iter().map(|n| ("repository", n.to_string())).collect();
-            Ok(paged("/api/usage", &extra, blocking(move || ops::usage(&reg, name.as_ref(), &l)).await??))
+            Ok(paged("/api/usage", &extra, blocking(move || ops::usage(&reg, name.as_ref(), &l, &visible)).await??))
         }
         (Endpoint::Trash, Method::GET) => {
             let l = Listing::from_query(&q, &[listing::Sort::Name])?;
-            Ok(paged("/api/trash", &[], blocking(move || ops::trash(&reg, &l)).await??))
+            Ok(paged("/api/trash", &[], blocking(move || ops::trash(&reg, &l, &visible)).await??))
         }
         (Endpoint::TrashEntry(id), Method::GET) => {
             Ok(json(StatusCode::OK, &blocking(move || ops::trash_entry(&reg, &id)).await??))
         }
         (Endpoint::Trash, Method::DELETE) => {
-            Ok(json(StatusCode::OK, &blocking(move || ops::purge(&reg, None)).await??))
+            Ok(json(StatusCode::OK, &blocking(move || ops::purge(&reg, None, who.as_deref())).await??))
         }
         (Endpoint::TrashEntry(id), Method::DELETE) => {
-            Ok(json(StatusCode::OK, &blocking(move || ops::purge(&reg, Some(&id))).await??))
+            Ok(json(StatusCode::OK, &blocking(move || ops::purge(&reg, Some(&id), who.as_deref())).await??))
         }
         (Endpoint::TrashRestore(id), Method::POST) => {
             let target = RestoreTarget::Id(id);
             let force = flag(&q, "force")?;
-            Ok(json(StatusCode::OK, &blocking(move || ops::restore(&reg, &target, force)).await??))
+            Ok(json(StatusCode::OK, &blocking(move || ops::restore(&reg, &target, force, who.as_deref())).await??))
         }
         (Endpoint::Restore, Method::POST) => {
             let name: RepoName =
@@ -145,11 +152,11 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q) -> Result<Resp
                 None => RestoreTarget::Repository(name),
             };
             let force = flag(&q, "force")?;
-            Ok(json(StatusCode::OK, &blocking(move || ops::restore(&reg, &target, force)).await??))
+            Ok(json(StatusCode::OK, &blocking(move || ops::restore(&reg, &target, force, who.as_deref())).await??))
         }
         (Endpoint::Audit, Method::GET) => {
             let aq = ops::AuditQuery::from_query(&q)?;
-            let page = blocking(move || ops::audit(&reg, &aq)).await??;
+            let page = blocking(move || ops::audit(&reg, &aq, &visible)).await??;
             Ok(paged_with("/api/audit", &[], page.body, page.next.map(|n| n.to_query())))
         }
         (Endpoint::Gc, Method::POST) => {

@@ -33,9 +33,20 @@ fn unix(t: Option<SystemTime>) -> u64 {
     t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs())
 }
 
-/// One page of the repositories that match `l`.
-fn repository_page(reg: &Registry, l: &Listing) -> Result<Paged<Vec<RepoSummary>>, RegistryError> {
-    let all: Vec<RepoSummary> = reg.repository_summaries()?.into_iter().filter(|r| l.admits(r.name.as_str())).collect();
+/// Which repositories a caller may see in a listing (those it may pull).
+pub type Visible<'a> = &'a dyn Fn(&str) -> bool;
+
+/// One page of the repositories that match `l` and are `visible`.
+fn repository_page(
+    reg: &Registry,
+    l: &Listing,
+    visible: Visible<'_>,
+) -> Result<Paged<Vec<RepoSummary>>, RegistryError> {
+    let all: Vec<RepoSummary> = reg
+        .repository_summaries()?
+        .into_iter()
+        .filter(|r| l.admits(r.name.as_str()) && visible(r.name.as_str()))
+        .collect();
     Ok(l.page(all, |r| r.name.as_str(), |r| repo_key(l.sort, r)))
 }
 
@@ -76,8 +87,8 @@ fn tag_page(reg: &Registry, name: &RepoName, l: &Listing) -> Result<(RepoSummary
 }
 
 /// `GET /api/repositories`: repositories that hold a tag or a manifest.
-pub fn repositories(reg: &Registry, l: &Listing) -> Result<Paged<RepositoryList>, RegistryError> {
-    Ok(repository_page(reg, l)?
+pub fn repositories(reg: &Registry, l: &Listing, visible: Visible<'_>) -> Result<Paged<RepositoryList>, RegistryError> {
+    Ok(repository_page(reg, l, visible)?
         .map(|rs| RepositoryList { repositories: rs.iter().map(RepositorySummary::new).collect() }))
 }
 
@@ -91,9 +102,14 @@ pub fn repository(reg: &Registry, name: &RepoName, l: &Listing) -> Result<Paged<
 }
 
 /// `GET /api/usage`: repositories' figures, or one repository's with its tags.
-pub fn usage(reg: &Registry, name: Option<&RepoName>, l: &Listing) -> Result<Paged<UsageReport>, RegistryError> {
+pub fn usage(
+    reg: &Registry,
+    name: Option<&RepoName>,
+    l: &Listing,
+    visible: Visible<'_>,
+) -> Result<Paged<UsageReport>, RegistryError> {
     match name {
-        None => Ok(repository_page(reg, l)?
+        None => Ok(repository_page(reg, l, visible)?
             .map(|rs| UsageReport { repositories: rs.iter().map(|r| RepoUsageWire::new(r, &[])).collect() })),
         Some(n) => {
             let (summary, page) = tag_page(reg, n, l)?;
@@ -121,9 +137,13 @@ pub fn delete(reg: &Registry, req: &DeleteRequest, dry_run: bool) -> Result<Dele
 }
 
 /// `GET /api/trash`: entries oldest first (by id), filtered by their repository.
-pub fn trash(reg: &Registry, l: &Listing) -> Result<Paged<TrashList>, RegistryError> {
+pub fn trash(reg: &Registry, l: &Listing, visible: Visible<'_>) -> Result<Paged<TrashList>, RegistryError> {
     let retention = reg.config().trash_retention;
-    let entries: Vec<_> = reg.trash_list()?.into_iter().filter(|e| l.admits(e.repository.as_str())).collect();
+    let entries: Vec<_> = reg
+        .trash_list()?
+        .into_iter()
+        .filter(|e| l.admits(e.repository.as_str()) && visible(e.repository.as_str()))
+        .collect();
     let by_id = Listing { sort: Sort::Name, ..l.clone() };
     Ok(by_id.page(entries, |e| e.id.as_str(), |_| 0).map(|es| TrashList {
         retention_seconds: retention.as_secs(),
@@ -136,10 +156,10 @@ pub fn trash_entry(reg: &Registry, id: &TrashId) -> Result<Entry, RegistryError>
     Ok(Entry::new(&reg.trash_get(id)?, Some(reg.config().trash_retention)))
 }
 
-/// Purges one entry, or all.
-pub fn purge(reg: &Registry, id: Option<&TrashId>) -> Result<PurgeResult, RegistryError> {
+/// Purges one entry, or all, for `who`.
+pub fn purge(reg: &Registry, id: Option<&TrashId>, who: Option<&str>) -> Result<PurgeResult, RegistryError> {
     let retention = reg.config().trash_retention;
-    let purged = reg.trash_purge(id)?;
+    let purged = reg.trash_purge(id, who)?;
     Ok(PurgeResult { purged: purged.iter().map(|e| Entry::new(e, Some(retention))).collect() })
 }
 
@@ -148,9 +168,14 @@ pub fn gc(reg: &Registry, opts: &GcOptions, progress: &(dyn Fn(GcProgress) + Syn
     Ok(GcResult::new(&reg.gc(opts, progress)?))
 }
 
-/// Restores an entry.
-pub fn restore(reg: &Registry, target: &RestoreTarget, force: bool) -> Result<RestoreResult, RegistryError> {
-    let restored = reg.restore(target, force)?;
+/// Restores an entry for `who`.
+pub fn restore(
+    reg: &Registry,
+    target: &RestoreTarget,
+    force: bool,
+    who: Option<&str>,
+) -> Result<RestoreResult, RegistryError> {
+    let restored = reg.restore(target, force, who)?;
     Ok(RestoreResult::new(&restored, reg.config().trash_retention))
 }
 
@@ -214,9 +239,14 @@ impl AuditQuery {
 }
 
 /// `GET /api/audit`: the audit log, newest first.
-pub fn audit(reg: &Registry, q: &AuditQuery) -> Result<Paged<AuditList, AuditQuery>, RegistryError> {
+pub fn audit(
+    reg: &Registry,
+    q: &AuditQuery,
+    visible: Visible<'_>,
+) -> Result<Paged<AuditList, AuditQuery>, RegistryError> {
     let keep = |r: &berth_registry::AuditRecord| {
-        q.repository.as_ref().is_none_or(|p| p.matches(&r.repository))
+        visible(r.repository.as_str())
+            && q.repository.as_ref().is_none_or(|p| p.matches(&r.repository))
             && q.who.as_ref().is_none_or(|w| r.who.as_deref() == Some(w.as_str()))
             && q.action.as_ref().is_none_or(|a| r.action.as_str() == a)
     };

@@ -149,11 +149,11 @@ pub async fn get(
 
 /// DELETE of a blob: unlinks the layer from the repository (into the trash); the data is left
 /// to GC. Refused (409) while a manifest in the repository still uses the layer.
-pub async fn delete(st: AppState, name: RepoName, digest: Digest) -> Result<Response, ApiError> {
+pub async fn delete(st: AppState, name: RepoName, digest: Digest, who: Option<String>) -> Result<Response, ApiError> {
     st.check_deletes_enabled()?;
     let reg = st.registry.clone();
     let target = DeleteTarget::Blob(name, digest);
-    blocking(move || reg.delete(&DeleteRequest { target, force: false, who: None })).await??;
+    blocking(move || reg.delete(&DeleteRequest { target, force: false, who })).await??;
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }
 

@@ -1,5 +1,6 @@
 //! Listings: tags (end-8), the catalog, and referrers (end-12).
 
+use axum::Extension;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -9,6 +10,7 @@ use berth_registry::Page;
 use super::Q;
 use super::wire::{Catalog, Index, IndexEntry, TagList};
 use crate::AppState;
+use crate::auth::Caller;
 use crate::body::blocking;
 use crate::error::ApiError;
 use crate::headers::{OCI_FILTERS_APPLIED, hv, next_link};
@@ -53,16 +55,16 @@ pub async fn tags(st: AppState, name: RepoName, q: Q) -> Result<Response, ApiErr
     Ok((StatusCode::OK, h, body).into_response())
 }
 
-/// `GET /v2/_catalog?n=&last=`
-pub async fn catalog(State(st): State<AppState>, Query(q): Query<Q>) -> Response {
-    catalog_page(st, q).await.unwrap_or_else(IntoResponse::into_response)
+/// `GET /v2/_catalog?n=&last=`: only the repositories the caller may pull.
+pub async fn catalog(State(st): State<AppState>, Extension(caller): Extension<Caller>, Query(q): Query<Q>) -> Response {
+    catalog_page(st, q, caller).await.unwrap_or_else(IntoResponse::into_response)
 }
 
-async fn catalog_page(st: AppState, q: Q) -> Result<Response, ApiError> {
+async fn catalog_page(st: AppState, q: Q, caller: Caller) -> Result<Response, ApiError> {
     let n = parse_n(&q)?.unwrap_or(CATALOG_DEFAULT).min(CATALOG_MAX);
     let last = q.get("last").cloned();
     let reg = st.registry.clone();
-    let page: Page = blocking(move || reg.catalog(n, last.as_deref())).await??;
+    let page: Page = blocking(move || reg.catalog_where(n, last.as_deref(), &|r| caller.may_pull(r))).await??;
     let body = serde_json::to_vec(&Catalog { repositories: &page.items }).unwrap_or_default();
     let mut h = json(body.clone(), "application/json");
     if page.more

@@ -72,13 +72,18 @@ pub async fn put(
 /// DELETE of a tag (that tag only, OCI 1.1) or of a digest (the manifest and every tag on it).
 /// Both go to the trash. A platform image of a tagged index is refused (409): the /v2 API has
 /// no way to say "force", the admin API and the CLI do.
-pub async fn delete(st: AppState, name: RepoName, reference: Reference) -> Result<Response, ApiError> {
+pub async fn delete(
+    st: AppState,
+    name: RepoName,
+    reference: Reference,
+    who: Option<String>,
+) -> Result<Response, ApiError> {
     st.check_deletes_enabled()?;
     let target = match reference {
         Reference::Tag(t) => DeleteTarget::Tag(name, t),
         Reference::Digest(d) => DeleteTarget::Manifest(name, d),
     };
     let reg = st.registry.clone();
-    blocking(move || reg.delete(&DeleteRequest { target, force: false, who: None })).await??;
+    blocking(move || reg.delete(&DeleteRequest { target, force: false, who })).await??;
     Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
 }

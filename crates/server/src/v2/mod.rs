@@ -38,11 +38,12 @@ pub async fn dispatch(State(state): State<AppState>, req: Request) -> Response {
     let path = parts.uri.path().strip_prefix("/v2/").unwrap_or("");
     let query = Query::<HashMap<String, String>>::try_from_uri(&parts.uri).map(|q| q.0).unwrap_or_default();
     let conn = parts.extensions.get::<ConnectInfo<crate::conn::Peer>>().and_then(|c| c.0.zero_copy.clone());
+    let who = parts.extensions.get::<crate::auth::Caller>().and_then(|c| c.user.clone());
     let result = match route::parse(path) {
         Err(e) => Err(e.into()),
         Ok(None) => Err(ApiError::NotFound),
         Ok(Some(endpoint)) => {
-            handle(state, parts.method, endpoint, Req { q: query, h: parts.headers, conn }, body).await
+            handle(state, parts.method, endpoint, Req { q: query, h: parts.headers, conn, who }, body).await
         }
     };
     result.unwrap_or_else(IntoResponse::into_response)
@@ -55,14 +56,16 @@ struct Req {
     q: Q,
     h: HeaderMap,
     conn: Option<zero_copy::Conn>,
+    /// The signed-in user, for the audit log.
+    who: Option<String>,
 }
 
 async fn handle(st: AppState, method: Method, ep: Endpoint, req: Req, body: Body) -> Result<Response, ApiError> {
-    let Req { q, h, conn } = req;
+    let Req { q, h, conn, who } = req;
     match (ep, method) {
         (Endpoint::Blob(n, d), Method::GET) => blobs::get(st, n, d, &h, conn.as_ref()).await,
         (Endpoint::Blob(n, d), Method::HEAD) => blobs::head(st, n, d, &h).await,
-        (Endpoint::Blob(n, d), Method::DELETE) => blobs::delete(st, n, d).await,
+        (Endpoint::Blob(n, d), Method::DELETE) => blobs::delete(st, n, d, who).await,
         (Endpoint::UploadStart(n), Method::POST) => uploads::start(st, n, q, body).await,
         (Endpoint::Upload(n, id), Method::GET) => uploads::status(st, n, id).await,
         (Endpoint::Upload(n, id), Method::PATCH) => uploads::patch(st, n, id, &h, body).await,
@@ -71,7 +74,7 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, req: Req, body: Body
         (Endpoint::Manifest(n, r), Method::GET) => manifests::get(st, n, r, &h).await,
         (Endpoint::Manifest(n, r), Method::HEAD) => manifests::get(st, n, r, &h).await,
         (Endpoint::Manifest(n, r), Method::PUT) => manifests::put(st, n, r, &h, body).await,
-        (Endpoint::Manifest(n, r), Method::DELETE) => manifests::delete(st, n, r).await,
+        (Endpoint::Manifest(n, r), Method::DELETE) => manifests::delete(st, n, r, who).await,
         (Endpoint::ManifestInvalid(name, e), Method::GET | Method::HEAD) => {
             let reference = match e {
                 ParseError::Tag { tag, .. } => tag,
