@@ -33,6 +33,40 @@ pub enum Command {
     Gc(GcArgs),
     /// Check a storage root: broken images, dangling links, corrupt content, stale uploads.
     Fsck(FsckArgs),
+    /// Add, change or remove users of an htpasswd file (bcrypt), as auth.htpasswd reads it.
+    User(UserArgs),
+}
+
+/// `berth user`
+#[derive(Debug, Args)]
+pub struct UserArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: UserAction,
+    /// The htpasswd file [default: auth.htpasswd.path of --config].
+    #[arg(long, global = true, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Config file naming the htpasswd file (auth.htpasswd.path).
+    #[arg(long, short = 'c', global = true, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `berth user <action>`
+#[derive(Debug, Subcommand)]
+pub enum UserAction {
+    /// Add a user, or set the password of one (asked for twice, or read from stdin).
+    Add {
+        /// The user name (no `:`, no spaces).
+        name: String,
+        /// Read the password from stdin's first line.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove a user.
+    Rm {
+        /// The user name.
+        name: String,
+    },
 }
 
 /// `berth gc`
@@ -105,6 +139,15 @@ pub struct Where {
     /// Config file for direct mode (trash.retention and the storage root).
     #[arg(long, short = 'c', global = true)]
     pub config: Option<PathBuf>,
+    /// With --url: sign in as this user (else with what ~/.docker/config.json holds for the host).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub user: Option<String>,
+    /// With --user: read the password from stdin's first line (else it is asked for).
+    #[arg(long, global = true)]
+    pub password_stdin: bool,
+    /// With an https URL: trust the CA certificates in this PEM file (else the usual public CAs).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
 }
 
 /// `berth ls`

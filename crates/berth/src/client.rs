@@ -17,11 +17,12 @@ use serde::de::DeserializeOwned;
 
 use crate::cli::Where;
 use crate::config::FileConfig;
+use crate::http::{Session, credentials, host_of};
 
 /// A Berth to manage.
 pub enum Admin {
     /// A running server.
-    Http { base: String, agent: Box<ureq::Agent> },
+    Http(Box<Session>),
     /// A root, opened directly.
     Local { reg: Box<Registry>, who: Option<String>, gc: berth_registry::GcOptions, _lock: Option<RootLock> },
 }
@@ -57,11 +58,12 @@ impl Admin {
         let url = w.url.clone().or_else(|| if w.root.is_none() { env("BERTH_URL") } else { None });
         if let Some(url) = url {
             let base = url.trim_end_matches('/').to_owned();
-            if !base.starts_with("http://") && !base.starts_with("https://") {
-                bail!("--url needs a scheme, e.g. http://{base}");
-            }
-            let agent = ureq::Agent::config_builder().http_status_as_error(false).build().new_agent();
-            return Ok(Admin::Http { base, agent: Box::new(agent) });
+            let host = host_of(&base).ok_or_else(|| anyhow!("--url needs a scheme, e.g. http://{base}"))?;
+            let creds = credentials(w.user.as_deref(), w.password_stdin, &host)?;
+            return Ok(Admin::Http(Box::new(Session::new(&base, w.cacert.as_deref(), creds, 0)?)));
+        }
+        if w.user.is_some() || w.password_stdin || w.cacert.is_some() {
+            bail!("--user, --password-stdin and --cacert are for a server (--url); a root is opened directly");
         }
         let file = match &w.config {
             Some(p) => FileConfig::load(p)?,
@@ -103,26 +105,21 @@ impl Admin {
         Ok(Admin::Local { reg: Box::new(Registry::new(backend, config)), who, gc, _lock: lock })
     }
 
-    fn http(&self) -> (&str, &ureq::Agent) {
-        let Admin::Http { base, agent } = self else { unreachable!("HTTP call on a local root") };
-        (base, agent)
-    }
-
     /// One request; the JSON answer and the `Link` to the next page, if any.
     fn call<T: DeserializeOwned>(&self, method: &str, path_and_query: &str) -> anyhow::Result<(T, Option<String>)> {
-        let (base, agent) = self.http();
-        let url = format!("{base}{path_and_query}");
-        let req = ureq::http::Request::builder().method(method).uri(&url).body(Vec::new())?;
-        let resp = agent.run(req).map_err(|e| anyhow!("cannot reach Berth at {base}: {e}"))?;
-        let status = resp.status();
-        let next = next_link(resp.headers());
-        let body = resp.into_body().read_to_vec()?;
-        if !status.is_success() {
-            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
-            let message = v["errors"][0]["message"].as_str().map(str::to_owned);
-            return Err(anyhow!(message.unwrap_or_else(|| format!("{method} {url}: HTTP {status}"))));
+        let Admin::Http(session) = self else { unreachable!("HTTP call on a local root") };
+        let url = format!("{}{path_and_query}", session.base);
+        let answer = session.request(method, path_and_query, None)?;
+        let next = next_link(&answer.headers);
+        if !(200..300).contains(&answer.status) {
+            let (code, message) = answer.error();
+            return Err(match (answer.status, message.is_empty()) {
+                (403, _) => anyhow!("{} denied it: {message} ({code})", session.host),
+                (_, false) => anyhow!(message),
+                (s, true) => anyhow!("{method} {url}: HTTP {s}"),
+            });
         }
-        let value = serde_json::from_slice(&body).with_context(|| format!("unexpected answer from {url}"))?;
+        let value = serde_json::from_slice(&answer.body).with_context(|| format!("unexpected answer from {url}"))?;
         Ok((value, next))
     }
 
@@ -140,7 +137,7 @@ impl Admin {
     ) -> anyhow::Result<Vec<T>> {
         let mut out = Vec::new();
         match self {
-            Admin::Http { .. } => {
+            Admin::Http(_) => {
                 let mut q = vec![("n", MAX_N.to_string())];
                 q.extend(extra.iter().map(|(k, v)| (*k, v.clone())));
                 let mut next = Some(format!("{path}{}", query(&q)));
@@ -194,7 +191,7 @@ impl Admin {
     /// A delete (or its dry run).
     pub fn delete(&self, target: DeleteTarget, force: bool, dry_run: bool) -> anyhow::Result<wire::DeleteResult> {
         match self {
-            Admin::Http { .. } => {
+            Admin::Http(_) => {
                 let (name, mut q) = match &target {
                     DeleteTarget::Tag(n, t) => (n, vec![("tag", t.to_string())]),
                     DeleteTarget::Manifest(n, d) => (n, vec![("digest", d.to_string())]),
@@ -220,7 +217,7 @@ impl Admin {
     /// Purges one entry or all.
     pub fn purge(&self, id: Option<&TrashId>) -> anyhow::Result<wire::PurgeResult> {
         match self {
-            Admin::Http { .. } => match id {
+            Admin::Http(_) => match id {
                 Some(id) => self.one("DELETE", &format!("/api/trash/{id}")),
                 None => self.one("DELETE", "/api/trash"),
             },
@@ -237,7 +234,7 @@ impl Admin {
         progress: &(dyn Fn(berth_registry::GcProgress) + Sync),
     ) -> anyhow::Result<wire::GcResult> {
         match self {
-            Admin::Http { .. } => {
+            Admin::Http(_) => {
                 let mut q = vec![("dry_run", dry_run.to_string())];
                 q.extend(grace.map(|g| ("grace", g.to_owned())));
                 q.extend(untagged.map(|u| ("untagged", u.to_owned())));
@@ -260,8 +257,8 @@ impl Admin {
     /// Checks the root (direct mode only).
     pub fn fsck(&self, opts: &berth_registry::FsckOptions) -> anyhow::Result<wire::FsckResult> {
         match self {
-            Admin::Http { base, .. } => {
-                bail!("fsck works on a storage root: give --root (and stop the server at {base} to --repair)")
+            Admin::Http(s) => {
+                bail!("fsck works on a storage root: give --root (and stop the server at {} to --repair)", s.base)
             }
             Admin::Local { reg, .. } => Ok(wire::FsckResult::new(&reg.fsck(opts)?)),
         }
@@ -271,14 +268,14 @@ impl Admin {
     pub fn gc_defaults(&self) -> berth_registry::GcOptions {
         match self {
             Admin::Local { gc, .. } => gc.clone(),
-            Admin::Http { .. } => berth_registry::GcOptions::default(),
+            Admin::Http(_) => berth_registry::GcOptions::default(),
         }
     }
 
     /// Restores.
     pub fn restore(&self, target: &RestoreTarget, force: bool) -> anyhow::Result<wire::RestoreResult> {
         match self {
-            Admin::Http { .. } => {
+            Admin::Http(_) => {
                 let (path, mut q) = match target {
                     RestoreTarget::Id(id) => (format!("/api/trash/{id}/restore"), vec![]),
                     RestoreTarget::Tag(n, t) => {

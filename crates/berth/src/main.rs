@@ -8,8 +8,10 @@ mod client;
 mod commands;
 mod config;
 mod format;
+mod http;
 mod remote;
 mod serve;
+mod user;
 
 use clap::Parser;
 
@@ -37,6 +39,7 @@ fn main() -> std::process::ExitCode {
                 cli::Command::Restore(a) => commands::restore(a),
                 cli::Command::Gc(a) => commands::gc(a),
                 cli::Command::Fsck(a) => commands::fsck(a),
+                cli::Command::User(a) => user::run(a),
             }
         }
     };

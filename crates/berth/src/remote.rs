@@ -8,19 +8,16 @@
 //!    delete by digest only when no other tag would go with it (or `--all-tags`); otherwise
 //!    refuse and name every such tag.
 //!
-//! Authentication: HTTP Basic, and the Docker token flow (a `Bearer` challenge names a realm;
-//! a token is fetched there with the credentials, if any). Credentials come from the flags,
-//! `BERTH_REGISTRY_USER`/`BERTH_REGISTRY_PASSWORD`, or `~/.docker/config.json`.
+//! Sign-in as in [`crate::http`]. Credentials come from `--username`/`--password`,
+//! `BERTH_REGISTRY_USER`/`BERTH_REGISTRY_PASSWORD`, `--user`/`--password-stdin`, or
+//! `~/.docker/config.json`.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
-
-use anyhow::{Context, anyhow, bail};
-use base64::Engine;
+use anyhow::{anyhow, bail};
 use berth_oci::{Digest, RepoName, Tag};
 use serde::Serialize;
 
 use crate::cli::RmArgs;
+use crate::http::{Answer, Session, credentials, host_of};
 
 const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json, \
                       application/vnd.docker.distribution.manifest.v2+json, \
@@ -28,132 +25,29 @@ const ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, application/vn
 
 /// A registry reached through the distribution API.
 pub struct Remote {
-    base: String,
-    host: String,
-    agent: ureq::Agent,
-    creds: Option<(String, String)>,
-    /// The `Authorization` header that last worked.
-    auth: Mutex<Option<String>>,
-}
-
-/// An answer with its body read.
-pub struct Answer {
-    pub status: u16,
-    pub headers: ureq::http::HeaderMap,
-    pub body: Vec<u8>,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
-    }
-
-    fn error(&self) -> (String, String) {
-        let v: serde_json::Value = serde_json::from_slice(&self.body).unwrap_or_default();
-        let e = &v["errors"][0];
-        (e["code"].as_str().unwrap_or("").to_owned(), e["message"].as_str().unwrap_or("").to_owned())
-    }
+    session: Session,
 }
 
 impl Remote {
     /// Connects to `url` (with its scheme; `http://` is allowed for local registries).
-    pub fn new(url: &str, username: Option<String>, password: Option<String>) -> anyhow::Result<Remote> {
-        let base = url.trim_end_matches('/').to_owned();
-        let host = base
-            .strip_prefix("https://")
-            .or_else(|| base.strip_prefix("http://"))
-            .ok_or_else(|| anyhow!("--registry needs a scheme, e.g. https://{base} (or http:// for a local registry)"))?
-            .split('/')
-            .next()
-            .unwrap_or("")
-            .to_owned();
+    fn new(url: &str, a: &RmArgs) -> anyhow::Result<Remote> {
+        let host = host_of(url.trim_end_matches('/')).ok_or_else(|| {
+            anyhow!("--registry needs a scheme, e.g. https://{url} (or http:// for a local registry)")
+        })?;
         let env = |k| std::env::var(k).ok().filter(|v: &String| !v.is_empty());
         let creds = match (
-            username.or_else(|| env("BERTH_REGISTRY_USER")),
-            password.or_else(|| env("BERTH_REGISTRY_PASSWORD")),
+            a.username.clone().or_else(|| env("BERTH_REGISTRY_USER")),
+            a.password.clone().or_else(|| env("BERTH_REGISTRY_PASSWORD")),
         ) {
             (Some(u), Some(p)) => Some((u, p)),
             (Some(_), None) | (None, Some(_)) => bail!("give both a user name and a password"),
-            (None, None) => docker_config_creds(&host)?,
+            (None, None) => credentials(a.r#where.user.as_deref(), a.r#where.password_stdin, &host)?,
         };
-        let agent = ureq::Agent::config_builder().http_status_as_error(false).max_redirects(5).build().new_agent();
-        Ok(Remote { base, host, agent, creds, auth: Mutex::new(None) })
+        Ok(Remote { session: Session::new(url, a.r#where.cacert.as_deref(), creds, 5)? })
     }
 
-    fn send(&self, method: &str, path: &str, accept: Option<&str>, auth: Option<&str>) -> anyhow::Result<Answer> {
-        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
-        let mut b = ureq::http::Request::builder().method(method).uri(&url);
-        if let Some(a) = accept {
-            b = b.header("Accept", a);
-        }
-        if let Some(a) = auth {
-            b = b.header("Authorization", a);
-        }
-        let resp = self.agent.run(b.body(Vec::new())?).map_err(|e| anyhow!("cannot reach {}: {e}", self.base))?;
-        let status = resp.status().as_u16();
-        let headers = resp.headers().clone();
-        let body = if method == "HEAD" { Vec::new() } else { resp.into_body().read_to_vec()? };
-        Ok(Answer { status, headers, body })
-    }
-
-    /// Sends a request, answering an authentication challenge once.
-    pub fn request(&self, method: &str, path: &str, accept: Option<&str>) -> anyhow::Result<Answer> {
-        let current = self.auth.lock().expect("auth lock").clone();
-        let first = self.send(method, path, accept, current.as_deref())?;
-        if first.status != 401 {
-            return Ok(first);
-        }
-        let challenge = first.header("www-authenticate").unwrap_or("").to_owned();
-        let auth = self.answer_challenge(&challenge)?;
-        let second = self.send(method, path, accept, Some(&auth))?;
-        if second.status == 401 {
-            bail!(
-                "{} refused the credentials{}",
-                self.host,
-                if self.creds.is_none() {
-                    " (none were found; give --username and --password, or log in with docker/podman)"
-                } else {
-                    ""
-                }
-            );
-        }
-        *self.auth.lock().expect("auth lock") = Some(auth);
-        Ok(second)
-    }
-
-    fn basic(&self) -> Option<String> {
-        self.creds
-            .as_ref()
-            .map(|(u, p)| format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"))))
-    }
-
-    fn answer_challenge(&self, challenge: &str) -> anyhow::Result<String> {
-        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
-        match scheme.to_ascii_lowercase().as_str() {
-            "basic" => self.basic().ok_or_else(|| anyhow!("{} needs a user name and password (Basic auth)", self.host)),
-            "bearer" => {
-                let p = parse_params(params);
-                let realm = p.get("realm").ok_or_else(|| anyhow!("{}: Bearer challenge without a realm", self.host))?;
-                let mut url = format!("{realm}?");
-                for key in ["service", "scope"] {
-                    if let Some(v) = p.get(key) {
-                        url.push_str(&format!("{key}={}&", berth_server::headers::encode(v)));
-                    }
-                }
-                let resp = self.send("GET", url.trim_end_matches(['?', '&']), None, self.basic().as_deref())?;
-                if resp.status != 200 {
-                    bail!("the token service {realm} answered HTTP {}", resp.status);
-                }
-                let v: serde_json::Value =
-                    serde_json::from_slice(&resp.body).context("the token service's answer is not JSON")?;
-                let token = v["token"]
-                    .as_str()
-                    .or(v["access_token"].as_str())
-                    .ok_or_else(|| anyhow!("no token from {realm}"))?;
-                Ok(format!("Bearer {token}"))
-            }
-            _ => bail!("{}: unsupported authentication scheme {scheme:?}", self.host),
-        }
+    fn request(&self, method: &str, path: &str, accept: Option<&str>) -> anyhow::Result<Answer> {
+        self.session.request(method, path, accept)
     }
 
     /// The digest `tag` points at, if the tag exists.
@@ -197,58 +91,6 @@ impl Remote {
     }
 }
 
-fn parse_params(s: &str) -> BTreeMap<String, String> {
-    let mut out = BTreeMap::new();
-    let mut rest = s.trim();
-    while let Some((k, after)) = rest.split_once('=') {
-        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
-        let after = after.trim_start();
-        let (v, tail) = if let Some(q) = after.strip_prefix('"') {
-            let end = q.find('"').unwrap_or(q.len());
-            (&q[..end], q.get(end + 1..).unwrap_or(""))
-        } else {
-            let end = after.find(',').unwrap_or(after.len());
-            (&after[..end], &after[end..])
-        };
-        out.insert(k, v.to_owned());
-        rest = tail.trim_start_matches(',').trim();
-    }
-    out
-}
-
-/// Credentials for `host` from `~/.docker/config.json`, if it has them inline.
-fn docker_config_creds(host: &str) -> anyhow::Result<Option<(String, String)>> {
-    let Some(home) = std::env::var_os("HOME") else { return Ok(None) };
-    let path = std::path::Path::new(&home).join(".docker/config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else { return Ok(None) };
-    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()))?;
-    let Some(auths) = v["auths"].as_object() else { return Ok(None) };
-    for (key, entry) in auths {
-        let k = key.trim_start_matches("https://").trim_start_matches("http://");
-        let k = k.split('/').next().unwrap_or(k);
-        if k != host {
-            continue;
-        }
-        if let Some(auth) = entry["auth"].as_str() {
-            let decoded =
-                base64::engine::general_purpose::STANDARD.decode(auth).context("bad auth in docker config")?;
-            let text = String::from_utf8(decoded).context("bad auth in docker config")?;
-            if let Some((u, p)) = text.split_once(':') {
-                return Ok(Some((u.to_owned(), p.to_owned())));
-            }
-        }
-        if let (Some(u), Some(p)) = (entry["username"].as_str(), entry["password"].as_str()) {
-            return Ok(Some((u.to_owned(), p.to_owned())));
-        }
-    }
-    if v.get("credsStore").is_some() || v.get("credHelpers").is_some() {
-        tracing::warn!(
-            "~/.docker/config.json uses a credential helper, which berth does not call; give --username/--password"
-        );
-    }
-    Ok(None)
-}
-
 /// What `berth rm --registry` did, for `--json`.
 #[derive(Serialize)]
 struct Outcome {
@@ -274,7 +116,7 @@ pub fn rm(a: RmArgs) -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("with --registry, give REPO:TAG (the tag to delete), not {:?}", a.target))?;
     let repo: RepoName = repo.parse()?;
     let tag: Tag = tag.parse()?;
-    let remote = Remote::new(url, a.username.clone(), a.password.clone())?;
+    let remote = Remote::new(url, &a)?;
     let digest = remote.resolve(&repo, tag.as_str())?.ok_or_else(|| anyhow!("{repo}:{tag} does not exist on {url}"))?;
     let mut shared = Vec::new();
     for t in remote.tags(&repo)? {

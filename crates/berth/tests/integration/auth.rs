@@ -10,7 +10,7 @@ use std::process::Command;
 use serde_json::json;
 
 use crate::clients::skopeo;
-use crate::harness::{Berth, Distribution, TestCa, https, require_tool, run};
+use crate::harness::{Berth, Distribution, TestCa, cli, cli_fails, cli_input, https, require_tool, run};
 use crate::image::standard;
 use crate::podman::podman;
 use crate::protocol::{Reg, Resp};
@@ -358,4 +358,73 @@ fn skopeo_podman_and_curl_sign_in_over_tls() {
     assert_eq!(code, "202");
     let r = Reg::https(a, "berth", https(&ca.pem(), None)).as_user("alice", "alice-pass");
     assert_eq!(r.req("GET", "/api/trash", &[], b"").json()["entries"][0]["who"], "janitor");
+}
+
+/// `berth user add|rm` writes the htpasswd file (read by Berth without a restart, and by
+/// Distribution as well), and the management commands sign in over TLS with `--user`,
+/// `--password-stdin` and `--cacert`, each allowed exactly what the policy gives its user.
+#[test]
+fn the_cli_manages_users_and_signs_in_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("htpasswd");
+    let f = file.to_str().unwrap();
+    for (u, p) in USERS {
+        let out = cli_input(&["user", "add", u, "--file", f, "--password-stdin"], &format!("{p}\n"));
+        assert_eq!(out.code, 0, "{}", out.stderr);
+    }
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert_eq!(text.lines().count(), USERS.len());
+    assert!(text.lines().all(|l| l.contains(":$2y$10$")) && !text.contains("pass"), "{text}");
+    let ca = TestCa::new(&dir.path().join("ca"));
+    let (cert, key) = ca.issue("server", true);
+    let config =
+        format!("http:\n  tls:\n    certificate: {}\n    key: {}\n{}", cert.display(), key.display(), policy(&file));
+    let berth = Berth::start_on(&dir.path().join("root"), Some(&config));
+    let url = format!("https://{}", berth.addr);
+    let cacert = ca.dir.join("ca.crt");
+    let r = Reg::https(&berth.addr, "berth", https(&ca.pem(), None));
+    r.as_user("ci", "ci-pass").push_image("team/app", "v1", 11);
+    r.as_user("ci", "ci-pass").push_image("team/app", "v2", 12);
+    let as_user = |user: &str, pass: &str, args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--url", &url, "--cacert", cacert.to_str().unwrap(), "--user", user, "--password-stdin"]);
+        cli_input(&all, &format!("{pass}\n"))
+    };
+
+    let ls = as_user("reader", "reader-pass", &["ls", "--json"]);
+    assert_eq!((ls.code, ls.json()), (0, json!(["team/app"])), "{}", ls.stderr);
+    let no_ca = cli_input(&["ls", "--url", &url, "--user", "reader", "--password-stdin"], "reader-pass\n");
+    assert_eq!(no_ca.code, 1, "a server certificate from an unknown CA is refused");
+    let wrong = as_user("reader", "nope", &["ls"]);
+    assert!(wrong.code == 1 && wrong.stderr.contains("refused the credentials"), "{}", wrong.stderr);
+
+    let denied = as_user("ci", "ci-pass", &["rm", "team/app:v1", "--yes"]);
+    assert!(denied.code == 1 && denied.stderr.contains("may not delete"), "a pusher cannot delete: {}", denied.stderr);
+    let rm = as_user("janitor", "janitor-pass", &["rm", "team/app:v1", "--yes", "--json"]);
+    assert_eq!(rm.code, 0, "{}", rm.stderr);
+    let gc = as_user("janitor", "janitor-pass", &["gc", "--dry-run"]);
+    assert!(gc.code == 1 && gc.stderr.contains("not an admin"), "{}", gc.stderr);
+    let trash = as_user("alice", "alice-pass", &["trash", "--json"]);
+    assert_eq!(trash.code, 0, "{}", trash.stderr);
+    assert_eq!(trash.json()[0]["who"], "janitor", "the signed-in user is recorded: {}", trash.stdout);
+    assert_eq!(as_user("alice", "alice-pass", &["gc", "--dry-run"]).code, 0);
+
+    // A removed user is refused within the second the server takes to look at the file again.
+    assert_eq!(cli(&["user", "rm", "janitor", "--file", f]).code, 0);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(r.as_user("janitor", "janitor-pass").req("GET", "/v2/", &[], b"").status, 401);
+    assert!(cli_fails(&["user", "rm", "janitor", "--file", f]).contains("not in"));
+    // A changed password.
+    assert_eq!(cli_input(&["user", "add", "ci", "--file", f, "--password-stdin"], "ci-new\n").code, 0);
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert_eq!(r.as_user("ci", "ci-pass").req("GET", "/v2/", &[], b"").status, 401);
+    assert_eq!(r.as_user("ci", "ci-new").req("GET", "/v2/", &[], b"").status, 200);
+    assert!(cli_fails(&["user", "add", "a:b", "--file", f, "--password-stdin"]).contains("cannot be a user name"));
+
+    // Distribution reads the file berth wrote.
+    let auth = format!("auth:\n  htpasswd:\n    realm: r\n    path: {}\n", file.display());
+    let dist = Distribution::start_with(&dir.path().join("droot"), &auth);
+    let d = Reg::new(&dist.addr, "distribution");
+    assert_eq!(d.as_user("ci", "ci-new").req("GET", "/v2/", &[], b"").status, 200);
+    assert_eq!(d.as_user("alice", "nope").req("GET", "/v2/", &[], b"").status, 401);
 }

@@ -378,15 +378,32 @@ pub fn cli(args: &[&str]) -> CliOut {
 
 /// [`cli`] with environment variables set (`Some`) or removed (`None`).
 pub fn cli_env(args: &[&str], env: &[(&str, Option<&str>)]) -> CliOut {
+    cli_full(args, env, None)
+}
+
+/// [`cli`] with `input` piped to stdin (a password for `--password-stdin`).
+pub fn cli_input(args: &[&str], input: &str) -> CliOut {
+    cli_full(args, &[], Some(input))
+}
+
+fn cli_full(args: &[&str], env: &[(&str, Option<&str>)], input: Option<&str>) -> CliOut {
     let mut cmd = Command::new(berth_bin());
-    cmd.args(args).env_remove("BERTH_URL").env_remove("BERTH_ROOT").stdin(Stdio::null());
+    cmd.args(args).env_remove("BERTH_URL").env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
+    cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
         match v {
             Some(v) => cmd.env(k, v),
             None => cmd.env_remove(k),
         };
     }
-    let out = cmd.output().expect("run berth");
+    let mut child = cmd.spawn().expect("run berth");
+    if let Some(text) = input {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(text.as_bytes()).expect("write berth's stdin");
+    }
+    let out = child.wait_with_output().expect("run berth");
     CliOut {
         code: out.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -51,7 +51,7 @@ pub fn parse(text: &str, path: &Path) -> Result<HashMap<String, String>, String>
 struct State {
     /// `None` while the file is unreadable: nobody gets in.
     users: Option<HashMap<String, String>>,
-    stamp: Option<(SystemTime, u64)>,
+    stamp: Option<(u64, SystemTime, u64)>,
     checked: Instant,
 }
 
@@ -72,8 +72,11 @@ impl std::fmt::Debug for Htpasswd {
     }
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
+/// What tells a changed file from the one read: its inode (editors and `berth user` replace
+/// it), modification time and length.
+fn stamp(path: &Path) -> Option<(u64, SystemTime, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().and_then(|m| Some((m.ino(), m.modified().ok()?, m.len())))
 }
 
 impl Htpasswd {
