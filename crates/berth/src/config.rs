@@ -60,6 +60,26 @@ pub struct FileConfig {
 pub struct AuthSection {
     /// `auth.htpasswd`
     pub htpasswd: Option<HtpasswdSection>,
+    /// `auth.token`
+    pub token: Option<TokenSection>,
+}
+
+/// `auth.token`: an external token server's tokens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct TokenSection {
+    /// Where clients get tokens (named in the challenge).
+    pub realm: Option<String>,
+    /// This registry's name: tokens must be issued for it (`aud`).
+    pub service: Option<String>,
+    /// Who issues tokens (`iss`).
+    pub issuer: Option<String>,
+    /// PEM certificates whose keys sign tokens.
+    pub rootcertbundle: Option<PathBuf>,
+    /// A JWK set of keys that sign tokens.
+    pub jwks: Option<PathBuf>,
+    /// The JWS algorithms accepted.
+    pub signingalgorithms: Vec<String>,
 }
 
 /// `auth.htpasswd`
@@ -276,9 +296,13 @@ fn classify(path: &str, v: &serde_yaml_ng::Value) -> Disposition {
         | "validation.manifests" => Descend,
         "auth" => Descend,
         "auth.htpasswd" => Used,
-        "auth.token" => restricting(
-            "token authentication is not supported yet; Berth would serve this registry to anyone, deletes included",
-        ),
+        "auth.token" => Descend,
+        "auth.token.realm"
+        | "auth.token.service"
+        | "auth.token.issuer"
+        | "auth.token.rootcertbundle"
+        | "auth.token.jwks"
+        | "auth.token.signingalgorithms" => Used,
         "auth.silly" => restricting("silly auth lets anyone in; it is for development only and not supported"),
         "access" => Used,
         "http.tls" => Descend,
@@ -441,9 +465,24 @@ impl FileConfig {
                 Some(policy::Policy::new(&repos, &a.admins).map_err(anyhow::Error::msg)?)
             }
         };
+        if let Some(t) = &self.auth.token {
+            if self.auth.htpasswd.is_some() {
+                bail!("auth: give htpasswd or token, not both (a registry has one way to sign in)");
+            }
+            let settings = berth_server::auth::token::TokenSettings {
+                realm: t.realm.clone().unwrap_or_default(),
+                service: t.service.clone().unwrap_or_default(),
+                issuer: t.issuer.clone().unwrap_or_default(),
+                rootcertbundle: t.rootcertbundle.clone(),
+                jwks: t.jwks.clone(),
+                algorithms: t.signingalgorithms.clone(),
+            };
+            let token = berth_server::auth::token::TokenAuth::load(&settings).map_err(anyhow::Error::msg)?;
+            return Ok(Some(Auth::new(Authenticator::Token(token), policy)));
+        }
         let Some(h) = &self.auth.htpasswd else {
             if policy.is_some() {
-                bail!("access: needs an auth: section to say who the users are (auth.htpasswd)");
+                bail!("access: needs an auth: section to say who the users are (auth.htpasswd or auth.token)");
             }
             return Ok(None);
         };
@@ -532,7 +571,7 @@ health:
             FileConfig::parse(text).unwrap().refused.into_iter().map(|(k, _)| k).collect::<Vec<_>>().join(",")
         };
         let cases: &[(&str, &str)] = &[
-            ("auth:\n  token:\n    realm: https://auth.example.com/token\n", "auth.token"),
+            ("auth:\n  token:\n    realm: https://auth.example.com/token\n", ""),
             ("auth:\n  silly:\n    realm: x\n    service: y\n", "auth.silly"),
             ("auth:\n  htpasswd:\n    realm: r\n    path: /p\n", ""),
             ("auth:\n", ""),
@@ -554,6 +593,22 @@ health:
         for (text, want) in cases {
             assert_eq!(refused(text), *want, "{text}");
         }
+    }
+
+    #[test]
+    fn token_auth_needs_its_keys_and_excludes_htpasswd() {
+        let auth = |t: &str| FileConfig::parse(t).unwrap().auth().map(|a| a.is_some()).map_err(|e| e.to_string());
+        let e = auth("auth:\n  token:\n    realm: https://a/token\n    service: s\n    issuer: i\n").unwrap_err();
+        assert!(e.contains("rootcertbundle or jwks"), "{e}");
+        let e = auth(
+            "auth:\n  token:\n    realm: r\n    service: s\n    issuer: i\n    rootcertbundle: /nonexistent.pem\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("/nonexistent.pem"), "{e}");
+        let both = "auth:\n  htpasswd:\n    path: /p\n  token:\n    realm: r\n";
+        assert!(auth(both).unwrap_err().contains("not both"));
+        let cfg = FileConfig::parse("auth:\n  token:\n    realm: r\n    autoredirect: true\n").unwrap();
+        assert_eq!(cfg.ignored, ["auth.token.autoredirect"]);
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::harness::{require_tool, run};
 pub fn skopeo() -> Command {
     let mut c = Command::new(require_tool("skopeo", "install it with `apt-get install -y skopeo`"));
     c.arg("--insecure-policy");
+    if let Some(m) = crate::harness::auth_mode() {
+        c.env("REGISTRY_AUTH_FILE", m.auth_json());
+    }
     c
 }
 

@@ -1,6 +1,10 @@
 //! Starts real servers for the tests: `berth serve` and CNCF Distribution's `registry`, each on
 //! 127.0.0.1 with a free port and its own temp root, stopped by PID when dropped. Also finds
 //! the external tools tests need, failing with the install command when one is missing.
+//!
+//! With `BERTH_TEST_AUTH=1` ([`auth_mode`]) every server starts with htpasswd auth on and
+//! every client (the HTTP helpers, skopeo, the CLI with `--url`) signs in: `scripts/test` runs
+//! the protocol, delete, trash and GC tests a second time that way.
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -23,6 +27,80 @@ pub fn require_tool(name: &str, install: &str) -> PathBuf {
         }
     }
     panic!("this test needs `{name}`, which is not installed; {install} (scripts/test installs it when run as root)");
+}
+
+/// Auth on for every server and client of this test process (`BERTH_TEST_AUTH=1`): one user
+/// in an htpasswd file written by `berth user add`, and a containers auth file naming each
+/// server as it starts, for skopeo.
+pub struct AuthMode {
+    pub user: &'static str,
+    pub password: &'static str,
+    htpasswd: PathBuf,
+    auth_json: PathBuf,
+    hosts: Mutex<Vec<String>>,
+}
+
+/// The auth mode, when this test process runs in it.
+pub fn auth_mode() -> Option<&'static AuthMode> {
+    static MODE: std::sync::OnceLock<Option<AuthMode>> = std::sync::OnceLock::new();
+    MODE.get_or_init(|| {
+        if std::env::var("BERTH_TEST_AUTH").as_deref() != Ok("1") {
+            return None;
+        }
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("auth-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mode = AuthMode {
+            user: "tester",
+            password: "tester-pass",
+            htpasswd: dir.join("htpasswd"),
+            auth_json: dir.join("auth.json"),
+            hosts: Mutex::new(Vec::new()),
+        };
+        let f = mode.htpasswd.to_str().unwrap().to_owned();
+        let out = cli_input(&["user", "add", mode.user, "--file", &f, "--password-stdin"], mode.password);
+        assert_eq!(out.code, 0, "berth user add: {}", out.stderr);
+        mode.write_auth_json(&[]);
+        Some(mode)
+    })
+    .as_ref()
+}
+
+impl AuthMode {
+    /// The config section that turns auth on (the same for Berth and Distribution).
+    pub fn section(&self) -> String {
+        format!("auth:\n  htpasswd:\n    realm: auth-mode\n    path: {}\n", self.htpasswd.display())
+    }
+
+    /// `config` with auth on, unless it sets up auth itself.
+    fn add_to(&self, config: &str) -> String {
+        if config.contains("auth:") || config.contains("access:") {
+            config.to_owned()
+        } else {
+            format!("{config}\n{}", self.section())
+        }
+    }
+
+    /// Names a server in the auth file skopeo reads.
+    fn register(&self, addr: &str) {
+        let mut hosts = self.hosts.lock().unwrap();
+        hosts.push(addr.to_owned());
+        self.write_auth_json(&hosts);
+    }
+
+    fn write_auth_json(&self, hosts: &[String]) {
+        use base64::Engine;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", self.user, self.password));
+        let auths: serde_json::Map<String, serde_json::Value> =
+            hosts.iter().map(|h| (h.clone(), serde_json::json!({ "auth": token }))).collect();
+        let tmp = self.auth_json.with_extension(format!("tmp{}", hosts.len()));
+        std::fs::write(&tmp, serde_json::json!({ "auths": auths }).to_string()).unwrap();
+        std::fs::rename(&tmp, &self.auth_json).unwrap();
+    }
+
+    /// Where skopeo finds the credentials.
+    pub fn auth_json(&self) -> &Path {
+        &self.auth_json
+    }
 }
 
 /// A free TCP port on 127.0.0.1 (for servers that cannot report the port they bound).
@@ -175,7 +253,8 @@ impl Berth {
     /// Berth on `root`, with an optional config file body.
     pub fn start_on(root: &Path, config: Option<&str>) -> Berth {
         let mut args = vec!["--addr".to_owned(), "127.0.0.1:0".into(), "--root".into(), root.display().to_string()];
-        if let Some(text) = config {
+        let with_auth = auth_mode().map(|m| m.add_to(config.unwrap_or("")));
+        if let Some(text) = with_auth.as_deref().or(config) {
             let cfg_path = root.with_extension("berth-test.yml");
             std::fs::create_dir_all(root.parent().unwrap()).unwrap();
             std::fs::write(&cfg_path, text).unwrap();
@@ -183,6 +262,9 @@ impl Berth {
         }
         let mut b = Berth::spawn(None, &args);
         b.root = root.to_owned();
+        if let Some(m) = auth_mode() {
+            m.register(&b.addr);
+        }
         b
     }
 
@@ -299,6 +381,8 @@ impl Distribution {
     fn start_config(root: &Path, delete_enabled: bool, extra: &str) -> Distribution {
         let (cache, extra) =
             if extra == "CACHE" { ("  cache:\n    blobdescriptor: inmemory\n", "") } else { ("", extra) };
+        let with_auth = auth_mode().map(|m| m.add_to(extra));
+        let extra = with_auth.as_deref().unwrap_or(extra);
         let bin = distribution_bin();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -324,6 +408,9 @@ impl Distribution {
         let url = format!("http://{addr}/v2/");
         // Any answer (401 with auth on) means it is up.
         wait_until("docker-registry", &log, || agent.get(&url).call().is_ok());
+        if let Some(m) = auth_mode() {
+            m.register(&addr);
+        }
         Distribution { child: Some(child), addr, log, _dir: dir }
     }
 
@@ -388,7 +475,19 @@ pub fn cli_input(args: &[&str], input: &str) -> CliOut {
 
 fn cli_full(args: &[&str], env: &[(&str, Option<&str>)], input: Option<&str>) -> CliOut {
     let mut cmd = Command::new(berth_bin());
-    cmd.args(args).env_remove("BERTH_URL").env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
+    // In auth mode a command for a server signs in (unless the test does that itself).
+    let mut input = input.map(str::to_owned);
+    let mut args: Vec<&str> = args.to_vec();
+    if args.contains(&"--url")
+        && !args.contains(&"--user")
+        && input.is_none()
+        && let Some(m) = auth_mode()
+    {
+        args.extend(["--user", m.user, "--password-stdin"]);
+        input = Some(format!("{}\n", m.password));
+    }
+    let input = input.as_deref();
+    cmd.args(&args).env_remove("BERTH_URL").env_remove("BERTH_ROOT").env_remove("BERTH_CONFIG");
     cmd.stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() });
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
@@ -401,7 +500,8 @@ fn cli_full(args: &[&str], env: &[(&str, Option<&str>)], input: Option<&str>) ->
     if let Some(text) = input {
         use std::io::Write;
         let mut stdin = child.stdin.take().expect("piped stdin");
-        stdin.write_all(text.as_bytes()).expect("write berth's stdin");
+        // berth may have stopped before reading it (a refused command): that is its answer.
+        let _ = stdin.write_all(text.as_bytes());
     }
     let out = child.wait_with_output().expect("run berth");
     CliOut {

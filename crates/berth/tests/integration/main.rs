@@ -48,5 +48,9 @@ mod serve;
 mod stress;
 /// TLS: CA-trusting clients, client certificates, SIGHUP renewal.
 mod tls;
+/// Bearer tokens: the denial matrix, policy on top, the token flow, Distribution alike.
+mod token;
+/// Tokens minted outside Berth, and a token server.
+mod tokens;
 /// Trash expiry and the audit log.
 mod trash;

@@ -40,8 +40,13 @@ pub struct Reg {
 }
 
 impl Reg {
+    /// In auth mode ([`crate::harness::auth_mode`]) it signs in as the test user.
     pub fn new(addr: &str, label: &'static str) -> Reg {
-        Reg { addr: addr.to_owned(), label, agent: http(), scheme: "http", authorization: None }
+        let r = Reg { addr: addr.to_owned(), label, agent: http(), scheme: "http", authorization: None };
+        match crate::harness::auth_mode() {
+            Some(m) => r.as_user(m.user, m.password),
+            None => r,
+        }
     }
 
     /// A registry served over TLS, reached with `agent` (which trusts its CA).
@@ -53,12 +58,21 @@ impl Reg {
     pub fn as_user(&self, user: &str, password: &str) -> Reg {
         use base64::Engine;
         let basic = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.with_authorization(&format!("Basic {basic}"))
+    }
+
+    /// The same registry, sending `token` with every request (`Authorization: Bearer`).
+    pub fn with_token(&self, token: &str) -> Reg {
+        self.with_authorization(&format!("Bearer {token}"))
+    }
+
+    fn with_authorization(&self, value: &str) -> Reg {
         Reg {
             addr: self.addr.clone(),
             label: self.label,
             agent: self.agent.clone(),
             scheme: self.scheme,
-            authorization: Some(format!("Basic {basic}")),
+            authorization: Some(value.to_owned()),
         }
     }
 
@@ -270,16 +284,20 @@ fn large_blobs_whole_by_range_and_pipelined_arrive_byte_for_byte() {
         assert!(part.body == big[4194000..=8389000], "{}: range differs", r.label);
 
         let missing = Digest::sha256_of(b"missing");
+        let signed = |mut h: Vec<(&'static str, String)>| {
+            h.extend(r.authorization.clone().map(|a| ("Authorization", a)));
+            h
+        };
         let get = |d: &Digest, range: Option<&str>| {
             let h = range.map(|v| vec![("Range", v.to_owned())]).unwrap_or_default();
-            ("GET", format!("/v2/proto/big/blobs/{d}"), h)
+            ("GET", format!("/v2/proto/big/blobs/{d}"), signed(h))
         };
         let answers = crate::clients::pipelined(
             &r.addr,
             &[
                 get(&b, None),
                 get(&s, None),
-                ("HEAD", format!("/v2/proto/big/blobs/{m}"), vec![]),
+                ("HEAD", format!("/v2/proto/big/blobs/{m}"), signed(vec![])),
                 get(&m, Some("bytes=1-")),
                 get(&missing, None),
                 get(&b, Some("bytes=-5000000")),
@@ -465,4 +483,16 @@ fn berth_answers_n_zero_with_an_empty_list_and_picks_amd64_for_index_unaware_cli
     assert_eq!(legacy.status, 200);
     assert_eq!(legacy.body, amd, "an index-unaware client gets the linux/amd64 image");
     assert_eq!(legacy.h("docker-content-digest"), Some(Digest::sha256_of(&amd).to_string().as_str()));
+}
+
+/// In auth mode (`BERTH_TEST_AUTH=1`) both servers ask anonymous callers to sign in, so the
+/// suite above really ran signed in; otherwise both are open.
+#[test]
+fn servers_ask_anonymous_callers_to_sign_in_exactly_in_auth_mode() {
+    on_both(|r| {
+        let anonymous = http().get(&r.url("/v2/")).call().unwrap();
+        let want = if crate::harness::auth_mode().is_some() { 401 } else { 200 };
+        assert_eq!(anonymous.status().as_u16(), want, "{}", r.label);
+        assert_eq!(r.req("GET", "/v2/", &[], b"").status, 200, "{}: the suite's own requests", r.label);
+    });
 }

@@ -7,6 +7,7 @@ use crate::clients::copy;
 use crate::harness::{Berth, Distribution, cli_fails, cli_ok, require_tool};
 use crate::image::standard;
 use crate::protocol::Reg;
+use crate::tokens::{RsaSigner, TokenServer, auth_section};
 
 /// The tags of `repo`, sorted; empty when the registry says the repository is unknown. Any
 /// other answer fails the test.
@@ -140,57 +141,12 @@ fn remote_delete_with_basic_auth_from_flags_and_docker_config() {
 
 #[test]
 fn remote_delete_through_the_docker_token_flow_on_distribution() {
-    let openssl = require_tool("openssl", "install it with `apt-get install -y openssl`");
-    let python = require_tool("python3", "install it with `apt-get install -y python3`");
     let work = tempfile::tempdir().unwrap();
-    let (key, cert) = (work.path().join("key.pem"), work.path().join("cert.pem"));
-    crate::harness::run(
-        Command::new(openssl)
-            .args([
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=berth-test-token",
-                "-keyout",
-            ])
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert),
-    );
-    let mut token = Command::new(python)
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/integration/token_server.py"))
-        .arg(&key)
-        .arg(&cert)
-        .args(["berth-test-issuer", "bob", "hunter2"])
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(token.stdout.take().unwrap()), &mut line).unwrap();
-    let port: u16 = line.trim().strip_prefix("listening ").expect("token server started").parse().unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _token = Kill(token);
-
+    let signer = RsaSigner::new(work.path(), "berth-test-token");
+    let server = TokenServer::start(&signer, "bob", "hunter2");
     let root = work.path().join("dist");
     std::fs::create_dir_all(&root).unwrap();
-    let dist = Distribution::start_with(
-        &root,
-        &format!(
-            "auth:\n  token:\n    realm: http://127.0.0.1:{port}/token\n    service: berth-test\n    issuer: berth-test-issuer\n    rootcertbundle: {}\n",
-            cert.display()
-        ),
-    );
+    let dist = Distribution::start_with(&root, &auth_section(&server.realm, &signer.cert, None));
     let src = standard(&work.path().join("src"), 114);
     for t in ["a", "b"] {
         copy(

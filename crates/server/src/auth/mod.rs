@@ -1,7 +1,14 @@
 //! Access control, in front of every handler: [`guard`] turns a request into what it needs
-//! ([`action::needs`]), finds out who is asking (htpasswd; bearer tokens to come), and lets the
-//! request through, or answers 401 `UNAUTHORIZED` with the challenge, 403 `DENIED`, or 429
-//! `TOOMANYREQUESTS`. A denied request changes nothing: it never reaches a handler.
+//! ([`action::needs`]), finds out who is asking (htpasswd, or a bearer token from an external
+//! token server), and lets the request through, or answers 401 `UNAUTHORIZED` with the
+//! challenge, 403 `DENIED`, or 429 `TOOMANYREQUESTS`. A denied request changes nothing: it
+//! never reaches a handler.
+//!
+//! With tokens, a request the token does not cover is answered as Distribution answers it:
+//! 401 with a challenge naming the scope it needs and `error="insufficient_scope"`, so that
+//! clients go back to the token server for it. 403 is for what the token covers and the
+//! `access:` policy still forbids (the two are intersected), and for the admin right, which
+//! only `access.admins` gives.
 //!
 //! Handlers see only the [`Caller`] (who, for the audit log, and what they may pull, to filter
 //! listings), never credentials. Without an `auth` section the registry is open and every
@@ -11,11 +18,12 @@ pub mod action;
 pub mod htpasswd;
 pub mod limit;
 pub mod policy;
+pub mod token;
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::middleware::Next;
@@ -30,12 +38,15 @@ use action::{Action, Need};
 use htpasswd::Htpasswd;
 use limit::Limiter;
 use policy::Policy;
+use token::{Grants, TokenAuth};
 
 /// How callers prove who they are.
 #[derive(Debug)]
 pub enum Authenticator {
     /// Basic auth against an htpasswd file.
     Htpasswd(Htpasswd),
+    /// Bearer tokens from an external token server.
+    Token(TokenAuth),
 }
 
 /// The configured access control.
@@ -53,19 +64,52 @@ impl Auth {
         Auth { authenticator, policy: policy.map(Arc::new), limiter: Limiter::default() }
     }
 
-    fn challenge(&self, _needs: &[Need]) -> String {
+    /// The `WWW-Authenticate` value for a request that needs `needs`; with tokens it names the
+    /// scope and, after a token was refused, why (`invalid_token`, `insufficient_scope`).
+    fn challenge(&self, needs: &[Need], error: Option<&str>) -> String {
+        let quote = |s: &str| s.replace(['"', '\\'], "");
         match &self.authenticator {
-            Authenticator::Htpasswd(h) => format!("Basic realm=\"{}\"", h.realm.replace('"', "")),
+            Authenticator::Htpasswd(h) => format!("Basic realm=\"{}\"", quote(&h.realm)),
+            Authenticator::Token(t) => {
+                let mut c = format!("Bearer realm=\"{}\",service=\"{}\"", quote(&t.realm), quote(&t.service));
+                let scope = scope(needs);
+                if !scope.is_empty() {
+                    c.push_str(&format!(",scope=\"{scope}\""));
+                }
+                if let Some(e) = error {
+                    c.push_str(&format!(",error=\"{e}\""));
+                }
+                c
+            }
         }
     }
+}
+
+/// The token scope `needs` asks for: `repository:NAME:ACTIONS` and `registry:catalog:*`,
+/// space-separated as Distribution writes them.
+fn scope(needs: &[Need]) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for n in needs {
+        match n {
+            Need::Repository(name, actions) => {
+                let a: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
+                out.push(format!("repository:{name}:{}", a.join(",")));
+            }
+            Need::Catalog | Need::Listing => out.push("registry:catalog:*".to_owned()),
+            Need::Nothing | Need::Login | Need::Admin => {}
+        }
+    }
+    out.join(" ")
 }
 
 /// Who made a request, and what they may do: what handlers get instead of credentials.
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// The signed-in user, if any.
+    /// The signed-in user (a token's subject), if any.
     pub user: Option<String>,
     rights: Rights,
+    /// What the caller's token grants, when tokens are the way in.
+    token: Option<Arc<Grants>>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,20 +125,11 @@ enum Rights {
 impl Caller {
     /// A caller of an open registry: may do everything.
     pub fn open() -> Caller {
-        Caller { user: None, rights: Rights::All }
+        Caller { user: None, rights: Rights::All, token: None }
     }
 
-    /// Whether the caller may do `action` in `repo`.
-    pub fn may(&self, repo: &RepoName, action: Action) -> bool {
-        match &self.rights {
-            Rights::All => true,
-            Rights::Policy(p) => p.allowed(self.user.as_deref(), repo).contains(&action),
-            Rights::None => false,
-        }
-    }
-
-    /// What the caller may do in `repo`.
-    pub fn allowed(&self, repo: &RepoName) -> BTreeSet<Action> {
+    /// What the policy (not the token) lets the caller do in `repo`.
+    fn by_policy(&self, repo: &RepoName) -> BTreeSet<Action> {
         match &self.rights {
             Rights::All => [Action::Pull, Action::Push, Action::Delete].into(),
             Rights::Policy(p) => p.allowed(self.user.as_deref(), repo),
@@ -102,22 +137,44 @@ impl Caller {
         }
     }
 
-    /// Whether the caller may pull from the repository named `name` (listings show only those).
-    pub fn may_pull(&self, name: &str) -> bool {
-        name.parse::<RepoName>().is_ok_and(|n| self.may(&n, Action::Pull))
+    /// Whether the caller's token (if tokens are the way in) grants `action` in `repo`.
+    fn by_token(&self, repo: &RepoName, action: Action) -> bool {
+        self.token.as_ref().is_none_or(|g| g.allows(repo.as_str(), action))
     }
 
-    /// Whether the caller is an admin (repository deletes, restores, purges, GC).
+    /// Whether the caller may do `action` in `repo`.
+    pub fn may(&self, repo: &RepoName, action: Action) -> bool {
+        self.by_policy(repo).contains(&action) && self.by_token(repo, action)
+    }
+
+    /// What the caller may do in `repo`.
+    pub fn allowed(&self, repo: &RepoName) -> BTreeSet<Action> {
+        self.by_policy(repo).into_iter().filter(|a| self.by_token(repo, *a)).collect()
+    }
+
+    /// Whether a listing shows the repository named `name` to the caller: those the policy
+    /// lets them pull. (A token with `registry:catalog:*` sees the catalog as Distribution
+    /// shows it, narrowed by the policy; its repository grants are for requests on one.)
+    pub fn may_pull(&self, name: &str) -> bool {
+        name.parse::<RepoName>().is_ok_and(|n| self.by_policy(&n).contains(&Action::Pull))
+    }
+
+    /// Whether the caller is an admin (repository deletes, restores, purges, GC). With tokens
+    /// only `access.admins` makes one: no claim of Distribution's means it.
     pub fn is_admin(&self) -> bool {
         match &self.rights {
-            Rights::All => true,
+            Rights::All => self.token.is_none(),
             Rights::Policy(p) => p.is_admin(self.user.as_deref()),
             Rights::None => false,
         }
     }
 
     fn signed_in(&self) -> bool {
-        self.user.is_some()
+        self.user.is_some() || self.token.is_some()
+    }
+
+    fn who(&self) -> &str {
+        self.user.as_deref().unwrap_or("this token's holder")
     }
 }
 
@@ -125,6 +182,8 @@ impl Caller {
 enum Refusal {
     /// Not signed in (or signed in wrongly): 401 with the challenge.
     SignIn,
+    /// The token does not cover the request: 401 with the challenge naming the scope.
+    Scope,
     /// Signed in without the right: 403.
     Denied(String),
 }
@@ -132,28 +191,37 @@ enum Refusal {
 fn decide(auth: &Auth, caller: &Caller, needs: &[Need]) -> Result<(), Refusal> {
     let anonymous_ok = auth.policy.as_ref().is_some_and(|p| p.anonymous_anywhere());
     for need in needs {
-        let ok = match need {
-            Need::Nothing => true,
+        let (ok, token_short) = match need {
+            Need::Nothing => (true, false),
             // `GET /v2/` always asks anonymous callers to sign in: clients learn the challenge
             // there, and those without credentials go on anonymously anyway.
-            Need::Login => caller.signed_in(),
-            Need::Catalog | Need::Listing => caller.signed_in() || anonymous_ok,
-            Need::Repository(name, actions) => actions.iter().all(|a| caller.may(name, *a)),
-            Need::Admin => caller.is_admin(),
-        };
-        if !ok {
-            if !caller.signed_in() {
-                return Err(Refusal::SignIn);
+            Need::Login => (caller.signed_in(), false),
+            Need::Catalog | Need::Listing => match &caller.token {
+                Some(g) => (g.catalog, !g.catalog),
+                None => (caller.signed_in() || anonymous_ok, false),
+            },
+            Need::Repository(name, actions) => {
+                (actions.iter().all(|a| caller.may(name, *a)), !actions.iter().all(|a| caller.by_token(name, *a)))
             }
-            let what = match need {
-                Need::Repository(name, actions) => {
-                    let a: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
-                    format!("{} may not {} in {name}", caller.user.as_deref().unwrap_or(""), a.join(" and "))
-                }
-                _ => format!("{} is not an admin of this registry", caller.user.as_deref().unwrap_or("")),
-            };
-            return Err(Refusal::Denied(what));
+            Need::Admin => (caller.is_admin(), false),
+        };
+        if ok {
+            continue;
         }
+        if !caller.signed_in() {
+            return Err(Refusal::SignIn);
+        }
+        if token_short {
+            return Err(Refusal::Scope);
+        }
+        let what = match need {
+            Need::Repository(name, actions) => {
+                let a: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
+                format!("{} may not {} in {name}", caller.who(), a.join(" and "))
+            }
+            _ => format!("{} is not an admin of this registry", caller.who()),
+        };
+        return Err(Refusal::Denied(what));
     }
     Ok(())
 }
@@ -161,21 +229,73 @@ fn decide(auth: &Auth, caller: &Caller, needs: &[Need]) -> Result<(), Refusal> {
 /// The credentials of a request, if it carries any.
 enum Credentials {
     Basic(String, String),
+    Bearer(String),
     Malformed,
 }
 
 fn credentials(req: &Request) -> Option<Credentials> {
     let v = req.headers().get(axum::http::header::AUTHORIZATION)?;
-    let Some(b64) = v.to_str().ok().and_then(|s| s.strip_prefix("Basic ").or_else(|| s.strip_prefix("basic "))) else {
+    let Some((scheme, value)) = v.to_str().ok().and_then(|s| s.split_once(' ')) else {
         return Some(Credentials::Malformed);
     };
-    let decoded = base64::engine::general_purpose::STANDARD.decode(b64.trim()).ok();
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Some(Credentials::Bearer(value.trim().to_owned()));
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Some(Credentials::Malformed);
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(value.trim()).ok();
     match decoded.and_then(|d| String::from_utf8(d).ok()).as_deref().and_then(|s| s.split_once(':')) {
         // Clients without credentials still answer a Basic challenge, with empty ones
         // (containers/image does): that is no sign-in, not a failed one.
         Some(("", "")) => None,
         Some((u, p)) => Some(Credentials::Basic(u.to_owned(), p.to_owned())),
         None => Some(Credentials::Malformed),
+    }
+}
+
+/// Who the credentials prove the caller to be.
+enum Identity {
+    /// An htpasswd user.
+    User(String),
+    /// A verified token.
+    Token(Grants),
+    /// Not a sign-in this registry takes, and no failure either (Basic credentials sent to a
+    /// registry of tokens, as clients do before they learn the challenge): asked to sign in.
+    Ask,
+    /// Refused: wrong password, unknown user, bad token. Counts against the address.
+    Failed { invalid_token: bool },
+}
+
+async fn identify(auth: &Arc<Auth>, creds: Credentials) -> Identity {
+    match (&auth.authenticator, creds) {
+        (Authenticator::Htpasswd(h), Credentials::Basic(user, password)) => {
+            let ok = if h.cached(&user, &password) {
+                true
+            } else {
+                // A bcrypt check takes tens of milliseconds: not on an async thread.
+                let (a, u) = (auth.clone(), user.clone());
+                tokio::task::spawn_blocking(move || match &a.authenticator {
+                    Authenticator::Htpasswd(h) => h.verify(&u, &password),
+                    Authenticator::Token(_) => false,
+                })
+                .await
+                .unwrap_or(false)
+            };
+            if ok { Identity::User(user) } else { Identity::Failed { invalid_token: false } }
+        }
+        (Authenticator::Token(t), Credentials::Bearer(token)) => match t.verify(&token, SystemTime::now()) {
+            Ok(grants) => Identity::Token(grants),
+            Err(e) => {
+                tracing::info!(reason = %e, "bearer token refused");
+                Identity::Failed { invalid_token: true }
+            }
+        },
+        (Authenticator::Token(_), Credentials::Basic(..)) => Identity::Ask,
+        (Authenticator::Token(_), Credentials::Malformed) => Identity::Failed { invalid_token: true },
+        (Authenticator::Htpasswd(_), Credentials::Bearer(_) | Credentials::Malformed) => {
+            Identity::Failed { invalid_token: false }
+        }
     }
 }
 
@@ -193,56 +313,39 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
     }
     let q: HashMap<String, String> = Query::try_from_uri(req.uri()).map(|q: Query<_>| q.0).unwrap_or_default();
     let needs = action::needs(req.method(), req.uri().path(), &q);
-    let anonymous = Caller {
-        user: None,
-        rights: match &auth.policy {
-            Some(p) => Rights::Policy(p.clone()),
-            None => Rights::None,
-        },
+    let policy_rights = |signed_in: bool| match &auth.policy {
+        Some(p) => Rights::Policy(p.clone()),
+        None if signed_in => Rights::All,
+        None => Rights::None,
     };
+    let anonymous = Caller { user: None, rights: policy_rights(false), token: None };
+    let unauthorized =
+        |error: Option<&str>| ApiError::Unauthorized { challenge: auth.challenge(&needs, error) }.into_response();
     let caller = match credentials(&req) {
         None => anonymous,
-        Some(creds) => {
-            let user = match (&auth.authenticator, creds) {
-                (Authenticator::Htpasswd(h), Credentials::Basic(user, password)) => {
-                    let ok = if h.cached(&user, &password) {
-                        true
-                    } else {
-                        // A bcrypt check takes tens of milliseconds: not on an async thread.
-                        let (a, u) = (auth.clone(), user.clone());
-                        tokio::task::spawn_blocking(move || match &a.authenticator {
-                            Authenticator::Htpasswd(h) => h.verify(&u, &password),
-                        })
-                        .await
-                        .unwrap_or(false)
-                    };
-                    ok.then_some(user)
+        Some(creds) => match identify(&auth, creds).await {
+            Identity::User(u) => Caller { user: Some(u), rights: policy_rights(true), token: None },
+            Identity::Token(g) => Caller {
+                user: Some(g.subject.clone()).filter(|s| !s.is_empty()),
+                rights: policy_rights(true),
+                token: Some(Arc::new(g)),
+            },
+            Identity::Ask => return unauthorized(None),
+            Identity::Failed { invalid_token } => {
+                if let Some(ip) = ip {
+                    auth.limiter.failed(ip, Instant::now());
                 }
-                (_, Credentials::Malformed) => None,
-            };
-            match user {
-                Some(u) => Caller {
-                    user: Some(u),
-                    rights: match &auth.policy {
-                        Some(p) => Rights::Policy(p.clone()),
-                        None => Rights::All,
-                    },
-                },
-                None => {
-                    if let Some(ip) = ip {
-                        auth.limiter.failed(ip, Instant::now());
-                    }
-                    return ApiError::Unauthorized { challenge: auth.challenge(&needs) }.into_response();
-                }
+                return unauthorized(invalid_token.then_some("invalid_token"));
             }
-        }
+        },
     };
     match decide(&auth, &caller, &needs) {
         Ok(()) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(Refusal::SignIn) => ApiError::Unauthorized { challenge: auth.challenge(&needs) }.into_response(),
+        Err(Refusal::SignIn) => unauthorized(None),
+        Err(Refusal::Scope) => unauthorized(Some("insufficient_scope")),
         Err(Refusal::Denied(why)) => ApiError::Denied(why).into_response(),
     }
 }
