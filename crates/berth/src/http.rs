@@ -88,10 +88,17 @@ impl Session {
         Ok(Answer { status, headers, body })
     }
 
-    /// Sends a request (`path` under `base`, or a whole URL), answering a sign-in challenge
-    /// once. Fails when the credentials are refused; any other answer is the caller's to read.
+    /// Sends a request (`path` under `base`, or a whole URL on the same scheme and host: the
+    /// credentials never go anywhere else), answering a sign-in challenge once. Fails when the
+    /// credentials are refused; any other answer is the caller's to read.
     pub fn request(&self, method: &str, path: &str, accept: Option<&str>) -> anyhow::Result<Answer> {
-        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.base) };
+        let url = if path.starts_with('/') {
+            format!("{}{path}", self.base)
+        } else if path.strip_prefix(&self.base).is_some_and(|rest| rest.is_empty() || rest.starts_with(['/', '?'])) {
+            path.to_owned()
+        } else {
+            bail!("{} pointed to {path}, which is not on {}; not following it", self.host, self.base);
+        };
         let current = self.auth.lock().expect("auth lock").clone().or_else(|| self.basic());
         let first = self.send(method, &url, accept, current.as_deref())?;
         if first.status != 401 {
@@ -130,6 +137,12 @@ impl Session {
             "bearer" => {
                 let p = parse_params(params);
                 let realm = p.get("realm").ok_or_else(|| anyhow!("{}: Bearer challenge without a realm", self.host))?;
+                if self.base.starts_with("https://") && !realm.starts_with("https://") && self.creds.is_some() {
+                    bail!(
+                        "{} sends sign-ins to {realm}, which is not https; not sending the password there",
+                        self.host
+                    );
+                }
                 let mut url = format!("{realm}?");
                 for key in ["service", "scope"] {
                     if let Some(v) = p.get(key) {

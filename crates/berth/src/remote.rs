@@ -74,7 +74,13 @@ impl Remote {
     pub fn tags(&self, repo: &RepoName) -> anyhow::Result<Vec<String>> {
         let mut out = Vec::new();
         let mut next = Some(format!("/v2/{repo}/tags/list"));
+        // A registry whose links go round in circles is not followed for ever.
+        let mut pages = 0;
         while let Some(path) = next.take() {
+            pages += 1;
+            if pages > 100_000 {
+                bail!("listing tags of {repo}: more than 100,000 pages; the registry's Link headers loop");
+            }
             let a = self.request("GET", &path, None)?;
             if a.status != 200 {
                 let (code, message) = a.error();

@@ -99,11 +99,12 @@ impl FsBackend {
         Ok(())
     }
 
-    /// Creates `dir` and its missing ancestors. With fsync on, also makes each new folder's
-    /// entry in its parent durable: a file is only as durable as the path that leads to it.
-    fn create_dirs(&self, dir: &Path) -> io::Result<()> {
+    /// Creates `dir` and its missing ancestors; returns the folders it made, outermost first.
+    /// Their entries are made durable by [`FsBackend::sync_made`] once something is in them
+    /// (until then a concurrent prune may remove them, and the caller tries again).
+    fn create_dirs(&self, dir: &Path) -> io::Result<Vec<PathBuf>> {
         if dir.is_dir() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut missing = Vec::new();
         let mut d = dir;
@@ -115,8 +116,15 @@ impl FsBackend {
             }
         }
         fs::create_dir_all(dir)?;
+        missing.reverse();
+        Ok(missing)
+    }
+
+    /// With fsync on, makes each folder in `made` durable in its parent: a file is only as
+    /// durable as the path that leads to it.
+    fn sync_made(&self, made: &[PathBuf]) -> io::Result<()> {
         if self.opts.fsync {
-            for m in missing.iter().rev() {
+            for m in made {
                 if let Some(p) = m.parent() {
                     File::open(p)?.sync_all()?;
                 }
@@ -126,23 +134,32 @@ impl FsBackend {
     }
 
     /// Runs `op` (a rename or link into `target`), creating the parent folders first. Retries
-    /// when a concurrent [`Backend::prune_empty`] removed a parent in between.
+    /// when a concurrent [`Backend::prune_empty`] removed a parent in between: the folders are
+    /// made and filled at once, and made durable only when the file holds them.
     fn move_into_place(&self, key: &Key, target: &Path, op: impl Fn() -> io::Result<()>) -> Result<()> {
         let parent = target.parent().expect("keys are below the root");
         let io = |e| StorageError::Io { key: key.clone(), source: e };
         let mut attempts = 0;
         loop {
-            self.create_dirs(parent).map_err(io)?;
-            match op() {
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
+            match self.create_dirs(parent).and_then(|made| op().map(|()| made)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < RACE_ATTEMPTS => {
+                    attempts += 1;
+                    std::thread::yield_now();
+                }
                 other => {
-                    other.map_err(io)?;
+                    let made = other.map_err(io)?;
+                    self.sync_made(&made).map_err(io)?;
                     return self.sync_dir(parent, key);
                 }
             }
         }
     }
 }
+
+/// How often a write tries again when a concurrent prune removed a folder it had just made.
+/// A prune removes only empty folders, and the window between making a folder and filling it
+/// is a few system calls, so this is reached only under a prune running in a tight loop.
+const RACE_ATTEMPTS: u32 = 100;
 
 fn nanos() -> u128 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
@@ -227,11 +244,21 @@ impl Backend for FsBackend {
         let parent = path.parent().expect("keys are below the root");
         let mut attempts = 0;
         let file = loop {
-            self.create_dirs(parent).map_err(io)?;
-            match OpenOptions::new().append(true).create(true).open(&path) {
-                // A concurrent prune removed the folder just created: make it again.
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => attempts += 1,
-                other => break other.map_err(io)?,
+            let opened = self.create_dirs(parent).and_then(|made| {
+                let f = OpenOptions::new().append(true).create(true).open(&path)?;
+                Ok((f, made))
+            });
+            match opened {
+                // A concurrent prune removed a folder just created: make it again.
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < RACE_ATTEMPTS => {
+                    attempts += 1;
+                    std::thread::yield_now();
+                }
+                other => {
+                    let (f, made) = other.map_err(io)?;
+                    self.sync_made(&made).map_err(io)?;
+                    break f;
+                }
             }
         };
         let size = file.metadata().map_err(io)?.len();
@@ -406,6 +433,38 @@ mod tests {
         let b = FsBackend::open(dir.path(), FsOptions { fsync: false }).unwrap();
         conformance::run_all(&b);
         conformance::assert_no_temp_files(dir.path());
+    }
+
+    /// Writes into deep folders while another thread prunes empty folders above them (GC and
+    /// repository deletes do): every write lands, none fails because its folder vanished
+    /// between being made and being written in.
+    #[test]
+    fn writes_survive_concurrent_pruning_of_their_folders() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = FsBackend::open(dir.path(), FsOptions { fsync: true }).unwrap();
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    b.prune_empty(&Key::new("repo").unwrap()).unwrap();
+                }
+            });
+            let writes = || -> Result<()> {
+                for i in 0..400 {
+                    let key = Key::new(format!("repo/a{}/b/c/d{i}", i % 7))?;
+                    b.put(&key, b"x")?;
+                    let w = Key::new(format!("repo/w{}/e/f{i}", i % 5))?;
+                    drop(b.writer(&w)?);
+                    // Empty again, so the pruner has folders to remove.
+                    b.delete(&key)?;
+                    b.delete(&w)?;
+                }
+                Ok(())
+            };
+            let result = writes();
+            stop.store(true, Ordering::Relaxed);
+            result.unwrap();
+        });
     }
 
     #[test]

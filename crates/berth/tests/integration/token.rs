@@ -5,6 +5,7 @@
 //! real clients and the CLI through the whole Docker token flow, and Distribution answering
 //! the same tokens the same way.
 
+use base64::Engine;
 use serde_json::json;
 
 use crate::clients::skopeo;
@@ -93,6 +94,19 @@ fn the_token_denial_matrix_and_the_policy_on_top() {
         unauthorized(&get(&r.with_token(token)), &challenge(Some(pull), Some("invalid_token")), what);
         intact();
     }
+    // An Authorization header that holds no token is asked to sign in, not counted as a bad one.
+    for header in ["Bearer", "Bearer ", "Token abc", "Basic Y2k6Y2k="] {
+        let got = r.req("GET", "/v2/team/app/manifests/v1", &[("Authorization", header)], b"");
+        unauthorized(&got, &challenge(Some(pull), None), header);
+    }
+    // A named key must be one of the trusted ones.
+    let named = |kid: &str| {
+        let mut parts: Vec<String> = ec.mint(&good).split('.').map(str::to_owned).collect();
+        parts[0] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(json!({"alg": "ES256", "typ": "JWT", "kid": kid}).to_string());
+        parts.join(".")
+    };
+    unauthorized(&get(&r.with_token(&named("unknown"))), &challenge(Some(pull), Some("invalid_token")), "unknown kid");
     // Good tokens, by every way of naming the key.
     assert_eq!(get(&r.with_token(&signer.mint(&good, true))).status, 200, "RS256, certificate in x5c");
     assert_eq!(get(&r.with_token(&signer.mint(&good, false))).status, 200, "RS256, key of the bundle");
@@ -134,15 +148,33 @@ fn the_token_denial_matrix_and_the_policy_on_top() {
     assert_eq!((denied.status, denied.code().as_str()), (403, "DENIED"), "ci may not delete by policy");
     assert!(denied.h("www-authenticate").is_none());
     intact();
+    // A repository delete is admin only: the token lacks the admin scope (asked for first,
+    // as Distribution asks for what a token lacks), and with it the policy still refuses.
     let repo_delete = ci_all.req("DELETE", "/api/repositories/team/app", &[], b"");
+    unauthorized(&repo_delete, &challenge(Some("registry:admin:*"), Some("insufficient_scope")), "repository delete");
+    let ci_admin = r.with_token(&signer.mint(&claims("ci", &[("registry", "admin", &["*"])]), true));
+    let repo_delete = ci_admin.req("DELETE", "/api/repositories/team/app", &[], b"");
     assert_eq!((repo_delete.status, repo_delete.code().as_str()), (403, "DENIED"), "a repository delete is admin only");
+    // Admin takes access.admins and a token granting registry:admin:*, so a token scoped to
+    // something else never acts as an admin, whoever holds it.
     let gc = |reg: &Reg| reg.req("POST", "/api/gc?dry_run=true", &[], b"");
-    let janitor = r.with_token(&signer.mint(&claims("janitor", &[("repository", "team/app", all)]), true));
+    let admin_scope = challenge(Some("registry:admin:*"), Some("insufficient_scope"));
+    unauthorized(&gc(&r), &challenge(Some("registry:admin:*"), None), "GC without a token");
+    let admin: &[(&str, &str, &[&str])] = &[("repository", "team/app", all), ("registry", "admin", &["*"])];
+    let janitor = r.with_token(&signer.mint(&claims("janitor", admin), true));
     assert_eq!(gc(&janitor).status, 403, "a non-admin running GC");
     assert_eq!(janitor.req("POST", "/api/restore?repository=team/app&tag=v1", &[], b"").status, 403, "nor restore");
     intact();
-    let alice = r.with_token(&signer.mint(&claims("alice", &[]), true));
-    assert_eq!(gc(&alice).status, 200, "access.admins may, whatever the token's access");
+    let alice_scoped = r.with_token(&signer.mint(&claims("alice", &[("repository", "team/app", &["pull"])]), true));
+    unauthorized(&gc(&alice_scoped), &admin_scope, "an admin's token scoped to one repository");
+    unauthorized(
+        &alice_scoped.req("DELETE", "/api/repositories/team/app", &[], b""),
+        &admin_scope,
+        "nor deleting a repository with it",
+    );
+    intact();
+    let alice = r.with_token(&signer.mint(&claims("alice", &[("registry", "admin", &["*"])]), true));
+    assert_eq!(gc(&alice).status, 200, "access.admins, with the admin scope");
 
     // The catalog needs registry:catalog:*, and shows what the policy lets the caller pull.
     let catalog = "/v2/_catalog";
@@ -154,6 +186,22 @@ fn the_token_denial_matrix_and_the_policy_on_top() {
     let lister = r.with_token(&signer.mint(&claims("ci", &[("registry", "catalog", &["*"])]), true));
     assert_eq!(lister.req("GET", catalog, &[], b"").json()["repositories"], json!(["public/app", "team/app"]));
     assert_eq!(r.req("GET", catalog, &[], b"").json()["repositories"], json!(["public/app"]), "anonymous");
+    // A mount from a repository the token does not let the caller pull is no mount: a plain
+    // upload starts (202), as the spec has it; with pull on the source, the blob is mounted.
+    let mount = format!("/v2/team/app/blobs/uploads/?mount={layer}&from=public/app");
+    let public_layer =
+        r.req("GET", "/v2/public/app/manifests/v1", &[("Accept", OCI)], b"").json()["layers"][0]["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let mount = mount.replace(&layer, &public_layer);
+    let plain = ci.req("POST", &mount, &[], b"");
+    assert_eq!(plain.status, 202, "{}", String::from_utf8_lossy(&plain.body));
+    let both = r.with_token(&signer.mint(
+        &claims("ci", &[("repository", "team/app", &["pull", "push"]), ("repository", "public/app", &["pull"])]),
+        true,
+    ));
+    assert_eq!(both.req("POST", &mount, &[], b"").status, 201, "mounted");
     // Anonymous pull of public/** beside token push; anonymous push is asked to sign in.
     assert_eq!(r.req("GET", "/v2/public/app/manifests/v1", &[("Accept", OCI)], b"").status, 200);
     unauthorized(
@@ -170,7 +218,9 @@ fn the_token_denial_matrix_and_the_policy_on_top() {
         &challenge(Some("registry:catalog:*"), Some("insufficient_scope")),
         "an admin listing without the grant",
     );
-    let alice = r.with_token(&signer.mint(&claims("alice", &[("registry", "catalog", &["*"])]), true));
+    let alice = r.with_token(
+        &signer.mint(&claims("alice", &[("registry", "catalog", &["*"]), ("registry", "admin", &["*"])]), true),
+    );
     let trash = alice.req("GET", "/api/trash", &[], b"").json();
     assert_eq!(trash["entries"][0]["who"], "janitor", "{trash}");
 }

@@ -95,11 +95,15 @@ pub async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
 async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller) -> Result<Response, ApiError> {
     let reg = st.registry.clone();
     let who = caller.user.clone();
-    let visible = move |name: &str| caller.may_pull(name);
+    // Names (the repository list) as the catalog shows them; more than names (usage, trash,
+    // audit) only where the caller may pull by every rule.
+    let names_caller = caller.clone();
+    let names = move |name: &str| names_caller.may_pull(name);
+    let visible = move |name: &str| caller.may_see(name);
     match (ep, method) {
         (Endpoint::Repositories, Method::GET) => {
             let l = Listing::from_query(&q, ops::REPOSITORY_SORTS)?;
-            Ok(paged("/api/repositories", &[], blocking(move || ops::repositories(&reg, &l, &visible)).await??))
+            Ok(paged("/api/repositories", &[], blocking(move || ops::repositories(&reg, &l, &names)).await??))
         }
         (Endpoint::Repository(name), Method::GET) => {
             let l = Listing::from_query(&q, ops::TAG_SORTS)?;

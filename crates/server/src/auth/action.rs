@@ -65,6 +65,8 @@ pub enum Need {
     Listing,
     /// These rights on a repository.
     Repository(RepoName, Vec<Action>),
+    /// Pull on a cross-repository mount's source; without it the request is a plain upload.
+    MountSource(RepoName),
     /// Berth's admin right: repository deletes, restores, trash purges, GC, and a trash entry
     /// (whose repository is known only once it is read; the handler checks pull on it then).
     Admin,
@@ -94,7 +96,7 @@ pub fn needs(method: &Method, path: &str, q: &HashMap<String, String>) -> Vec<Ne
                 let mut v = repo(n, &[Push]);
                 // A mount also reads the source repository.
                 if let Some(from) = q.get("mount").and(q.get("from")).and_then(|f| f.parse::<RepoName>().ok()) {
-                    v.push(Need::Repository(from, vec![Pull]));
+                    v.push(Need::MountSource(from));
                 }
                 v
             }
@@ -162,7 +164,7 @@ mod tests {
                 Method::POST,
                 "/v2/a/blobs/uploads/".into(),
                 q(&[("mount", D), ("from", "b/c")]),
-                vec![Need::Repository(n("a"), vec![Push]), Need::Repository(n("b/c"), vec![Pull])],
+                vec![Need::Repository(n("a"), vec![Push]), Need::MountSource(n("b/c"))],
             ),
             (Method::PATCH, "/v2/a/blobs/uploads/x-1".into(), none.clone(), repo(n("a"), &[Push])),
             (Method::GET, "/v2/a/tags/list".into(), none.clone(), repo(n("a"), &[Pull])),

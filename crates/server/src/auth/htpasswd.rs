@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -51,7 +51,7 @@ pub fn parse(text: &str, path: &Path) -> Result<HashMap<String, String>, String>
 struct State {
     /// `None` while the file is unreadable: nobody gets in.
     users: Option<HashMap<String, String>>,
-    stamp: Option<(u64, SystemTime, u64)>,
+    stamp: Option<[u8; 32]>,
     checked: Instant,
 }
 
@@ -72,11 +72,11 @@ impl std::fmt::Debug for Htpasswd {
     }
 }
 
-/// What tells a changed file from the one read: its inode (editors and `berth user` replace
-/// it), modification time and length.
-fn stamp(path: &Path) -> Option<(u64, SystemTime, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().and_then(|m| Some((m.ino(), m.modified().ok()?, m.len())))
+/// What tells a changed file from the one read: a hash of its content (so an edit in place
+/// that keeps the length, within one tick of a coarse clock, is still seen).
+fn stamp(text: &str) -> [u8; 32] {
+    use sha2::Digest;
+    Sha256::digest(text.as_bytes()).into()
 }
 
 impl Htpasswd {
@@ -90,7 +90,7 @@ impl Htpasswd {
         Ok(Htpasswd {
             path: path.to_owned(),
             realm: realm.to_owned(),
-            state: RwLock::new(State { users: Some(users), stamp: stamp(path), checked: Instant::now() }),
+            state: RwLock::new(State { users: Some(users), stamp: Some(stamp(&text)), checked: Instant::now() }),
             cache: Mutex::new(HashMap::new()),
             key,
         })
@@ -106,13 +106,14 @@ impl Htpasswd {
         }
         let mut s = self.state.write().unwrap_or_else(|e| e.into_inner());
         s.checked = Instant::now();
-        let now = stamp(&self.path);
-        if now == s.stamp && s.users.is_some() {
+        let text = std::fs::read_to_string(&self.path);
+        let now = text.as_ref().ok().map(|t| stamp(t));
+        if now.is_some() && now == s.stamp && s.users.is_some() {
             return;
         }
         s.stamp = now;
         self.cache.lock().unwrap_or_else(|e| e.into_inner()).clear();
-        match std::fs::read_to_string(&self.path).map_err(|e| e.to_string()).and_then(|t| parse(&t, &self.path)) {
+        match text.map_err(|e| e.to_string()).and_then(|t| parse(&t, &self.path)) {
             Ok(users) => {
                 tracing::info!(file = %self.path.display(), users = users.len(), "htpasswd file reloaded");
                 s.users = Some(users);

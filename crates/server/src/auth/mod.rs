@@ -95,8 +95,10 @@ fn scope(needs: &[Need]) -> String {
                 let a: Vec<&str> = actions.iter().map(|a| a.as_str()).collect();
                 out.push(format!("repository:{name}:{}", a.join(",")));
             }
+            Need::MountSource(name) => out.push(format!("repository:{name}:pull")),
             Need::Catalog | Need::Listing => out.push("registry:catalog:*".to_owned()),
-            Need::Nothing | Need::Login | Need::Admin => {}
+            Need::Admin => out.push("registry:admin:*".to_owned()),
+            Need::Nothing | Need::Login => {}
         }
     }
     out.join(" ")
@@ -152,21 +154,31 @@ impl Caller {
         self.by_policy(repo).into_iter().filter(|a| self.by_token(repo, *a)).collect()
     }
 
-    /// Whether a listing shows the repository named `name` to the caller: those the policy
-    /// lets them pull. (A token with `registry:catalog:*` sees the catalog as Distribution
-    /// shows it, narrowed by the policy; its repository grants are for requests on one.)
+    /// Whether a list of names (`_catalog`, `/api/repositories`) shows the repository named
+    /// `name`: those the policy lets the caller pull. A token with `registry:catalog:*` sees
+    /// the names as Distribution shows them, narrowed by the policy.
     pub fn may_pull(&self, name: &str) -> bool {
         name.parse::<RepoName>().is_ok_and(|n| self.by_policy(&n).contains(&Action::Pull))
     }
 
+    /// Whether listings with more than names (usage, trash entries, the audit log) show the
+    /// repository named `name`: to admins all, to others those they may pull, by the policy
+    /// and, with tokens, by the token too.
+    pub fn may_see(&self, name: &str) -> bool {
+        self.is_admin() || name.parse::<RepoName>().is_ok_and(|n| self.may(&n, Action::Pull))
+    }
+
     /// Whether the caller is an admin (repository deletes, restores, purges, GC). With tokens
-    /// only `access.admins` makes one: no claim of Distribution's means it.
+    /// it takes `access.admins` and a token that grants `registry:admin:*` (so a token scoped
+    /// to one repository never acts as an admin, whoever it was issued to).
     pub fn is_admin(&self) -> bool {
-        match &self.rights {
-            Rights::All => self.token.is_none(),
-            Rights::Policy(p) => p.is_admin(self.user.as_deref()),
-            Rights::None => false,
-        }
+        let by_token = self.token.as_ref().is_none_or(|g| g.admin);
+        by_token
+            && match &self.rights {
+                Rights::All => self.token.is_none(),
+                Rights::Policy(p) => p.is_admin(self.user.as_deref()),
+                Rights::None => false,
+            }
     }
 
     fn signed_in(&self) -> bool {
@@ -203,7 +215,9 @@ fn decide(auth: &Auth, caller: &Caller, needs: &[Need]) -> Result<(), Refusal> {
             Need::Repository(name, actions) => {
                 (actions.iter().all(|a| caller.may(name, *a)), !actions.iter().all(|a| caller.by_token(name, *a)))
             }
-            Need::Admin => (caller.is_admin(), false),
+            // Checked (and, when not given, turned into a plain upload) before the decision.
+            Need::MountSource(_) => (true, false),
+            Need::Admin => (caller.is_admin(), caller.token.as_ref().is_some_and(|g| !g.admin)),
         };
         if ok {
             continue;
@@ -260,43 +274,68 @@ enum Identity {
     User(String),
     /// A verified token.
     Token(Grants),
-    /// Not a sign-in this registry takes, and no failure either (Basic credentials sent to a
-    /// registry of tokens, as clients do before they learn the challenge): asked to sign in.
+    /// Not a sign-in this registry takes (Basic credentials sent to a registry of tokens, as
+    /// clients do before they learn the challenge; an `Authorization` it cannot read): asked to
+    /// sign in, as Distribution asks.
     Ask,
-    /// Refused: wrong password, unknown user, bad token. Counts against the address.
+    /// Refused: wrong password, unknown user, bad token.
     Failed { invalid_token: bool },
+    /// Too many wrong passwords from this address lately: no password is checked for it.
+    Blocked(std::time::Duration),
 }
 
-async fn identify(auth: &Arc<Auth>, creds: Credentials) -> Identity {
+async fn identify(auth: &Arc<Auth>, creds: Credentials, ip: Option<IpAddr>) -> Identity {
     match (&auth.authenticator, creds) {
         (Authenticator::Htpasswd(h), Credentials::Basic(user, password)) => {
-            let ok = if h.cached(&user, &password) {
-                true
-            } else {
-                // A bcrypt check takes tens of milliseconds: not on an async thread.
-                let (a, u) = (auth.clone(), user.clone());
-                tokio::task::spawn_blocking(move || match &a.authenticator {
-                    Authenticator::Htpasswd(h) => h.verify(&u, &password),
-                    Authenticator::Token(_) => false,
-                })
-                .await
-                .unwrap_or(false)
-            };
-            if ok { Identity::User(user) } else { Identity::Failed { invalid_token: false } }
-        }
-        (Authenticator::Token(t), Credentials::Bearer(token)) => match t.verify(&token, SystemTime::now()) {
-            Ok(grants) => Identity::Token(grants),
-            Err(e) => {
-                tracing::info!(reason = %e, "bearer token refused");
-                Identity::Failed { invalid_token: true }
+            if h.cached(&user, &password) {
+                return Identity::User(user);
             }
-        },
-        (Authenticator::Token(_), Credentials::Basic(..)) => Identity::Ask,
-        (Authenticator::Token(_), Credentials::Malformed) => Identity::Failed { invalid_token: true },
+            // Only password checks are limited: a verified password above still gets in.
+            if let Some(wait) = ip.and_then(|ip| auth.limiter.blocked(ip, Instant::now())) {
+                return Identity::Blocked(wait);
+            }
+            // A bcrypt check takes tens of milliseconds: not on an async thread.
+            let (a, u) = (auth.clone(), user.clone());
+            let ok = tokio::task::spawn_blocking(move || match &a.authenticator {
+                Authenticator::Htpasswd(h) => h.verify(&u, &password),
+                Authenticator::Token(_) => false,
+            })
+            .await
+            .unwrap_or(false);
+            if ok {
+                return Identity::User(user);
+            }
+            if let Some(ip) = ip {
+                auth.limiter.failed(ip, Instant::now());
+            }
+            Identity::Failed { invalid_token: false }
+        }
+        (Authenticator::Token(t), Credentials::Bearer(token)) if !token.is_empty() => {
+            match t.verify(&token, SystemTime::now()) {
+                Ok(grants) => Identity::Token(grants),
+                Err(e) => {
+                    tracing::info!(reason = %e, "bearer token refused");
+                    Identity::Failed { invalid_token: true }
+                }
+            }
+        }
+        (Authenticator::Token(_), _) => Identity::Ask,
         (Authenticator::Htpasswd(_), Credentials::Bearer(_) | Credentials::Malformed) => {
             Identity::Failed { invalid_token: false }
         }
     }
+}
+
+/// `uri` without the `mount` and `from` query parameters: a plain upload.
+fn without_mount(uri: &axum::http::Uri) -> Option<axum::http::Uri> {
+    let query = uri.query().unwrap_or("");
+    let kept: Vec<&str> =
+        query.split('&').filter(|p| !p.is_empty() && !matches!(p.split('=').next(), Some("mount" | "from"))).collect();
+    let path = uri.path();
+    let pq = if kept.is_empty() { path.to_owned() } else { format!("{path}?{}", kept.join("&")) };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query = Some(pq.parse().ok()?);
+    axum::http::Uri::from_parts(parts).ok()
 }
 
 /// The middleware in front of every handler (see the module docs).
@@ -306,46 +345,56 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
         return next.run(req).await;
     };
     let ip: Option<IpAddr> = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.addr.ip());
-    if let Some(ip) = ip
-        && let Some(wait) = auth.limiter.blocked(ip, Instant::now())
-    {
-        return ApiError::TooManyRequests { retry_after: wait.as_secs().max(1) }.into_response();
-    }
     let q: HashMap<String, String> = Query::try_from_uri(req.uri()).map(|q: Query<_>| q.0).unwrap_or_default();
-    let needs = action::needs(req.method(), req.uri().path(), &q);
+    let mut needs = action::needs(req.method(), req.uri().path(), &q);
     let policy_rights = |signed_in: bool| match &auth.policy {
         Some(p) => Rights::Policy(p.clone()),
         None if signed_in => Rights::All,
         None => Rights::None,
     };
     let anonymous = Caller { user: None, rights: policy_rights(false), token: None };
-    let unauthorized =
-        |error: Option<&str>| ApiError::Unauthorized { challenge: auth.challenge(&needs, error) }.into_response();
     let caller = match credentials(&req) {
         None => anonymous,
-        Some(creds) => match identify(&auth, creds).await {
+        Some(creds) => match identify(&auth, creds, ip).await {
             Identity::User(u) => Caller { user: Some(u), rights: policy_rights(true), token: None },
             Identity::Token(g) => Caller {
                 user: Some(g.subject.clone()).filter(|s| !s.is_empty()),
                 rights: policy_rights(true),
                 token: Some(Arc::new(g)),
             },
-            Identity::Ask => return unauthorized(None),
+            Identity::Ask => {
+                return ApiError::Unauthorized { challenge: auth.challenge(&needs, None) }.into_response();
+            }
             Identity::Failed { invalid_token } => {
-                if let Some(ip) = ip {
-                    auth.limiter.failed(ip, Instant::now());
-                }
-                return unauthorized(invalid_token.then_some("invalid_token"));
+                let error = invalid_token.then_some("invalid_token");
+                return ApiError::Unauthorized { challenge: auth.challenge(&needs, error) }.into_response();
+            }
+            Identity::Blocked(wait) => {
+                return ApiError::TooManyRequests { retry_after: wait.as_secs().max(1) }.into_response();
             }
         },
     };
+    // A mount from a repository the caller may not pull is no mount: the upload starts
+    // plainly (202), as the spec has registries do when they cannot mount.
+    if let Some(i) = needs.iter().position(|n| matches!(n, Need::MountSource(from) if !caller.may(from, Action::Pull)))
+    {
+        needs.remove(i);
+        if let Some(uri) = without_mount(req.uri()) {
+            *req.uri_mut() = uri;
+        }
+    }
     match decide(&auth, &caller, &needs) {
         Ok(()) => {
             req.extensions_mut().insert(caller);
             next.run(req).await
         }
-        Err(Refusal::SignIn) => unauthorized(None),
-        Err(Refusal::Scope) => unauthorized(Some("insufficient_scope")),
-        Err(Refusal::Denied(why)) => ApiError::Denied(why).into_response(),
+        Err(refusal) => {
+            let error = match refusal {
+                Refusal::SignIn => None,
+                Refusal::Scope => Some("insufficient_scope"),
+                Refusal::Denied(why) => return ApiError::Denied(why).into_response(),
+            };
+            ApiError::Unauthorized { challenge: auth.challenge(&needs, error) }.into_response()
+        }
     }
 }

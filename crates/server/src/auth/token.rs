@@ -183,6 +183,8 @@ pub struct Grants {
     pub repositories: BTreeMap<String, BTreeSet<Action>>,
     /// `registry:catalog:*`.
     pub catalog: bool,
+    /// `registry:admin:*` (Berth's own; an admin of `access.admins` needs it in a token).
+    pub admin: bool,
 }
 
 impl Grants {
@@ -326,14 +328,12 @@ impl TokenAuth {
                 let leaf = ders.first().ok_or(TokenError::Malformed)?;
                 self.trusts_chain(leaf, &ders[1..], unix) && verify_with_cert(leaf, alg, signed, &sig)
             }
-            None => {
-                let kid = header["kid"].as_str();
-                let named: Vec<&Key> = self.keys.iter().filter(|k| kid.is_some() && k.kid() == kid).collect();
-                // An unknown or absent `kid` is tried against every trusted key: a signature
-                // verifies only with one of them either way.
-                let candidates: Vec<&Key> = if named.is_empty() { self.keys.iter().collect() } else { named };
-                candidates.iter().any(|k| k.verify(alg, signed, &sig))
-            }
+            None => match header["kid"].as_str() {
+                // A named key must be one Berth trusts, as Distribution requires.
+                Some(kid) => self.keys.iter().filter(|k| k.kid() == Some(kid)).any(|k| k.verify(alg, signed, &sig)),
+                // Neither `kid` nor `x5c`: any trusted key that verifies the signature.
+                None => self.keys.iter().any(|k| k.verify(alg, signed, &sig)),
+            },
         };
         if !ok {
             return Err(TokenError::Signature);
@@ -352,14 +352,20 @@ impl TokenAuth {
         }
         let secs = now.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
         let leeway = LEEWAY.as_secs() as i64;
-        let exp = claims["exp"].as_i64().ok_or(TokenError::Expired)?;
-        if secs > exp + leeway {
+        let exp = match &claims["exp"] {
+            serde_json::Value::Null => return Err(TokenError::Expired),
+            v => v.as_i64().ok_or(TokenError::Malformed)?,
+        };
+        if secs > exp.saturating_add(leeway) {
             return Err(TokenError::Expired);
         }
-        if let Some(nbf) = claims["nbf"].as_i64()
-            && secs < nbf - leeway
-        {
-            return Err(TokenError::NotYet);
+        match &claims["nbf"] {
+            serde_json::Value::Null => {}
+            v => {
+                if secs < v.as_i64().ok_or(TokenError::Malformed)?.saturating_sub(leeway) {
+                    return Err(TokenError::NotYet);
+                }
+            }
         }
         let mut grants = Grants { subject: claims["sub"].as_str().unwrap_or("").to_owned(), ..Grants::default() };
         match &claims["access"] {
@@ -378,6 +384,7 @@ impl TokenAuth {
                             set.extend(actions.iter().filter_map(|a| Action::parse_list(a)).flatten());
                         }
                         "registry" if name == "catalog" && actions.contains(&"*") => grants.catalog = true,
+                        "registry" if name == "admin" && actions.contains(&"*") => grants.admin = true,
                         _ => {}
                     }
                 }
@@ -392,7 +399,10 @@ impl TokenAuth {
         let roots: Vec<&CertificateDer<'static>> =
             self.keys.iter().filter_map(|k| if let Key::Cert { der, .. } = k { Some(der) } else { None }).collect();
         if roots.iter().any(|r| r.as_ref() == leaf.as_ref()) {
-            return true;
+            // The bundle's own certificate, which webpki will not take as an end entity: its
+            // validity is checked here, as Distribution's chain check does.
+            let t = now.as_secs() as i64;
+            return validity(leaf.as_ref()).is_some_and(|(from, until)| from <= t && t <= until);
         }
         let anchors: Vec<_> = roots.iter().filter_map(|r| webpki::anchor_from_trusted_cert(r).ok()).collect();
         if anchors.is_empty() {
@@ -402,6 +412,72 @@ impl TokenAuth {
         let algs: Vec<_> = Alg::all().into_iter().map(Alg::webpki).collect();
         cert.verify_for_usage(&algs, &anchors, intermediates, now, AnyUsage, None, None).is_ok()
     }
+}
+
+/// A DER element of tag `tag` at the start of `input`: its contents and what follows it.
+fn tlv(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (&t, rest) = input.split_first()?;
+    if t != tag {
+        return None;
+    }
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (first as usize, rest)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        (rest[..n].iter().fold(0usize, |acc, b| (acc << 8) | *b as usize), &rest[n..])
+    };
+    (rest.len() >= len).then(|| rest.split_at(len))
+}
+
+/// What follows the DER element at the start of `input`, whatever its tag.
+fn skip(input: &[u8]) -> Option<&[u8]> {
+    Some(tlv(input, *input.first()?)?.1)
+}
+
+/// A certificate's validity period (notBefore, notAfter) in Unix seconds.
+fn validity(der: &[u8]) -> Option<(i64, i64)> {
+    let (cert, _) = tlv(der, 0x30)?;
+    let (tbs, _) = tlv(cert, 0x30)?;
+    let mut rest = tbs;
+    if rest.first() == Some(&0xa0) {
+        rest = skip(rest)?; // version
+    }
+    rest = skip(skip(skip(rest)?)?)?; // serial number, signature algorithm, issuer
+    let (period, _) = tlv(rest, 0x30)?;
+    let (from, rest) = asn1_time(period)?;
+    let (until, _) = asn1_time(rest)?;
+    Some((from, until))
+}
+
+/// A UTCTime (`YYMMDDHHMMSSZ`) or GeneralizedTime (`YYYYMMDDHHMMSSZ`) in Unix seconds.
+fn asn1_time(input: &[u8]) -> Option<(i64, &[u8])> {
+    let (text, rest, year) = match tlv(input, 0x17) {
+        Some((t, rest)) => {
+            let yy: i64 = std::str::from_utf8(t.get(..2)?).ok()?.parse().ok()?;
+            (t.get(2..)?, rest, if yy >= 50 { 1900 + yy } else { 2000 + yy })
+        }
+        None => {
+            let (t, rest) = tlv(input, 0x18)?;
+            (t.get(4..)?, rest, std::str::from_utf8(t.get(..4)?).ok()?.parse().ok()?)
+        }
+    };
+    if text.len() != 11 || text[10] != b'Z' {
+        return None;
+    }
+    let field = |i: usize| -> Option<i64> { std::str::from_utf8(&text[i..i + 2]).ok()?.parse().ok() };
+    let (mo, d, h, mi, s) = (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
+    // Days from the civil date (proleptic Gregorian), after Howard Hinnant's algorithm.
+    let y = if mo <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + s, rest))
 }
 
 /// Token signing certificates carry any extended key usage, or none: Distribution accepts any.
@@ -550,6 +626,21 @@ mod tests {
         assert_eq!(&der[..4], &[0x30, 33 + 2 + 3, 0x02, 33]);
         assert_eq!(&der[der.len() - 3..], &[0x02, 1, 1]);
         assert_eq!(ecdsa_der(&sig[..63], 32), None);
+    }
+
+    #[test]
+    fn certificate_times_are_read_from_der() {
+        assert_eq!(asn1_time(b"\x17\x0d700101000000Z"), Some((0, &b""[..])));
+        assert_eq!(asn1_time(b"\x17\x0d261130164500Z").map(|t| t.0), Some(1_796_057_100));
+        assert_eq!(asn1_time(b"\x18\x0f20261130164500Z").map(|t| t.0), Some(1_796_057_100));
+        assert_eq!(asn1_time(b"\x17\x0d2611301645Z"), None, "too short for its length");
+        assert_eq!(asn1_time(b"\x17\x0b2611301645Z").map(|t| t.0), None, "no seconds");
+        // A TBSCertificate with a version, serial, algorithm, issuer and validity.
+        let validity_seq = [&[0x30u8, 30][..], b"\x17\x0d700101000000Z", b"\x17\x0d700101000100Z"].concat();
+        let tbs = [&[0xa0u8, 3, 2, 1, 2][..], &[2, 1, 7], &[0x30, 0], &[0x30, 0], &validity_seq].concat();
+        let cert = [&[0x30u8, (tbs.len() + 2) as u8, 0x30, tbs.len() as u8][..], &tbs].concat();
+        assert_eq!(validity(&cert), Some((0, 60)));
+        assert_eq!(validity(&cert[..cert.len() - 3]), None, "truncated");
     }
 
     #[test]
