@@ -240,9 +240,10 @@ impl Admin {
                 q.extend(untagged.map(|u| ("untagged", u.to_owned())));
                 self.one("POST", &format!("/api/gc{}", query(&q)))
             }
-            Admin::Local { reg, gc, .. } => {
+            Admin::Local { reg, gc, who, .. } => {
                 let mut opts = gc.clone();
                 opts.dry_run = dry_run;
+                opts.who = who.clone();
                 if let Some(g) = grace {
                     opts.grace = berth_registry::parse_duration(g).map_err(anyhow::Error::msg).context("--grace")?;
                 }

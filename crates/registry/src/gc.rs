@@ -56,6 +56,8 @@ pub struct GcOptions {
     pub upload_max_age: Duration,
     /// Report what would go; change nothing.
     pub dry_run: bool,
+    /// Who asked for the run (`None`: the schedule, or nobody signed in), for the history.
+    pub who: Option<String>,
 }
 
 impl Default for GcOptions {
@@ -65,8 +67,30 @@ impl Default for GcOptions {
             untagged: UntaggedPolicy::OlderThan(Duration::from_secs(24 * 3600)),
             upload_max_age: Duration::from_secs(7 * 24 * 3600),
             dry_run: false,
+            who: None,
         }
     }
+}
+
+/// One line of the GC history: a run that was not a dry run.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct GcRun {
+    /// When it finished (RFC 3339, UTC).
+    pub time: String,
+    /// Who asked for it.
+    pub who: Option<String>,
+    /// How long it took, in seconds.
+    pub seconds: f64,
+    /// Blobs removed.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes_freed: u64,
+    /// Untagged manifests removed.
+    pub manifests: usize,
+    /// Repositories left empty and removed.
+    pub repositories: usize,
+    /// Stale uploads removed.
+    pub uploads: u64,
 }
 
 /// Where a GC run is, for progress displays.
@@ -174,7 +198,41 @@ impl Registry {
         drop(run);
         crate::scan::give_back_memory();
         report.duration = started.elapsed();
+        if !opts.dry_run {
+            self.gc_record(&report, opts.who.as_deref())?;
+        }
         Ok(report)
+    }
+
+    /// Appends a finished run to the history.
+    fn gc_record(&self, r: &GcReport, who: Option<&str>) -> Result<()> {
+        let run = GcRun {
+            time: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            who: who.map(str::to_owned),
+            seconds: r.duration.as_secs_f64(),
+            blobs: r.blobs,
+            bytes_freed: r.bytes_freed,
+            manifests: r.manifests.len(),
+            repositories: r.repositories.len(),
+            uploads: r.uploads,
+        };
+        let mut line = serde_json::to_vec(&run).expect("a GC run serializes");
+        line.push(b'\n');
+        let mut w = self.store().writer(&layout::gc_history()).map_err(storage)?;
+        w.write_all(&line).map_err(storage)?;
+        w.commit().map_err(storage)?;
+        Ok(())
+    }
+
+    /// The last `n` GC runs, newest first. A line that cannot be read (a torn write after a
+    /// crash) is skipped.
+    pub fn gc_history(&self, n: usize) -> Result<Vec<GcRun>> {
+        let text = match self.store().get(&layout::gc_history()) {
+            Ok(t) => t,
+            Err(berth_storage::StorageError::NotFound { .. }) => return Ok(Vec::new()),
+            Err(e) => return Err(storage(e)),
+        };
+        Ok(text.split(|&b| b == b'\n').rev().filter_map(|l| serde_json::from_slice(l).ok()).take(n).collect())
     }
 
     /// Phase 1: reads every repository's links, the trash (before and after), and every

@@ -212,6 +212,11 @@ pub fn audit_log() -> Key {
     key("berth/audit/audit.jsonl".to_owned())
 }
 
+/// `berth/gc/history.jsonl`: one line per GC run (dry runs are not recorded).
+pub fn gc_history() -> Key {
+    key("berth/gc/history.jsonl".to_owned())
+}
+
 /// The content of a link file for `d`.
 pub fn link_content(d: &Digest) -> Vec<u8> {
     d.to_string().into_bytes()

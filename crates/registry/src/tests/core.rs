@@ -179,3 +179,34 @@ fn an_upload_in_flight_survives_a_repository_delete_and_lands_in_a_fresh_reposit
     push_image(&f.reg, "del/up", "v2", b"layer");
     assert_eq!(f.reg.tags_list(&n, None, None).unwrap().items, ["v2"]);
 }
+
+#[test]
+fn an_image_is_summarised_with_its_config_tags_and_how_many_manifests_use_each_layer() {
+    let f = fixture();
+    let config =
+        br#"{"created":"2026-11-30T10:00:00Z","os":"linux","architecture":"amd64","config":{"Entrypoint":["/app"]}}"#;
+    let a = image(&f.reg, "ui/app", "v1", config, &[b"shared layer", b"own layer a"]);
+    image(&f.reg, "ui/app", "v2", br#"{"os":"linux","architecture":"arm64"}"#, &[b"shared layer", b"own layer b"]);
+    f.reg
+        .manifest_put(
+            &name("ui/app"),
+            &tag("also-v1"),
+            None,
+            f.reg.manifest_get(&name("ui/app"), &tag("v1")).unwrap().bytes.clone(),
+        )
+        .unwrap();
+    let info = f.reg.image(&name("ui/app"), &a.digest).unwrap();
+    assert!(!info.is_index);
+    let c = info.config.as_ref().unwrap();
+    assert_eq!((c.platform.as_deref(), c.entrypoint.as_slice()), (Some("linux/amd64"), &["/app".to_owned()][..]));
+    let tags: Vec<&str> = info.tags.iter().map(|t| t.as_str()).collect();
+    assert_eq!(tags, ["also-v1", "v1"]);
+    // The config blob first, then the layers; the shared layer is used by both manifests.
+    assert_eq!(info.blobs.len(), 3);
+    assert_eq!(info.blobs[1].digest, a.layers[0]);
+    assert_eq!((info.blobs[1].used_by, info.blobs[2].used_by), (2, 1));
+    assert!(matches!(
+        f.reg.image(&name("ui/app"), &Digest::sha256_of(b"no such manifest")),
+        Err(RegistryError::ManifestUnknown { .. })
+    ));
+}

@@ -336,3 +336,21 @@ fn i2_gc_stops_when_a_manifest_it_reaches_cannot_be_read_and_sweeps_one_it_does_
     assert!(r.manifests.contains(&(name("unread/lone"), lone)), "{r:?}");
     assert!(r.manifests.contains(&(name("unread/idx"), child)), "{r:?}");
 }
+
+#[test]
+fn every_run_but_a_dry_run_is_kept_in_the_history_newest_first() {
+    let f = fixture();
+    assert!(f.reg.gc_history(10).unwrap().is_empty());
+    push_image(&f.reg, "hist/app", "v1", b"layer one");
+    delete_tag(&f.reg, "hist/app", "v1");
+    f.reg.trash_purge(None, None).unwrap();
+    gc(&f.reg, &GcOptions { dry_run: true, ..now_opts() });
+    assert!(f.reg.gc_history(10).unwrap().is_empty(), "dry runs are not recorded");
+    let r = gc(&f.reg, &GcOptions { who: Some("alice".into()), ..now_opts() });
+    gc(&f.reg, &now_opts());
+    let h = f.reg.gc_history(10).unwrap();
+    assert_eq!(h.len(), 2);
+    assert_eq!((h[1].who.as_deref(), h[1].blobs, h[1].bytes_freed), (Some("alice"), r.blobs, r.bytes_freed));
+    assert!(r.blobs > 0 && h[0].blobs == 0 && h[0].who.is_none(), "newest first");
+    assert_eq!(f.reg.gc_history(1).unwrap().len(), 1);
+}

@@ -12,6 +12,7 @@
 //! | `DELETE /api/trash[/<id>]` | purge entries for good |
 //! | `GET /api/audit[?repository=&who=&action=]` | the audit log, newest first (a listing) |
 //! | `POST /api/gc[?dry_run=true][&grace=1h][&untagged=24h\|keep]` | run GC (after any GC already running) and report |
+//! | `GET /api/gc` | the last runs (not dry runs), newest first |
 //!
 //! A listing answers one page (`listing`): `n`, `last`, `sort`, `prefix` and `match`, and a
 //! `Link` header naming the next page. The paths are parsed once (`route`); the operations are
@@ -163,8 +164,13 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller
             let page = blocking(move || ops::audit(&reg, &aq, &visible)).await??;
             Ok(paged_with("/api/audit", &[], page.body, page.next.map(|n| n.to_query())))
         }
+        (Endpoint::Gc, Method::GET) => {
+            let runs = blocking(move || reg.gc_history(100)).await??;
+            Ok(json(StatusCode::OK, &wire::GcHistory { runs }))
+        }
         (Endpoint::Gc, Method::POST) => {
             let mut opts = st.gc.clone();
+            opts.who = who;
             opts.dry_run = flag(&q, "dry_run")?;
             if let Some(g) = q.get("grace") {
                 opts.grace = parse_duration(g).map_err(|e| ApiError::BadRequest(format!("grace: {e}")))?;

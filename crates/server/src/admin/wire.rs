@@ -328,6 +328,13 @@ fn kind(k: DeleteKind) -> &'static str {
     }
 }
 
+/// The answer to `GET /api/gc`: the last GC runs (not dry runs), newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GcHistory {
+    /// The runs.
+    pub runs: Vec<berth_registry::GcRun>,
+}
+
 /// The answer to `POST /api/gc`: what a GC run removed (or would remove).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GcResult {
@@ -512,6 +519,17 @@ mod tests {
             "overwritten",
         );
         round_trip(PurgeResult { purged: vec![entry()] }, "purged");
+        let run = berth_registry::GcRun {
+            time: "2026-11-30T17:00:00Z".into(),
+            who: Some("alice".into()),
+            seconds: 1.5,
+            blobs: 3,
+            bytes_freed: 4096,
+            manifests: 1,
+            repositories: 0,
+            uploads: 2,
+        };
+        round_trip(GcHistory { runs: vec![run] }, "bytes_freed");
         let m = ManifestRef { repository: "team/app".into(), digest: D.into() };
         round_trip(m.clone(), "digest");
         round_trip(
