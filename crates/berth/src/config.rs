@@ -45,6 +45,8 @@ pub struct FileConfig {
     pub auth: AuthSection,
     /// `access:` (Berth's own): who may do what where.
     pub access: Option<AccessSection>,
+    /// `ui:` (Berth's own): the web UI.
+    pub ui: UiSection,
     /// Keys of the file that Berth does not use, dotted (`notifications`, `http.secret`).
     #[serde(skip)]
     pub ignored: Vec<String>,
@@ -155,6 +157,15 @@ pub struct TrashSection {
     /// `trash.retention`: how long deletes stay restorable, e.g. `7d`, `12h`; `0` turns the
     /// trash off (deletes are final). Default 7 days.
     pub retention: Option<String>,
+}
+
+/// `ui:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UiSection {
+    /// `ui.enabled`: serve the web UI at `/ui/` (default true). It has the registry's users and
+    /// rights, so turning it off takes nothing away from access control.
+    pub enabled: Option<bool>,
 }
 
 /// Parses a duration such as `7d`, `24h`, `90s` or `0` (the registry's one parser).
@@ -280,7 +291,8 @@ fn classify(path: &str, v: &serde_yaml_ng::Value) -> Disposition {
         | "storage.maintenance.uploadpurging.age"
         | "berth"
         | "trash"
-        | "gc" => Used,
+        | "gc"
+        | "ui" => Used,
         // Berth's Location headers are always relative.
         "http.relativeurls" => Used,
         "log"

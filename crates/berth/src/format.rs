@@ -2,17 +2,8 @@
 
 use std::time::SystemTime;
 
-/// `1.5 GB`-style sizes (powers of 1000, as registries and `docker images` show them).
-pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = bytes as f64;
-    let mut unit = 0;
-    while v >= 1000.0 && unit + 1 < UNITS.len() {
-        v /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[unit]) }
-}
+/// Bytes in decimal units (`1.5 kB`), the same words as the web UI.
+pub use berth_server::ui::html::size;
 
 /// `sha256:0123456789ab` (12 hex characters), enough to tell images apart on screen.
 pub fn short(digest: &str) -> String {

@@ -33,6 +33,8 @@ pub struct Settings {
     pub tls: Option<berth_server::tls::TlsSettings>,
     /// Access control (`auth:`, `access:`); `None`: open.
     pub auth: Option<Arc<berth_server::auth::Auth>>,
+    /// `ui.enabled`
+    pub ui: bool,
 }
 
 impl Settings {
@@ -66,6 +68,7 @@ impl Settings {
                 .collect(),
             tls: file.tls()?,
             auth: file.auth()?.map(Arc::new),
+            ui: file.ui.enabled.unwrap_or(true),
             ignored: file.ignored,
         })
     }
@@ -130,6 +133,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             gc: settings.gc.clone(),
             headers: berth_server::response_headers(&settings.headers).map_err(anyhow::Error::msg).context("http.headers")?,
             auth: settings.auth.clone(),
+            ui: settings.ui.then(|| Arc::new(berth_server::ui::Ui::new(tls.is_some()))),
         };
         tokio::spawn(expire_trash(registry.clone(), settings.trash_retention));
         if let Some(every) = settings.gc_interval {
@@ -138,7 +142,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         if !settings.ignored.is_empty() {
             tracing::warn!(keys = %settings.ignored.join(", "), "config keys Berth does not use (ignored)");
         }
-        tracing::info!(addr = %local, root = %settings.root.display(), delete_enabled = settings.delete_enabled, tls = tls.is_some(), "berth listening on {local}");
+        tracing::info!(addr = %local, root = %settings.root.display(), delete_enabled = settings.delete_enabled, tls = tls.is_some(), ui = settings.ui, "berth listening on {local}");
         if let Some(tls) = tls.clone() {
             tokio::spawn(reload_tls_on_sighup(tls));
         }

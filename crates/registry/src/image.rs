@@ -93,6 +93,10 @@ fn platform(os: &str, arch: &str, variant: Option<&str>) -> Option<String> {
     })
 }
 
+/// Config media types of runnable images (OCI and Docker).
+const IMAGE_CONFIGS: &[&str] =
+    &["application/vnd.oci.image.config.v1+json", "application/vnd.docker.container.image.v1+json"];
+
 impl ConfigSummary {
     /// Reads an image config; `None` when it is not JSON (an artifact's config may be anything).
     fn parse(bytes: &[u8]) -> Option<ConfigSummary> {
@@ -179,7 +183,12 @@ impl Registry {
             media_type: stored.media_type.clone(),
             size: stored.bytes.len() as u64,
             is_index,
-            artifact_type: m.and_then(|m| m.effective_artifact_type()).map(str::to_owned),
+            // An image's config type is what the referrers API reports for it, but it does not
+            // make the image an artifact.
+            artifact_type: m
+                .and_then(|m| m.effective_artifact_type())
+                .filter(|t| !IMAGE_CONFIGS.contains(t))
+                .map(str::to_owned),
             config,
             blobs,
             children,

@@ -271,6 +271,17 @@ impl Registry {
         })
     }
 
+    /// When a tag of `name` was last pushed (the newest tag link), if it has tags.
+    pub fn repository_pushed(&self, name: &RepoName) -> Result<Option<std::time::SystemTime>> {
+        let tags: Vec<Tag> =
+            self.with_graph(|g, _| g.repos.get(name).map(|r| r.tags.keys().cloned().collect()).unwrap_or_default())?;
+        let mut newest = None;
+        for t in &tags {
+            newest = newest.max(self.tag_pushed(name, t)?);
+        }
+        Ok(newest)
+    }
+
     /// What the in-memory graph holds and costs, if it is built (never builds it: `/metrics`
     /// must stay cheap).
     pub fn graph_stats(&self) -> Option<GraphStats> {

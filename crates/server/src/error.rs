@@ -136,6 +136,16 @@ impl ApiError {
         }
     }
 
+    /// The status and message a page shown to a person carries (the web UI), a 5xx logged as
+    /// an API answer's is.
+    pub(crate) fn status_and_message(&self) -> (StatusCode, String) {
+        let mapped = self.mapped();
+        if mapped.status.is_server_error() {
+            log_chain(self);
+        }
+        (mapped.status, self.message())
+    }
+
     fn message(&self) -> String {
         match self {
             ApiError::Registry(RegistryError::Storage(_) | RegistryError::Corrupt { .. }) | ApiError::Internal(_) => {

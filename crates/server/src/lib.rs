@@ -16,6 +16,7 @@ pub mod error;
 pub mod headers;
 pub mod metrics;
 pub mod tls;
+pub mod ui;
 pub mod v2;
 pub mod zero_copy;
 
@@ -48,6 +49,8 @@ pub struct AppState {
     pub headers: Vec<(HeaderName, HeaderValue)>,
     /// Access control; `None`: an open registry.
     pub auth: Option<Arc<auth::Auth>>,
+    /// The web UI; `None` when `ui.enabled: false`.
+    pub ui: Option<Arc<ui::Ui>>,
 }
 
 impl AppState {
@@ -86,6 +89,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/{*path}", any(admin::dispatch))
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(health))
+        .route("/", get(ui::root))
+        .route("/ui", any(ui::dispatch))
+        .route("/ui/", any(ui::dispatch))
+        .route("/ui/{*path}", any(ui::dispatch))
         .fallback(|| async { error::ApiError::NotFound.into_response() })
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -54,3 +54,7 @@ mod token;
 mod tokens;
 /// Trash expiry and the audit log.
 mod trash;
+/// The web UI in headless Chromium.
+mod ui;
+/// A small WebDriver client for Chromium.
+mod webdriver;

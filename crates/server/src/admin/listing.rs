@@ -79,11 +79,13 @@ pub struct Listing {
     pub prefix: Option<String>,
     /// Only repository names matching this.
     pub pattern: Option<RepoPattern>,
+    /// Only names containing this, ignoring case (what a person types in a filter box).
+    pub contains: Option<String>,
 }
 
 impl Default for Listing {
     fn default() -> Self {
-        Listing { n: DEFAULT_N, last: None, after: None, sort: Sort::Name, prefix: None, pattern: None }
+        Listing { n: DEFAULT_N, last: None, after: None, sort: Sort::Name, prefix: None, pattern: None, contains: None }
     }
 }
 
@@ -116,7 +118,7 @@ pub fn page_size(q: &HashMap<String, String>) -> Result<usize, ApiError> {
 }
 
 impl Listing {
-    /// Reads `n`, `last`, `after`, `sort`, `prefix` and `match` from a query, allowing the
+    /// Reads `n`, `last`, `after`, `sort`, `prefix`, `match` and `contains` from a query, allowing the
     /// orders in `sorts` (the first is the default).
     pub fn from_query(q: &HashMap<String, String>, sorts: &[Sort]) -> Result<Listing, ApiError> {
         let n = page_size(q)?;
@@ -139,6 +141,7 @@ impl Listing {
             sort,
             prefix: q.get("prefix").cloned().filter(|p| !p.is_empty()),
             pattern,
+            contains: q.get("contains").map(|c| c.trim().to_lowercase()).filter(|c| !c.is_empty()),
         })
     }
 
@@ -160,6 +163,9 @@ impl Listing {
         if let Some(p) = &self.pattern {
             q.push(("match", p.to_string()));
         }
+        if let Some(c) = &self.contains {
+            q.push(("contains", c.clone()));
+        }
         q
     }
 
@@ -168,6 +174,7 @@ impl Listing {
     pub fn admits(&self, name: &str) -> bool {
         self.prefix.as_ref().is_none_or(|p| name.starts_with(p.as_str()))
             && self.pattern.as_ref().is_none_or(|p| name.parse::<RepoName>().is_ok_and(|n| p.matches(&n)))
+            && self.contains.as_ref().is_none_or(|c| name.to_lowercase().contains(c.as_str()))
     }
 
     /// Sorts `items`, keeps those after the cursor, and cuts the page. `name` is what `last`

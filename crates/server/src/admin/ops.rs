@@ -15,17 +15,18 @@ use super::wire::*;
 use crate::error::ApiError;
 
 /// Orders of the repository listings (`ls`, `du`).
-pub const REPOSITORY_SORTS: &[Sort] = &[Sort::Name, Sort::Size, Sort::Shared, Sort::Unique, Sort::Tags];
+pub const REPOSITORY_SORTS: &[Sort] = &[Sort::Name, Sort::Size, Sort::Shared, Sort::Unique, Sort::Tags, Sort::Pushed];
 /// Orders of a repository's tags.
 pub const TAG_SORTS: &[Sort] = &[Sort::Name, Sort::Size, Sort::Shared, Sort::Unique, Sort::ImageUnique, Sort::Pushed];
 
-fn repo_key(sort: Sort, r: &RepoSummary) -> u64 {
+fn repo_key(sort: Sort, r: &RepoSummary, pushed: &HashMap<String, u64>) -> u64 {
     match sort {
         Sort::Size => r.usage.total,
         Sort::Shared => r.usage.shared,
         Sort::Unique => r.usage.unique,
         Sort::Tags => r.tags as u64,
-        Sort::Name | Sort::ImageUnique | Sort::Pushed => 0,
+        Sort::Pushed => pushed.get(r.name.as_str()).copied().unwrap_or(0),
+        Sort::Name | Sort::ImageUnique => 0,
     }
 }
 
@@ -47,7 +48,14 @@ fn repository_page(
         .into_iter()
         .filter(|r| l.admits(r.name.as_str()) && visible(r.name.as_str()))
         .collect();
-    Ok(l.page(all, |r| r.name.as_str(), |r| repo_key(l.sort, r)))
+    // Push times cost a stat per tag: read them only to sort by them.
+    let mut pushed = HashMap::new();
+    if l.sort == Sort::Pushed {
+        for r in &all {
+            pushed.insert(r.name.to_string(), unix(reg.repository_pushed(&r.name)?));
+        }
+    }
+    Ok(l.page(all, |r| r.name.as_str(), |r| repo_key(l.sort, r, &pushed)))
 }
 
 /// A tag's accounting and, when read, when it was pushed.

@@ -163,6 +163,15 @@ impl Htpasswd {
         ok
     }
 
+    /// A fingerprint of `user`'s entry (a SHA-256 of its hash), if the user exists: it changes
+    /// when their password does. The web UI ends sessions whose fingerprint changed.
+    pub fn fingerprint(&self, user: &str) -> Option<[u8; 32]> {
+        use sha2::Digest;
+        self.refresh();
+        let s = self.state.read().unwrap_or_else(|e| e.into_inner());
+        s.users.as_ref()?.get(user).map(|h| Sha256::digest(h.as_bytes()).into())
+    }
+
     /// Whether a verification of `user:password` would be answered from the cache (so it can
     /// be done on the async thread).
     pub fn cached(&self, user: &str, password: &str) -> bool {

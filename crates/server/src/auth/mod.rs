@@ -104,6 +104,61 @@ fn scope(needs: &[Need]) -> String {
     out.join(" ")
 }
 
+/// How a sign-in with a user name and password went (the web UI's sign-in form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignIn {
+    /// Signed in as this user.
+    Ok(String),
+    /// Wrong user name or password.
+    Wrong,
+    /// Too many wrong passwords from this address: try again in this many seconds.
+    Blocked(u64),
+    /// This registry signs users in through a token server, not with passwords.
+    Unsupported,
+}
+
+impl Auth {
+    /// Checks a user name and password as a request's Basic credentials are checked (the same
+    /// cache, the same limit on wrong passwords per address).
+    pub async fn sign_in(self: &Arc<Self>, user: &str, password: &str, ip: Option<IpAddr>) -> SignIn {
+        if matches!(self.authenticator, Authenticator::Token(_)) {
+            return SignIn::Unsupported;
+        }
+        if user.is_empty() {
+            return SignIn::Wrong;
+        }
+        match identify(self, Credentials::Basic(user.to_owned(), password.to_owned()), ip).await {
+            Identity::User(u) => SignIn::Ok(u),
+            Identity::Blocked(wait) => SignIn::Blocked(wait.as_secs().max(1)),
+            _ => SignIn::Wrong,
+        }
+    }
+
+    /// A fingerprint of `user`'s password entry, if they can sign in with a password (see
+    /// [`Htpasswd::fingerprint`]).
+    pub fn user_fingerprint(&self, user: &str) -> Option<[u8; 32]> {
+        match &self.authenticator {
+            Authenticator::Htpasswd(h) => h.fingerprint(user),
+            Authenticator::Token(_) => None,
+        }
+    }
+
+    /// Whether users sign in through a token server (so not with a password here).
+    pub fn signs_in_with_tokens(&self) -> bool {
+        matches!(self.authenticator, Authenticator::Token(_))
+    }
+
+    /// The caller a signed-in `user` (or, with `None`, an anonymous visitor) is.
+    pub fn caller_for(&self, user: Option<&str>) -> Caller {
+        let rights = match (&self.policy, user) {
+            (Some(p), _) => Rights::Policy(p.clone()),
+            (None, Some(_)) => Rights::All,
+            (None, None) => Rights::None,
+        };
+        Caller { user: user.map(str::to_owned), rights, token: None }
+    }
+}
+
 /// Who made a request, and what they may do: what handlers get instead of credentials.
 #[derive(Debug, Clone)]
 pub struct Caller {
