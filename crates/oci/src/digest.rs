@@ -73,6 +73,11 @@ impl Digest {
         s.parse()
     }
 
+    /// The digest whose raw hash is `bytes`; `None` when `bytes` is not the algorithm's length.
+    pub fn from_bytes(algorithm: Algorithm, bytes: &[u8]) -> Option<Digest> {
+        (bytes.len() * 2 == algorithm.hex_len()).then(|| Digest { algorithm, hex: to_hex(bytes) })
+    }
+
     /// Builds a digest from an algorithm directory name and hex directory name in the storage
     /// layout; `None` when either is not valid.
     pub fn from_parts(algorithm: &str, hex: &str) -> Option<Digest> {
@@ -197,6 +202,14 @@ mod tests {
     use super::*;
 
     const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+    #[test]
+    fn from_bytes_is_the_digest_of_its_raw_hash() {
+        let raw = sha2::Sha256::digest(b"");
+        assert_eq!(Digest::from_bytes(Algorithm::Sha256, &raw).unwrap().to_string(), EMPTY);
+        assert_eq!(Digest::from_bytes(Algorithm::Sha512, &raw), None, "a sha256 hash is no sha512 digest");
+        assert_eq!(Digest::from_bytes(Algorithm::Sha256, &raw[..31]), None);
+    }
 
     #[test]
     fn hashes_known_values() {

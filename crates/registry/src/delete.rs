@@ -133,7 +133,9 @@ impl Registry {
         let _guard = self.repo_lock(req.target.repository());
         let entry = self.delete_plan(req)?;
         let trashed = self.trash_record(&entry, req.force)?;
-        self.unlink(&entry)?;
+        let unlinked = self.unlink(&entry);
+        self.push_times.forget(&entry.repository);
+        unlinked?;
         self.graph.note(Change::Delete(entry.clone()));
         self.catalog_refresh(&entry.repository)?;
         Ok(Deleted { entry, trashed })

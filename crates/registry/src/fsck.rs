@@ -117,6 +117,7 @@ impl Registry {
         self.fsck_trash(&mut cx)?;
         if opts.repair {
             self.graph.note(Change::Invalidate);
+            self.push_times.forget_all();
         }
         Ok(report)
     }

@@ -152,16 +152,11 @@ impl Packed {
     }
 
     fn digest(&self) -> Digest {
-        use std::fmt::Write;
-        let mut hex = String::with_capacity(self.bytes().len() * 2);
-        for b in self.bytes() {
-            let _ = write!(hex, "{b:02x}");
-        }
         let alg = match self {
-            Packed::Sha256(_) => "sha256",
-            Packed::Sha512(_) => "sha512",
+            Packed::Sha256(_) => Algorithm::Sha256,
+            Packed::Sha512(_) => Algorithm::Sha512,
         };
-        Digest::from_parts(alg, &hex).expect("packed from a valid digest")
+        Digest::from_bytes(alg, self.bytes()).expect("packed from a valid digest")
     }
 }
 

@@ -51,7 +51,7 @@ pub use fsck::{Finding, FsckOptions, FsckReport};
 pub use gc::{GcOptions, GcProgress, GcReport, GcRun};
 pub use image::{BlobInfo as ImageBlob, Child, ConfigSummary, ImageInfo};
 pub use journal::{AuditAction, AuditRecord, DeleteKind, TrashEntry, TrashId};
-pub use links::Page;
+pub use links::{Page, PushTimes};
 pub use manifests::{PutManifest, StoredManifest};
 pub use referrers::Referrer;
 pub use trash::{RestoreTarget, Restored};
@@ -79,6 +79,7 @@ pub struct Registry {
     manifests: cache::ManifestCache,
     catalog: catalog::CatalogCache,
     graph: graph::GraphCache,
+    push_times: links::PushTimesCache,
     repo_locks: Vec<RwLock<()>>,
     touched: touched::Touched,
     gc_lock: Mutex<()>,
@@ -98,6 +99,7 @@ impl Registry {
             manifests: Default::default(),
             catalog: Default::default(),
             graph: Default::default(),
+            push_times: Default::default(),
             repo_locks: (0..REPO_LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
             touched: Default::default(),
             gc_lock: Mutex::new(()),

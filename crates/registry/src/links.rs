@@ -8,6 +8,11 @@
 //! is there and where it points. It never removes one: removal belongs to `delete`, `gc` and
 //! `fsck`, which record or justify it.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
 use berth_oci::{Algorithm, Digest, RepoName, Tag};
 use berth_storage::{BackendExt, layout};
 
@@ -33,6 +38,36 @@ impl Page {
             }
             _ => Page { items, more: false },
         }
+    }
+}
+
+/// When each tag of a repository was pushed.
+pub type PushTimes = BTreeMap<Tag, SystemTime>;
+
+/// Push times per repository, read once (a stat per tag) and kept until a tag of the
+/// repository changes: listings sorted by push time, or showing a repository's last push,
+/// would otherwise stat every tag of every repository on every page.
+#[derive(Debug, Default)]
+pub(crate) struct PushTimesCache {
+    repos: Mutex<HashMap<RepoName, Arc<PushTimes>>>,
+    /// Bumped by every change; a read that saw another value when it began does not store
+    /// what it read (it may predate the change).
+    generation: AtomicU64,
+}
+
+impl PushTimesCache {
+    /// Forgets `name`'s times (a tag of it was set or removed).
+    pub(crate) fn forget(&self, name: &RepoName) {
+        let mut repos = self.repos.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        repos.remove(name);
+    }
+
+    /// Forgets every repository's times (links were repaired).
+    pub(crate) fn forget_all(&self) {
+        let mut repos = self.repos.lock().unwrap_or_else(|e| e.into_inner());
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        repos.clear();
     }
 }
 
@@ -133,6 +168,7 @@ impl Registry {
         let link = layout::link_content(digest);
         self.store().put(&layout::tag_index_link(name, tag, digest), &link).map_err(storage)?;
         self.store().put(&layout::tag_current_link(name, tag), &link).map_err(storage)?;
+        self.push_times.forget(name);
         if let Some(p) = previous
             && &p != digest
             && self.revision_exists(name, &p)?
@@ -143,8 +179,32 @@ impl Registry {
     }
 
     /// When a tag was last pointed somewhere (the modification time of its current link).
-    pub fn tag_pushed(&self, name: &RepoName, tag: &Tag) -> Result<Option<std::time::SystemTime>> {
-        let meta = self.store().stat_opt(&layout::tag_current_link(name, tag)).map_err(storage)?;
-        Ok(meta.map(|m| m.modified))
+    pub fn tag_pushed(&self, name: &RepoName, tag: &Tag) -> Result<Option<SystemTime>> {
+        Ok(self.push_times(name)?.get(tag).copied())
+    }
+
+    /// When each tag of `name` was last pointed somewhere; read from the tag links the first
+    /// time, then remembered until a tag of `name` changes.
+    pub fn push_times(&self, name: &RepoName) -> Result<Arc<PushTimes>> {
+        let cache = &self.push_times;
+        let generation = {
+            let repos = cache.repos.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(t) = repos.get(name) {
+                return Ok(t.clone());
+            }
+            cache.generation.load(Ordering::SeqCst)
+        };
+        let mut times = PushTimes::new();
+        for tag in self.tags(name)? {
+            if let Some(meta) = self.store().stat_opt(&layout::tag_current_link(name, &tag)).map_err(storage)? {
+                times.insert(tag, meta.modified);
+            }
+        }
+        let times = Arc::new(times);
+        let mut repos = cache.repos.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.generation.load(Ordering::SeqCst) == generation {
+            repos.insert(name.clone(), times.clone());
+        }
+        Ok(times)
     }
 }

@@ -180,6 +180,33 @@ impl Registry {
         })
     }
 
+    /// The tags of `name` grouped by the image they point at (from the graph: no disk reads).
+    pub fn tags_by_image(&self, name: &RepoName) -> Result<BTreeMap<Digest, Vec<Tag>>> {
+        self.with_graph(|g, _| {
+            let mut out: BTreeMap<Digest, Vec<Tag>> = BTreeMap::new();
+            if let Some(st) = g.repos.get(name) {
+                for (tag, &image) in &st.tags {
+                    out.entry(g.digest(image)).or_default().push(tag.clone());
+                }
+            }
+            out
+        })
+    }
+
+    /// One repository's summary; `None` when it holds no image.
+    pub fn repository_summary(&self, name: &RepoName) -> Result<Option<RepoSummary>> {
+        self.with_graph(|g, a| {
+            let i = g.repo_index(name)? as usize;
+            let st = &g.repos[name];
+            st.holds_images().then(|| RepoSummary {
+                name: name.clone(),
+                tags: st.tags.len(),
+                manifests: st.manifests.len(),
+                usage: Usage::of(a.repo_total[i], a.repo_unique[i]),
+            })
+        })
+    }
+
     /// One repository's figures and every tag's; `None` when the graph does not know it.
     pub fn repository_usage(&self, name: &RepoName) -> Result<Option<RepoUsage>> {
         self.with_graph(|g, a| {
@@ -273,13 +300,7 @@ impl Registry {
 
     /// When a tag of `name` was last pushed (the newest tag link), if it has tags.
     pub fn repository_pushed(&self, name: &RepoName) -> Result<Option<std::time::SystemTime>> {
-        let tags: Vec<Tag> =
-            self.with_graph(|g, _| g.repos.get(name).map(|r| r.tags.keys().cloned().collect()).unwrap_or_default())?;
-        let mut newest = None;
-        for t in &tags {
-            newest = newest.max(self.tag_pushed(name, t)?);
-        }
-        Ok(newest)
+        Ok(self.push_times(name)?.values().max().copied())
     }
 
     /// What the in-memory graph holds and costs, if it is built (never builds it: `/metrics`

@@ -373,3 +373,28 @@ fn the_audit_log_pages_backwards_across_chunks() {
     assert_eq!(mine.iter().map(|(_, r)| r.bytes_freed).collect::<Vec<_>>(), [1492, 1477, 1462, 1447, 1432, 1417, 1402]);
     assert!(f.reg.audit_log(None, 0, |_| true).unwrap().is_empty());
 }
+
+#[test]
+fn push_times_are_remembered_and_follow_every_change_of_a_tag() {
+    let f = fixture();
+    let a = image(&f.reg, "d/times", "v1", &[b"times a"]);
+    image(&f.reg, "d/times", "v2", &[b"times b"]);
+    let first = f.reg.push_times(&name("d/times")).unwrap();
+    assert_eq!(first.keys().map(Tag::as_str).collect::<Vec<_>>(), ["v1", "v2"]);
+    assert!(std::sync::Arc::ptr_eq(&first, &f.reg.push_times(&name("d/times")).unwrap()), "read once, then kept");
+
+    // A re-push moves the tag's time; a delete takes it; a restore brings it back.
+    std::thread::sleep(Duration::from_millis(20));
+    retag(&f.reg, "d/times", &a.digest, "v2");
+    let moved = f.reg.push_times(&name("d/times")).unwrap();
+    assert!(moved[&t("v2")] > first[&t("v2")], "{moved:?} after {first:?}");
+    assert_eq!(f.reg.repository_pushed(&name("d/times")).unwrap(), Some(moved[&t("v2")]));
+    let done = del(&f.reg, DeleteTarget::Tag(name("d/times"), t("v2"))).unwrap();
+    assert_eq!(f.reg.push_times(&name("d/times")).unwrap().keys().map(Tag::as_str).collect::<Vec<_>>(), ["v1"]);
+    assert_eq!(f.reg.tag_pushed(&name("d/times"), &t("v2")).unwrap(), None);
+    f.reg.restore(&RestoreTarget::Id(done.entry.id), false, None).unwrap();
+    assert!(f.reg.tag_pushed(&name("d/times"), &t("v2")).unwrap().is_some(), "restored");
+    del(&f.reg, DeleteTarget::Repository(name("d/times"))).unwrap();
+    assert!(f.reg.push_times(&name("d/times")).unwrap().is_empty());
+    assert_eq!(f.reg.repository_pushed(&name("d/times")).unwrap(), None);
+}

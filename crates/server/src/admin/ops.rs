@@ -48,7 +48,8 @@ fn repository_page(
         .into_iter()
         .filter(|r| l.admits(r.name.as_str()) && visible(r.name.as_str()))
         .collect();
-    // Push times cost a stat per tag: read them only to sort by them.
+    // Push times are remembered per repository, but the first read of each costs a stat per
+    // tag: read them only to sort by them.
     let mut pushed = HashMap::new();
     if l.sort == Sort::Pushed {
         for r in &all {
@@ -64,19 +65,13 @@ type Pushed = (TagUsage, Option<SystemTime>);
 /// One page of a repository's tags, each with when it was pushed; and the repository's figures.
 fn tag_page(reg: &Registry, name: &RepoName, l: &Listing) -> Result<(RepoSummary, Paged<Vec<Pushed>>), RegistryError> {
     let unknown = || RegistryError::NameUnknown { name: name.clone() };
-    let summary = reg.repository_summaries()?.into_iter().find(|r| &r.name == name).ok_or_else(unknown)?;
+    let summary = reg.repository_summary(name)?.ok_or_else(unknown)?;
     let usage = reg.repository_usage(name)?.ok_or_else(unknown)?;
     // Tags are not repository names: only the prefix filter applies to them.
     let tags =
         usage.tags.into_iter().filter(|t| l.prefix.as_ref().is_none_or(|p| t.tag.as_str().starts_with(p.as_str())));
-    // Push times cost a stat each: read them all only to sort by them.
-    let with_times: Vec<Pushed> = if l.sort == Sort::Pushed {
-        tags.map(|t| Ok((reg.tag_pushed(name, &t.tag)?, t)))
-            .map(|r| r.map(|(p, t)| (t, p)))
-            .collect::<Result<_, RegistryError>>()?
-    } else {
-        tags.map(|t| (t, None)).collect()
-    };
+    let times = reg.push_times(name)?;
+    let with_times: Vec<Pushed> = tags.map(|t| (times.get(&t.tag).copied(), t)).map(|(p, t)| (t, p)).collect();
     let key = |(t, p): &Pushed| match l.sort {
         Sort::Size => t.usage.total,
         Sort::Shared => t.usage.shared,
@@ -85,12 +80,7 @@ fn tag_page(reg: &Registry, name: &RepoName, l: &Listing) -> Result<(RepoSummary
         Sort::Pushed => unix(*p),
         Sort::Name | Sort::Tags => 0,
     };
-    let mut page = l.page(with_times, |(t, _)| t.tag.as_str(), key);
-    if l.sort != Sort::Pushed {
-        for (t, p) in &mut page.body {
-            *p = reg.tag_pushed(name, &t.tag)?;
-        }
-    }
+    let page = l.page(with_times, |(t, _)| t.tag.as_str(), key);
     Ok((summary, page))
 }
 

@@ -45,13 +45,13 @@ pub async fn page(st: &AppState, view: &View, name: &str, q: &HashMap<String, St
     let (n2, l2) = (name.clone(), listing.clone());
     let loaded = call(move || {
         let page = ops::repository(&reg, &n2, &l2)?;
-        let summary = reg.repository_summaries()?.into_iter().find(|r| r.name == n2);
+        let summary = reg.repository_summary(&n2)?;
         // Every tag's image (not only this page's), to name the tags that share one.
-        let all = reg.repository_usage(&n2)?.map(|u| u.tags).unwrap_or_default();
-        let mut by_digest: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for t in &all {
-            by_digest.entry(t.digest.to_string()).or_default().push(t.tag.to_string());
-        }
+        let by_digest: BTreeMap<String, Vec<String>> = reg
+            .tags_by_image(&n2)?
+            .into_iter()
+            .map(|(d, tags)| (d.to_string(), tags.iter().map(ToString::to_string).collect()))
+            .collect();
         let mut platforms: HashMap<String, Vec<String>> = HashMap::new();
         for t in &page.body.tags {
             if platforms.contains_key(&t.digest) {
