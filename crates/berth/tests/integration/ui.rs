@@ -118,6 +118,18 @@ fn the_ui_in_chromium_finds_deletes_undoes_restores_and_refuses() {
     let b = driver.browser(1280, 900);
     let shots = Shots { dir: screenshots() };
 
+    // A stale password a browser keeps sending gets no challenge (no dialog) on UI pages.
+    let mut r = http()
+        .get(berth.url("/ui/"))
+        .header("Authorization", "Basic YWxpY2U6d3Jvbmc=")
+        .config()
+        .max_redirects(0)
+        .build()
+        .call()
+        .unwrap();
+    assert_eq!(r.status(), 303, "{}", r.body_mut().read_to_string().unwrap_or_default());
+    assert!(r.headers().get("www-authenticate").is_none());
+
     // A browser at / lands on the sign-in page; the API is untouched.
     b.goto(&format!("{base}/"));
     assert!(b.current_url().contains("/ui/signin"), "{}", b.current_url());
@@ -192,8 +204,16 @@ fn the_ui_in_chromium_finds_deletes_undoes_restores_and_refuses() {
     let confirm = b.text();
     let freed = b.text_of(&b.find("#freed"));
     assert_ne!(freed, "0 B", "deleting the index frees its arm64 image and layers:\n{confirm}");
+    // A tag pushed onto the image after the confirmation was shown: the delete does not take
+    // it unseen; the page shows the new plan instead.
+    push(&app.layout.dir, "multi", a, "team/app:multi2");
+    b.follow(&b.button("Delete"));
+    let again = b.text();
+    assert!(again.contains("changed since this page was shown") && again.contains("multi2"), "{again}");
+    assert_eq!(pulled(a, "team/app:multi").as_deref(), Some(index.as_str()), "nothing was deleted");
     b.follow(&b.button("Delete"));
     assert_eq!(pulled(a, "team/app:multi"), None, "the index is gone");
+    assert_eq!(pulled(a, "team/app:multi2"), None, "with the tag the second confirmation named");
     b.follow(&b.link("Trash"));
     shots.take(&b, "08-trash");
     let restore = b.buttons("Restore");
@@ -202,6 +222,7 @@ fn the_ui_in_chromium_finds_deletes_undoes_restores_and_refuses() {
     b.follow(&restore[0]);
     assert!(b.text().contains("Restored"), "{}", b.text());
     assert_eq!(pulled(a, "team/app:multi").as_deref(), Some(index.as_str()), "restored from the trash");
+    assert_eq!(pulled(a, "team/app:multi2").as_deref(), Some(index.as_str()), "both tags");
 
     // Deleting the whole repository takes it off the list.
     b.goto(&format!("{base}/ui/r/team/tools"));
@@ -219,6 +240,10 @@ fn the_ui_in_chromium_finds_deletes_undoes_restores_and_refuses() {
     let purge = b.buttons("Purge");
     assert_eq!(purge.len(), entries.len());
     b.follow(&purge[0]);
+    assert!(b.text().contains("can no longer be restored"), "purging asks first:\n{}", b.text());
+    assert_ne!(b.text_of(&b.find("#freed")), "0 B", "{}", b.text());
+    shots.take(&b, "08b-purge-confirmation");
+    b.follow(&b.button("Purge"));
     assert!(b.text().contains("Purged"), "{}", b.text());
     b.follow(&b.link("Garbage collection"));
     b.follow(&b.button("Dry run"));

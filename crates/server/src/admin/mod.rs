@@ -132,7 +132,7 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller
             Ok(paged("/api/usage", &extra, blocking(move || ops::usage(&reg, name.as_ref(), &l, &visible)).await??))
         }
         (Endpoint::Trash, Method::GET) => {
-            let l = Listing::from_query(&q, &[listing::Sort::Name])?;
+            let l = Listing::from_query(&q, ops::TRASH_SORTS)?;
             Ok(paged("/api/trash", &[], blocking(move || ops::trash(&reg, &l, &visible)).await??))
         }
         (Endpoint::TrashEntry(id), Method::GET) => {

@@ -134,7 +134,11 @@ pub fn delete(reg: &Registry, req: &DeleteRequest, dry_run: bool) -> Result<Dele
     })
 }
 
-/// `GET /api/trash`: entries oldest first (by id), filtered by their repository.
+/// Orders of the trash: by id (oldest first), or newest first.
+pub const TRASH_SORTS: &[Sort] = &[Sort::Name, Sort::Pushed];
+
+/// `GET /api/trash`: entries oldest first (by id), or with `sort=pushed` newest first,
+/// filtered by their repository.
 pub fn trash(reg: &Registry, l: &Listing, visible: Visible<'_>) -> Result<Paged<TrashList>, RegistryError> {
     let retention = reg.config().trash_retention;
     let entries: Vec<_> = reg
@@ -142,8 +146,11 @@ pub fn trash(reg: &Registry, l: &Listing, visible: Visible<'_>) -> Result<Paged<
         .into_iter()
         .filter(|e| l.admits(e.repository.as_str()) && visible(e.repository.as_str()))
         .collect();
-    let by_id = Listing { sort: Sort::Name, ..l.clone() };
-    Ok(by_id.page(entries, |e| e.id.as_str(), |_| 0).map(|es| TrashList {
+    let by = match l.sort {
+        Sort::Pushed => l.clone(),
+        _ => Listing { sort: Sort::Name, ..l.clone() },
+    };
+    Ok(by.page(entries, |e| e.id.as_str(), |e| unix(Some(e.time))).map(|es| TrashList {
         retention_seconds: retention.as_secs(),
         entries: es.iter().map(|e| Entry::new(e, Some(retention))).collect(),
     }))

@@ -399,6 +399,15 @@ pub async fn guard(State(st): State<AppState>, mut req: Request, next: Next) -> 
         req.extensions_mut().insert(Caller::open());
         return next.run(req).await;
     };
+    // The web UI signs its users in with its own form and session; an `Authorization` header a
+    // browser still sends for this host (a stale Basic login) must not get a challenge, which
+    // would pop a password dialog, nor count as a wrong password.
+    let ui = matches!(req.uri().path(), "/" | "/ui") || req.uri().path().starts_with("/ui/");
+    if ui {
+        // The UI builds its caller from the session, never from this.
+        req.extensions_mut().insert(Caller { user: None, rights: Rights::None, token: None });
+        return next.run(req).await;
+    }
     let ip: Option<IpAddr> = req.extensions().get::<ConnectInfo<Peer>>().map(|c| c.0.addr.ip());
     let q: HashMap<String, String> = Query::try_from_uri(req.uri()).map(|q: Query<_>| q.0).unwrap_or_default();
     let mut needs = action::needs(req.method(), req.uri().path(), &q);

@@ -42,6 +42,9 @@ impl Selection {
             .filter(|(k, _)| *k == "tag")
             .map(|(_, v)| v.parse::<Tag>())
             .collect::<Result<BTreeSet<_>, _>>()?;
+        if tags.len() > MAX_TAGS {
+            return Err(ApiError::BadRequest(format!("select at most {MAX_TAGS} tags at once")));
+        }
         let digest = get("digest").filter(|d| !d.is_empty()).map(str::parse::<Digest>).transpose()?;
         if digest.is_some() && !tags.is_empty() {
             return Err(ApiError::BadRequest("give tags or a digest, not both".into()));
@@ -112,6 +115,22 @@ fn plan(reg: &Registry, sel: &Selection, who: Option<&str>) -> Result<Vec<Step>,
         .collect()
 }
 
+/// What a plan will do, as one short value: the form carries the one the confirmation showed,
+/// and the delete goes ahead only if planning again gives the same (a tag pushed or moved in
+/// between would otherwise be deleted unseen).
+fn fingerprint(steps: &[Step]) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for s in steps {
+        let e = &s.dry.entry;
+        h.update(format!("{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n", s.target, e.tags, e.manifests, e.layers, s.kept_by));
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The most tags one delete may name (a listing page's most).
+const MAX_TAGS: usize = 1000;
+
 /// Whether the viewer may take every step.
 fn allowed(view: &View, sel: &Selection) -> bool {
     if sel.whole_repository() { view.is_admin() } else { view.may(&sel.repository, Action::Delete) }
@@ -178,32 +197,52 @@ pub async fn confirm(st: &AppState, view: &View, uri: &Uri) -> Response {
     };
     let reg = st.registry.clone();
     let (s2, who) = (sel.clone(), view.user.clone());
-    let steps = match call(move || plan(&reg, &s2, who.as_deref())).await {
-        Ok(s) => s,
-        Err(e) => return failed(view, e),
-    };
+    match call(move || plan(&reg, &s2, who.as_deref())).await {
+        Ok(steps) => confirmation(st, view, &sel, &steps, None),
+        Err(e) => failed(view, e),
+    }
+}
+
+/// The confirmation page for `steps`; `changed` when a delete was refused because the plan
+/// changed since it was shown.
+fn confirmation(st: &AppState, view: &View, sel: &Selection, steps: &[Step], changed: Option<&str>) -> Response {
     if steps.is_empty() {
         return error_page(view, StatusCode::BAD_REQUEST, "Nothing was selected.");
     }
     let total: u64 = steps.iter().map(|s| s.dry.entry.bytes_freed).sum();
     let retention = steps[0].dry.trashed.then(|| st.registry.config().trash_retention.as_secs());
     let back = if sel.whole_repository() { "/ui/".to_owned() } else { html::repo_href(sel.repository.as_str()) };
+    let all_kept = steps.iter().all(|s| matches!(s.target, DeleteTarget::Tag(..)) && !s.kept_by.is_empty());
     let body = html! {
+        @if let Some(why) = changed { (html::flash("warn", html! { (why) })) }
         p { "This deletes:" }
-        ul.plan { @for s in &steps { li { (describe(s)) } } }
+        ul.plan { @for s in steps { li { (describe(s)) } } }
         p.total {
             "In all it frees " strong #freed { (html::size(total)) } " (" (total) " bytes) " (retention_words(retention)) "."
             @if steps.len() > 1 { " Layers shared only among these images are counted once each delete goes, so the figure may be a little low." }
         }
-        @if total == 0 { p { "Nothing is freed: every image stays for another tag." } }
+        @if total == 0 {
+            @if all_kept { p { "Nothing is freed: every image stays for another tag." } }
+            @else { p { "Nothing is freed: everything it holds is still used elsewhere." } }
+        }
         form method="post" action="/ui/delete" {
             (html::csrf(view))
             @for (k, v) in sel.fields() { input type="hidden" name=(k) value=(v); }
+            input type="hidden" name="plan" value=(fingerprint(steps));
             button.danger type="submit" { "Delete" }
             " " a href=(back) { "Cancel" }
         }
     };
-    html::respond(StatusCode::OK, html::page(view, Nav::Repositories, &format!("Delete from {}", sel.repository), body))
+    let status = if changed.is_some() { StatusCode::CONFLICT } else { StatusCode::OK };
+    html::respond(status, html::page(view, Nav::Repositories, &format!("Delete from {}", sel.repository), body))
+}
+
+/// What a posted delete came to.
+enum Done {
+    /// Deleted: the trash ids, and the error that stopped it partway, if any.
+    Deleted(Vec<String>, Option<RegistryError>),
+    /// Nothing done: the plan is no longer the one confirmed; here is the new one.
+    Changed(Vec<Step>),
 }
 
 /// `POST /ui/delete`: deletes as planned, then back to the page with the Undo line.
@@ -212,25 +251,33 @@ pub async fn perform(st: &AppState, view: &View, form: &Form) -> Response {
         Ok(s) => s,
         Err(page) => return *page,
     };
+    let shown = form.get("plan").unwrap_or("").to_owned();
     let reg = st.registry.clone();
     let (s2, who) = (sel.clone(), view.user.clone());
     let done = call(move || {
         let steps = plan(&reg, &s2, who.as_deref())?;
+        if !super::session::same(&fingerprint(&steps), &shown) {
+            return Ok(Done::Changed(steps));
+        }
         let mut ids = Vec::new();
         for s in steps {
             let req = DeleteRequest { target: s.target, force: false, who: who.clone() };
             match ops::delete(&reg, &req, false) {
                 Ok(r) => ids.push(r.entry.id),
                 // What went already is in the trash: say so rather than lose it.
-                Err(e) if !ids.is_empty() => return Ok((ids, Some(e))),
+                Err(e) if !ids.is_empty() => return Ok(Done::Deleted(ids, Some(e))),
                 Err(e) => return Err(e),
             }
         }
-        Ok((ids, None))
+        Ok(Done::Deleted(ids, None))
     })
     .await;
     let (ids, stopped) = match done {
-        Ok(x) => x,
+        Ok(Done::Deleted(ids, stopped)) => (ids, stopped),
+        Ok(Done::Changed(steps)) => {
+            let why = "The repository changed since this page was shown; nothing was deleted. Check what the delete takes now.";
+            return confirmation(st, view, &sel, &steps, Some(why));
+        }
         Err(e) => return failed(view, e),
     };
     if let Some(e) = stopped {
@@ -263,13 +310,24 @@ pub async fn banner(st: &AppState, view: &View, q: &HashMap<String, String>) -> 
     let wanted = ids(list);
     let reg = st.registry.clone();
     let w = wanted.clone();
-    let entries: Vec<Entry> =
-        call(move || w.iter().map(|id| ops::trash_entry(&reg, id)).collect::<Result<Vec<_>, _>>())
-            .await
-            .unwrap_or_default();
+    // Only entries the viewer may see (ids are guessable), and those still in the trash.
+    let caller = view.caller.clone();
+    let entries: Vec<Entry> = call(move || {
+        Ok(w.iter()
+            .filter_map(|id| ops::trash_entry(&reg, id).ok())
+            .filter(|e| caller.may_see(&e.repository))
+            .collect::<Vec<_>>())
+    })
+    .await
+    .unwrap_or_default();
     if entries.is_empty() {
-        return html! {};
+        return if !wanted.is_empty() && st.registry.config().trash_retention.is_zero() {
+            html::flash("warn", html! { "Deleted. The trash is off on this registry, so it cannot be undone." })
+        } else {
+            html! {}
+        };
     }
+    let shown: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
     let freed: u64 = entries.iter().map(|e| e.bytes_freed).sum();
     let what: Vec<String> = entries
         .iter()
@@ -286,7 +344,7 @@ pub async fn banner(st: &AppState, view: &View, q: &HashMap<String, String>) -> 
             @if view.is_admin() {
                 form.inline method="post" action="/ui/undo" {
                     (html::csrf(view))
-                    input type="hidden" name="ids" value=(list);
+                    input type="hidden" name="ids" value=(shown.join(","));
                     button type="submit" { "Undo" }
                 }
             } @else {

@@ -158,6 +158,18 @@ pub async fn act(st: &AppState, ui: &std::sync::Arc<Ui>, view: &View, form: &For
             }
             let (reg, ui) = (st.registry.clone(), ui.clone());
             tokio::task::spawn_blocking(move || {
+                /// Ends the run in the page's state whatever happens to it (a panic included),
+                /// so the page never waits for a run that is gone.
+                struct Finish<'a>(&'a Job);
+                impl Drop for Finish<'_> {
+                    fn drop(&mut self) {
+                        let mut s = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+                        if s.running.take().is_some() {
+                            s.last = Some(Err("the run stopped unexpectedly; see the server log".into()));
+                        }
+                    }
+                }
+                let _finish = Finish(&ui.gc);
                 let progress = |p: GcProgress| {
                     let mut s = ui.gc.0.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(r) = &mut s.running {

@@ -42,7 +42,7 @@ pub fn page(view: &View, nav: Nav, title: &str, body: Markup) -> Markup {
                         nav aria-label="Main" {
                             (link(Nav::Repositories, "/ui/", "Repositories"))
                             (link(Nav::Trash, "/ui/trash", "Trash"))
-                            (link(Nav::Gc, "/ui/gc", "Garbage collection"))
+                            @if view.is_admin() { (link(Nav::Gc, "/ui/gc", "Garbage collection")) }
                             (link(Nav::Audit, "/ui/audit", "Audit"))
                         }
                     }
@@ -90,9 +90,10 @@ pub fn respond(status: StatusCode, markup: Markup) -> Response {
 /// A `303 See Other` to `to` (after a form posts).
 pub fn redirect(to: &str) -> Response {
     let mut resp = StatusCode::SEE_OTHER.into_response();
-    if let Ok(v) = HeaderValue::from_str(to) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
+    // Locations are built from validated names, but a `next` may carry anything a header
+    // cannot: such a redirect goes home rather than nowhere.
+    let location = HeaderValue::from_str(to).unwrap_or(HeaderValue::from_static("/ui/"));
+    resp.headers_mut().insert(header::LOCATION, location);
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }

@@ -66,6 +66,9 @@ pub struct View {
     pub auth_on: bool,
     /// The registry's address as the browser reached it (for pull commands).
     pub host: String,
+    /// Whether the browser reached it over TLS (here, or at a proxy in front), so cookies
+    /// carry `Secure`.
+    pub secure: bool,
 }
 
 impl View {
@@ -151,18 +154,13 @@ pub async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
     let q: HashMap<String, String> =
         parts.uri.query().and_then(|q| serde_urlencoded::from_str(q).ok()).unwrap_or_default();
     let cookie = session::cookie(&parts.headers);
-    // HTTP/2 carries the host in the URI's authority, HTTP/1.1 in `Host`.
-    let host = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or(parts.uri.authority().map(|a| a.as_str()))
-        .unwrap_or("localhost")
-        .to_owned();
-    let view = view(&st, &ui, cookie.as_deref(), host);
+    let (host, forwarded_tls) = public_address(&parts.headers, parts.uri.authority().map(|a| a.as_str()));
+    let view = view(&st, &ui, cookie.as_deref(), host, ui.secure || forwarded_tls);
 
     let form = if parts.method == Method::POST {
-        if !same_origin(&parts.headers, &view.host) {
+        // The sign-in form's token is the same for every visitor, so there the browser must
+        // also say where the form came from.
+        if !same_origin(&parts.headers, &view.host, path == "/signin") {
             return error_page(&view, StatusCode::FORBIDDEN, "This form was sent from another site.");
         }
         let bytes = match axum::body::to_bytes(body, FORM_MAX).await {
@@ -201,11 +199,14 @@ pub async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
     }
     let route = (parts.method.clone(), path.as_str());
     match (route, form) {
-        ((Method::POST, "/signout"), Some(_)) => signin::sign_out(&ui, cookie.as_deref()),
+        ((Method::POST, "/signout"), Some(_)) => signin::sign_out(&ui, &view, cookie.as_deref()),
         ((Method::GET | Method::HEAD, "/"), None) => repositories::page(&st, &view, &q).await,
         ((Method::GET | Method::HEAD, "/trash"), None) => trash::page(&st, &view, &q).await,
         ((Method::POST, p), Some(f)) if p.starts_with("/trash/") => {
             trash::act(&st, &view, &p["/trash/".len()..], &f).await
+        }
+        ((Method::GET | Method::HEAD, p), None) if p.starts_with("/trash/") => {
+            trash::confirm_purge(&st, &view, &p["/trash/".len()..]).await
         }
         ((Method::GET | Method::HEAD, "/gc"), None) => gc::page(&st, &ui, &view, None).await,
         ((Method::POST, "/gc"), Some(f)) => gc::act(&st, &ui, &view, &f).await,
@@ -224,21 +225,45 @@ pub async fn dispatch(State(st): State<AppState>, req: Request) -> Response {
     }
 }
 
+/// The registry's address as the browser reached it, and whether over TLS at a proxy: a
+/// proxy in front may rewrite `Host`, and says what it was in `X-Forwarded-Host` and
+/// `X-Forwarded-Proto`. (A browser cannot set these on a cross-site request, so trusting them
+/// here cannot weaken the origin check.) HTTP/2 carries the host in the URI's authority.
+fn public_address(headers: &axum::http::HeaderMap, authority: Option<&str>) -> (String, bool) {
+    let first =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.split(',').next()).map(str::trim);
+    let host = first("x-forwarded-host")
+        .filter(|h| !h.is_empty())
+        .or_else(|| headers.get(header::HOST).and_then(|h| h.to_str().ok()))
+        .or(authority)
+        .unwrap_or("localhost")
+        .to_owned();
+    (host, first("x-forwarded-proto").is_some_and(|p| p.eq_ignore_ascii_case("https")))
+}
+
 /// Whether a POST comes from a page of this server. Browsers send `Origin` with every form
 /// POST; one naming another host is refused whatever the form carries (defence in depth
-/// beside the CSRF token, and the only guard of the sign-in form, whose token anyone can read).
-fn same_origin(headers: &axum::http::HeaderMap, host: &str) -> bool {
+/// beside the CSRF token). With `strict`, a POST that says nothing of where it came from
+/// (no `Origin`, no `Sec-Fetch-Site: same-origin`) is refused too.
+fn same_origin(headers: &axum::http::HeaderMap, host: &str, strict: bool) -> bool {
     match headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) {
-        None => true,
         Some(origin) => origin.split_once("://").is_some_and(|(_, h)| h.eq_ignore_ascii_case(host)),
+        None => !strict || headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) == Some("same-origin"),
     }
 }
 
 /// Who is looking: the session's user (while their password entry is unchanged), or an
 /// anonymous visitor.
-fn view(st: &AppState, ui: &Ui, cookie: Option<&str>, host: String) -> View {
+fn view(st: &AppState, ui: &Ui, cookie: Option<&str>, host: String, secure: bool) -> View {
     let Some(auth) = &st.auth else {
-        return View { user: None, caller: Caller::open(), csrf: ui.sessions.anonymous_csrf(), auth_on: false, host };
+        return View {
+            user: None,
+            caller: Caller::open(),
+            csrf: ui.sessions.anonymous_csrf(),
+            auth_on: false,
+            host,
+            secure,
+        };
     };
     let live = cookie.and_then(|c| {
         let live = ui.sessions.get(c)?;
@@ -251,12 +276,22 @@ fn view(st: &AppState, ui: &Ui, cookie: Option<&str>, host: String) -> View {
         }
     });
     match live {
-        Some(l) => {
-            View { caller: auth.caller_for(Some(&l.user)), user: Some(l.user), csrf: l.csrf, auth_on: true, host }
-        }
-        None => {
-            View { user: None, caller: auth.caller_for(None), csrf: ui.sessions.anonymous_csrf(), auth_on: true, host }
-        }
+        Some(l) => View {
+            caller: auth.caller_for(Some(&l.user)),
+            user: Some(l.user),
+            csrf: l.csrf,
+            auth_on: true,
+            host,
+            secure,
+        },
+        None => View {
+            user: None,
+            caller: auth.caller_for(None),
+            csrf: ui.sessions.anonymous_csrf(),
+            auth_on: true,
+            host,
+            secure,
+        },
     }
 }
 
@@ -275,4 +310,46 @@ fn static_asset(name: &str) -> Response {
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=3600"));
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn the_public_address_is_the_proxys_when_one_says_so() {
+        let direct = headers(&[("host", "reg.example:5000")]);
+        assert_eq!(public_address(&direct, None), ("reg.example:5000".into(), false));
+        let proxied = headers(&[
+            ("host", "127.0.0.1:5000"),
+            ("x-forwarded-host", "reg.example, inner"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        assert_eq!(public_address(&proxied, None), ("reg.example".into(), true));
+        assert_eq!(public_address(&HeaderMap::new(), Some("h2.example")), ("h2.example".into(), false));
+    }
+
+    #[test]
+    fn posts_from_another_origin_are_refused_and_sign_in_needs_an_origin() {
+        let host = "reg.example:5000";
+        assert!(same_origin(&headers(&[("origin", "http://reg.example:5000")]), host, true));
+        assert!(same_origin(&headers(&[("origin", "https://REG.example:5000")]), host, false));
+        assert!(!same_origin(&headers(&[("origin", "https://evil.example")]), host, false));
+        assert!(!same_origin(&headers(&[("origin", "null")]), host, false));
+        assert!(!same_origin(&headers(&[("origin", "http://reg.example:5000.evil")]), host, false));
+        assert!(same_origin(&HeaderMap::new(), host, false), "the CSRF token still decides");
+        assert!(!same_origin(&HeaderMap::new(), host, true));
+        assert!(same_origin(&headers(&[("sec-fetch-site", "same-origin")]), host, true));
+        assert!(!same_origin(&headers(&[("sec-fetch-site", "cross-site")]), host, true));
+    }
 }

@@ -21,6 +21,10 @@ pub const IDLE: Duration = Duration::from_secs(2 * 3600);
 pub const LONGEST: Duration = Duration::from_secs(12 * 3600);
 /// Most sessions kept; past it the oldest are dropped.
 const MAX_SESSIONS: usize = 10_000;
+
+/// Sessions one user may hold at once; signing in again ends their oldest beyond this, so
+/// one user's sign-ins cannot push everyone else's sessions out.
+const PER_USER: usize = 20;
 /// The cookie's name.
 pub const COOKIE: &str = "berth_session";
 
@@ -93,8 +97,12 @@ impl Sessions {
         let now = Instant::now();
         let mut map = self.by_hash.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, s| live(s, now));
-        if map.len() >= MAX_SESSIONS {
-            let oldest = map.iter().min_by_key(|(_, s)| s.seen).map(|(k, _)| *k);
+        let theirs = map.values().filter(|s| s.user == user).count();
+        if theirs >= PER_USER || map.len() >= MAX_SESSIONS {
+            // Their own oldest when they are at their limit, else the oldest of all.
+            let mine = theirs >= PER_USER;
+            let oldest =
+                map.iter().filter(|(_, s)| !mine || s.user == user).min_by_key(|(_, s)| s.seen).map(|(k, _)| *k);
             if let Some(k) = oldest {
                 map.remove(&k);
             }
@@ -172,6 +180,20 @@ mod tests {
         assert!(s.get(&random_hex()).is_none());
         s.end(&id);
         assert!(s.get(&id).is_none());
+    }
+
+    #[test]
+    fn one_user_signing_in_again_and_again_ends_only_their_own_oldest_sessions() {
+        let s = Sessions::new();
+        let bob = s.start("bob", [1; 32]);
+        let first = s.start("alice", [2; 32]);
+        let mut latest = String::new();
+        for _ in 0..PER_USER {
+            latest = s.start("alice", [2; 32]);
+        }
+        assert!(s.get(&first).is_none(), "alice's oldest session ended");
+        assert!(s.get(&latest).is_some());
+        assert!(s.get(&bob).is_some(), "bob's session is untouched");
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub async fn submit(st: &AppState, ui: &Ui, view: &View, form: &Form, ip: Option
             };
             let id = ui.sessions.start(&user, entry);
             let mut resp = html::redirect(&next_or_home(next));
-            if let Ok(v) = HeaderValue::from_str(&super::session::set_cookie(Some(&id), ui.secure)) {
+            if let Ok(v) = HeaderValue::from_str(&super::session::set_cookie(Some(&id), view.secure)) {
                 resp.headers_mut().insert(header::SET_COOKIE, v);
             }
             resp
@@ -91,12 +91,12 @@ pub async fn submit(st: &AppState, ui: &Ui, view: &View, form: &Form, ip: Option
 }
 
 /// `POST /ui/signout`.
-pub fn sign_out(ui: &Ui, cookie: Option<&str>) -> Response {
+pub fn sign_out(ui: &Ui, view: &View, cookie: Option<&str>) -> Response {
     if let Some(c) = cookie {
         ui.sessions.end(c);
     }
     let mut resp = html::redirect("/ui/signin");
-    if let Ok(v) = HeaderValue::from_str(&super::session::set_cookie(None, ui.secure)) {
+    if let Ok(v) = HeaderValue::from_str(&super::session::set_cookie(None, view.secure)) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp

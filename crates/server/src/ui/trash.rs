@@ -1,5 +1,6 @@
 //! The trash page (`/ui/trash`): each entry with what it holds, who deleted it, when it
-//! expires and what it frees then; an admin may **Restore** or purge it.
+//! expires and what it frees then, newest first, a page at a time; an admin may **Restore** it,
+//! or purge it after a confirmation that says what goes for good.
 
 use std::collections::HashMap;
 
@@ -11,18 +12,29 @@ use maud::html;
 use super::html::{self, Nav};
 use super::{Form, View, call, error_page, failed};
 use crate::AppState;
-use crate::admin::listing::Listing;
+use crate::admin::listing::{Listing, Sort};
 use crate::admin::ops;
+
+/// Entries per page.
+const PAGE: usize = 100;
 
 /// `GET /ui/trash`: newest first.
 pub async fn page(st: &AppState, view: &View, q: &HashMap<String, String>) -> Response {
     let reg = st.registry.clone();
     let caller = view.caller.clone();
-    let listing = Listing { n: usize::MAX, ..Listing::default() };
-    let list = match call(move || ops::trash(&reg, &listing, &|n| caller.may_see(n))).await {
-        Ok(l) => l.body,
+    let mut q = q.clone();
+    q.entry("n".into()).or_insert_with(|| PAGE.to_string());
+    q.insert("sort".into(), Sort::Pushed.as_str().into());
+    let listing = match Listing::from_query(&q, ops::TRASH_SORTS) {
+        Ok(l) => l,
         Err(e) => return failed(view, e),
     };
+    let l = listing.clone();
+    let (list, next) = match call(move || ops::trash(&reg, &l, &|n| caller.may_see(n))).await {
+        Ok(p) => (p.body, p.next),
+        Err(e) => return failed(view, e),
+    };
+    let first = Listing { last: None, after: None, ..listing.clone() };
     let admin = view.is_admin();
     let flash = match q.get("done").map(String::as_str) {
         Some("restored") => html::flash("ok", html! { "Restored." }),
@@ -47,7 +59,7 @@ pub async fn page(st: &AppState, view: &View, q: &HashMap<String, String>) -> Re
                     @if admin { th scope="col" { span.visually-hidden { "Actions" } } }
                 } }
                 tbody {
-                    @for e in list.entries.iter().rev() {
+                    @for e in &list.entries {
                         tr id=(format!("entry-{}", e.id)) {
                             td { (html::time(&e.time)) }
                             td { (e.who.clone().unwrap_or_else(|| "—".into())) }
@@ -70,8 +82,7 @@ pub async fn page(st: &AppState, view: &View, q: &HashMap<String, String>) -> Re
                                         (html::csrf(view))
                                         button type="submit" aria-label=(format!("Restore {}", e.id)) { "Restore" }
                                     }
-                                    form.inline method="post" action=(format!("/ui/trash/{}/purge", e.id)) {
-                                        (html::csrf(view))
+                                    form.inline method="get" action=(format!("/ui/trash/{}/purge", e.id)) {
                                         button.danger type="submit" aria-label=(format!("Purge {}", e.id)) { "Purge" }
                                     }
                                 }
@@ -81,8 +92,49 @@ pub async fn page(st: &AppState, view: &View, q: &HashMap<String, String>) -> Re
                 }
             }
         }
+        nav.pager aria-label="Pages" {
+            @if listing.last.is_some() { a href=(format!("/ui/trash{}", html::query(&first.to_query()))) { "First page" } }
+            @if let Some(n) = &next { a rel="next" href=(format!("/ui/trash{}", html::query(&n.to_query()))) { "Next page" } }
+        }
     };
     html::respond(StatusCode::OK, html::page(view, Nav::Trash, "Trash", body))
+}
+
+/// `GET /ui/trash/<id>/purge`: what purging the entry removes for good, and the button that does.
+pub async fn confirm_purge(st: &AppState, view: &View, rest: &str) -> Response {
+    if !view.is_admin() {
+        return error_page(view, StatusCode::FORBIDDEN, "Only an admin may purge trash entries.");
+    }
+    let Some(Ok(id)) = rest.strip_suffix("/purge").map(str::parse::<TrashId>) else {
+        return error_page(view, StatusCode::NOT_FOUND, "There is no such trash entry.");
+    };
+    let reg = st.registry.clone();
+    let e = match call(move || ops::trash_entry(&reg, &id)).await {
+        Ok(e) => e,
+        Err(e) => return failed(view, e),
+    };
+    let body = html! {
+        p {
+            "Purging removes this delete from the trash for good: it can no longer be restored. "
+            "What only it holds is freed at the next garbage collection."
+        }
+        dl.facts {
+            dt { "Deleted" } dd { (html::time(&e.time)) }
+            dt { "By" } dd { (e.who.clone().unwrap_or_else(|| "—".into())) }
+            dt { "What" } dd {
+                (e.kind) " in " (e.repository)
+                @if !e.tags.is_empty() { ": " (e.tags.keys().cloned().collect::<Vec<_>>().join(", ")) }
+                @if !e.manifests.is_empty() { " (" (html::count(e.manifests.len(), "image", "images")) ")" }
+            }
+            dt { "Frees" } dd { strong #freed { (html::size(e.bytes_freed)) } }
+        }
+        form method="post" action=(format!("/ui/trash/{}/purge", e.id)) {
+            (html::csrf(view))
+            button.danger type="submit" { "Purge" }
+            " " a href="/ui/trash" { "Cancel" }
+        }
+    };
+    html::respond(StatusCode::OK, html::page(view, Nav::Trash, "Purge from the trash", body))
 }
 
 /// `POST /ui/trash/<id>/restore` and `POST /ui/trash/<id>/purge` (admins only).
