@@ -47,15 +47,26 @@ impl fmt::Debug for ObjectReader {
 ///
 /// # Contract
 ///
+/// Written so that both a filesystem and an object store (S3: no appends, no rename, no
+/// folders, listings by prefix in pages) can keep it; the conformance suite checks it on both.
+///
 /// - **Atomic writes.** [`put`](Backend::put), [`put_if_absent`](Backend::put_if_absent) and
 ///   [`rename`](Backend::rename) make an object appear whole or not at all; no reader ever sees
 ///   a partial object at its final key, even after a crash. A successful return means the data
 ///   is durable.
-/// - **Put-if-absent** never overwrites and reports whether it wrote.
-/// - **Staged objects.** [`writer`](Backend::writer) appends to an object in place; it is meant
-///   for upload staging areas, whose keys no reader trusts until they are renamed into place.
+/// - **Put-if-absent** never overwrites what it can see, and reports whether it wrote. It is
+///   atomic against a concurrent writer only on the filesystem (object stores such as Garage
+///   ignore conditional writes), so it is used only for content-addressed keys, where two
+///   writers write the same bytes.
+/// - **Staged objects.** [`writer`](Backend::writer) appends to an object; appends survive a
+///   restart (a later writer continues at the end). A staged object reads back (`get`, `open`,
+///   `stat`) as everything appended, lists under its own name, and [`rename`](Backend::rename)
+///   moves it into place whole. It is meant for upload staging areas and append-only logs,
+///   never for keys a reader trusts before the rename.
 /// - **Listing** returns the names of the immediate children of a prefix, sorted bytewise,
 ///   after `start_after`, at most `limit`; a prefix with nothing below it lists as empty.
+///   Folders exist only as the prefixes of objects: [`prune_empty`](Backend::prune_empty) and
+///   [`remove_empty_folder`](Backend::remove_empty_folder) tidy stores that have them.
 /// - **Deleting** a missing key is not an error; it returns `false`.
 /// - **Keys** are [`Key`]s, so they cannot name anything outside the store.
 /// - No temporary object is left behind by a successful or failed call.

@@ -8,6 +8,7 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::backend::Backend;
+use crate::ext::BackendExt;
 use crate::key::Key;
 
 fn k(s: &str) -> Key {
@@ -26,6 +27,11 @@ pub fn run_all(b: &dyn Backend) {
     delete_prefix_removes_everything_below(b);
     listing_is_sorted_and_paged(b);
     staged_writer_appends_and_renames(b);
+    staged_objects_read_back_across_parts_and_list_as_themselves(b);
+    large_staged_objects_assemble_whole(b);
+    large_objects_rename_whole(b);
+    listing_orders_names_not_keys(b);
+    many_keys_page_and_delete_in_batches(b);
     prune_keeps_non_empty_folders(b);
     remove_empty_folder_is_not_recursive(b);
     keys_cannot_leave_the_root();
@@ -81,7 +87,8 @@ pub fn stat_reports_size(b: &dyn Backend) {
 pub fn missing_keys_are_not_found(b: &dyn Backend) {
     b.put(&k("nf/dir/child"), b"x").unwrap();
     for key in [k("nf/missing"), k("nf/dir")] {
-        assert!(b.get(&key).unwrap_err().is_not_found(), "get {key}");
+        let e = b.get(&key).map(|_| ()).unwrap_err();
+        assert!(e.is_not_found(), "get {key}: {e}");
         assert!(b.stat(&key).unwrap_err().is_not_found(), "stat {key}");
         assert!(b.open(&key, 0).expect_err("open fails").is_not_found(), "open {key}");
     }
@@ -134,6 +141,114 @@ pub fn staged_writer_appends_and_renames(b: &dyn Backend) {
     assert_eq!(b.get(&target).unwrap(), b"abcdef");
     assert!(b.get(&staged).unwrap_err().is_not_found());
     assert!(b.rename(&staged, &target).unwrap_err().is_not_found());
+}
+
+/// Deterministic bytes that differ at every position of a part.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(seed as u32 % 32) as u8 ^ seed).collect()
+}
+
+fn read_from(b: &dyn Backend, key: &Key, offset: u64) -> Vec<u8> {
+    let (mut r, _) = b.open(key, offset).unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).unwrap();
+    got
+}
+
+/// A staged object written by several writers reads back whole (and from any offset), says
+/// its size, and lists as one child, whatever the store keeps it as.
+pub fn staged_objects_read_back_across_parts_and_list_as_themselves(b: &dyn Backend) {
+    let staged = k("parts/upload/data");
+    let mut all = Vec::new();
+    for (i, len) in [3usize, 70_000, 1, 250_000].into_iter().enumerate() {
+        let chunk = pattern(len, i as u8 + 1);
+        let mut w = b.writer(&staged).unwrap();
+        assert_eq!(w.size(), all.len() as u64, "a writer starts at the end");
+        w.write_all(&chunk).unwrap();
+        assert_eq!(w.commit().unwrap(), (all.len() + len) as u64);
+        all.extend(chunk);
+    }
+    assert_eq!(b.get(&staged).unwrap(), all);
+    assert_eq!(b.stat(&staged).unwrap().size, all.len() as u64);
+    for offset in [0usize, 2, 3, 69_999, 70_004, all.len() - 1, all.len()] {
+        assert_eq!(read_from(b, &staged, offset as u64), &all[offset..], "from {offset}");
+    }
+    b.put(&k("parts/upload/startedat"), b"now").unwrap();
+    assert_eq!(b.list(&k("parts/upload"), None, 10).unwrap(), ["data", "startedat"]);
+    assert!(b.delete(&staged).unwrap());
+    assert!(b.get(&staged).unwrap_err().is_not_found());
+    assert_eq!(b.list(&k("parts/upload"), None, 10).unwrap(), ["startedat"]);
+}
+
+/// Staged objects of several MiB, written in large and in small appends, move into place whole.
+pub fn large_staged_objects_assemble_whole(b: &dyn Backend) {
+    // One writer, 12 MiB in 1 MiB writes, then a small append by another.
+    let big = k("assemble/big/data");
+    let mut all = Vec::new();
+    let mut w = b.writer(&big).unwrap();
+    for i in 0..12u8 {
+        let chunk = pattern(1 << 20, i);
+        w.write_all(&chunk).unwrap();
+        all.extend(chunk);
+    }
+    w.commit().unwrap();
+    let mut w = b.writer(&big).unwrap();
+    w.write_all(b"tail").unwrap();
+    w.commit().unwrap();
+    all.extend_from_slice(b"tail");
+    let target = k("assemble/blob-a");
+    b.rename(&big, &target).unwrap();
+    assert!(b.get(&target).unwrap() == all, "the big staged object moved whole");
+    assert!(b.get(&big).unwrap_err().is_not_found());
+    // Many small appends (each a request of a chunked upload) adding up to 6 MiB.
+    let small = k("assemble/small/data");
+    let mut all = Vec::new();
+    for i in 0..3u8 {
+        let chunk = pattern(2 << 20, 40 + i);
+        let mut w = b.writer(&small).unwrap();
+        w.write_all(&chunk).unwrap();
+        w.commit().unwrap();
+        all.extend(chunk);
+    }
+    let target = k("assemble/blob-b");
+    b.rename(&small, &target).unwrap();
+    assert!(b.get(&target).unwrap() == all, "small appends moved whole");
+    assert!(b.list(&k("assemble/small"), None, 10).unwrap().is_empty(), "nothing left behind");
+}
+
+/// An object of several MiB (copied in parts on an object store) renames whole.
+pub fn large_objects_rename_whole(b: &dyn Backend) {
+    let data = pattern(6 << 20 | 123, 9);
+    b.put(&k("mv/a"), &data).unwrap();
+    b.rename(&k("mv/a"), &k("mv/b")).unwrap();
+    assert!(b.get(&k("mv/b")).unwrap() == data);
+    assert!(b.get(&k("mv/a")).unwrap_err().is_not_found());
+}
+
+/// Children sort by name, even where a store's key order differs (`a-b` before `a/…`).
+pub fn listing_orders_names_not_keys(b: &dyn Backend) {
+    for key in ["order/a/x", "order/a-b", "order/a.c/y", "order/ab", "order/a-"] {
+        b.put(&k(key), b"x").unwrap();
+    }
+    let all = ["a", "a-", "a-b", "a.c", "ab"];
+    assert_eq!(b.list(&k("order"), None, 10).unwrap(), all);
+    for n in 1..all.len() {
+        assert_eq!(b.list(&k("order"), None, n).unwrap(), &all[..n], "the first {n}");
+    }
+    assert_eq!(b.list(&k("order"), Some("a"), 2).unwrap(), ["a-", "a-b"]);
+    assert_eq!(b.list(&k("order"), Some("a.c"), 2).unwrap(), ["ab"]);
+}
+
+/// Listings page past a store's page size, and deleting a large folder removes every key.
+pub fn many_keys_page_and_delete_in_batches(b: &dyn Backend) {
+    let names: Vec<String> = (0..1_100).map(|i| format!("n{i:05}")).collect();
+    for n in &names {
+        b.put(&k(&format!("many/{n}")), b"x").unwrap();
+    }
+    assert_eq!(b.list_all(&k("many")).unwrap(), names);
+    assert_eq!(b.list(&k("many"), Some("n00998"), 3).unwrap(), ["n00999", "n01000", "n01001"]);
+    assert!(b.delete_prefix(&k("many")).unwrap());
+    assert!(b.list(&k("many"), None, 10).unwrap().is_empty());
 }
 
 /// Pruning removes empty folders only.
