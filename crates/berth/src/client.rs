@@ -12,7 +12,7 @@ use berth_registry::{DeleteRequest, DeleteTarget, Registry, RegistryError, Resto
 use berth_server::admin::listing::{Listing, MAX_N, Paged};
 use berth_server::admin::{ops, wire};
 use berth_server::headers::encode;
-use berth_storage::{RootLock, StorageConfig};
+use berth_storage::RootLock;
 use serde::de::DeserializeOwned;
 
 use crate::cli::Where;
@@ -69,13 +69,8 @@ impl Admin {
             Some(p) => FileConfig::load(p)?,
             None => FileConfig::default(),
         };
-        let root = w
-            .root
-            .clone()
-            .or_else(|| env("BERTH_ROOT").map(PathBuf::from))
-            .or_else(|| file.storage.filesystem.as_ref().and_then(|f| f.rootdirectory.clone()))
-            .unwrap_or_else(|| PathBuf::from("./data"));
-        let storage = StorageConfig::Filesystem { root, fsync: true };
+        let root = w.root.clone().or_else(|| env("BERTH_ROOT").map(PathBuf::from));
+        let storage = file.storage(root, true)?;
         if !storage.holds_a_root() {
             bail!(
                 "{} is not a registry storage root (give --root DIR, or --url URL for a running Berth)",

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+use berth_storage::StorageConfig;
 use serde::Deserialize;
 
 /// The file as written.
@@ -168,6 +169,53 @@ pub struct UiSection {
     pub enabled: Option<bool>,
 }
 
+/// A byte count written as a number or a string of digits (Distribution accepts both).
+fn byte_count(v: &serde_yaml_ng::Value) -> anyhow::Result<u64> {
+    match v {
+        serde_yaml_ng::Value::Number(n) => n.as_u64().context("not a whole number of bytes"),
+        serde_yaml_ng::Value::String(s) => s.trim().parse().context("not a whole number of bytes"),
+        _ => bail!("not a number of bytes"),
+    }
+}
+
+/// Credentials from the AWS environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+/// `AWS_SESSION_TOKEN`) or the shared credentials file (`AWS_SHARED_CREDENTIALS_FILE` or
+/// `~/.aws/credentials`, profile `AWS_PROFILE` or `default`), as Distribution's SDK finds them.
+fn aws_credentials() -> anyhow::Result<(String, String, Option<String>)> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    if let (Some(a), Some(s)) = (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
+        return Ok((a, s, env("AWS_SESSION_TOKEN")));
+    }
+    let file = env("AWS_SHARED_CREDENTIALS_FILE")
+        .map(PathBuf::from)
+        .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".aws/credentials")));
+    let profile = env("AWS_PROFILE").unwrap_or_else(|| "default".into());
+    let text = file.as_ref().and_then(|f| std::fs::read_to_string(f).ok()).unwrap_or_default();
+    let (mut section, mut key, mut secret, mut token) = (String::new(), None, None, None);
+    for line in text.lines().map(str::trim) {
+        if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            section = name.trim().to_owned();
+        } else if section == profile
+            && let Some((k, v)) = line.split_once('=')
+        {
+            let v = Some(v.trim().to_owned());
+            match k.trim() {
+                "aws_access_key_id" => key = v,
+                "aws_secret_access_key" => secret = v,
+                "aws_session_token" => token = v,
+                _ => {}
+            }
+        }
+    }
+    match (key, secret) {
+        (Some(k), Some(s)) => Ok((k, s, token)),
+        _ => bail!(
+            "storage.s3 has no accesskey/secretkey, and neither AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY nor profile {profile:?} of {} gives credentials",
+            file.map_or("~/.aws/credentials".into(), |f| f.display().to_string())
+        ),
+    }
+}
+
 /// Parses a duration such as `7d`, `24h`, `90s` or `0` (the registry's one parser).
 pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
     berth_registry::parse_duration(s).map_err(anyhow::Error::msg)
@@ -221,6 +269,25 @@ pub struct StorageSection {
     pub other: BTreeMap<String, serde_yaml_ng::Value>,
 }
 
+/// `storage.s3`: Distribution's keys (numbers may be written as strings, as Distribution
+/// accepts them).
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct S3Section {
+    pub bucket: Option<String>,
+    pub region: Option<String>,
+    pub regionendpoint: Option<String>,
+    pub accesskey: Option<String>,
+    pub secretkey: Option<String>,
+    pub sessiontoken: Option<String>,
+    pub rootdirectory: Option<String>,
+    pub forcepathstyle: Option<bool>,
+    pub secure: Option<bool>,
+    pub skipverify: Option<bool>,
+    pub chunksize: Option<serde_yaml_ng::Value>,
+    pub multipartcopythresholdsize: Option<serde_yaml_ng::Value>,
+}
+
 /// `storage.filesystem`
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
@@ -264,7 +331,7 @@ enum Disposition {
 }
 
 /// Drivers CNCF Distribution has and Berth does not (yet).
-const OTHER_DRIVERS: &[&str] = &["s3", "azure", "gcs", "swift", "oss", "inmemory"];
+const OTHER_DRIVERS: &[&str] = &["azure", "gcs", "swift", "oss", "inmemory"];
 
 fn is_set(v: &serde_yaml_ng::Value) -> bool {
     match v {
@@ -303,6 +370,8 @@ fn classify(path: &str, v: &serde_yaml_ng::Value) -> Disposition {
         | "storage.maintenance"
         | "storage.maintenance.uploadpurging"
         | "storage.maintenance.readonly"
+        | "storage.s3"
+        | "storage.redirect"
         | "middleware"
         | "validation"
         | "validation.manifests" => Descend,
@@ -340,9 +409,38 @@ fn classify(path: &str, v: &serde_yaml_ng::Value) -> Disposition {
         "validation.manifests.urls" => {
             restricting("manifest URL rules are not supported; Berth would accept manifests this file means to refuse")
         }
-        p if p.strip_prefix("storage.").is_some_and(|d| OTHER_DRIVERS.contains(&d)) => {
-            Refused("this storage driver is not supported; Berth stores on the filesystem (storage.filesystem)")
+        "storage.s3.bucket"
+        | "storage.s3.region"
+        | "storage.s3.regionendpoint"
+        | "storage.s3.accesskey"
+        | "storage.s3.secretkey"
+        | "storage.s3.sessiontoken"
+        | "storage.s3.rootdirectory"
+        | "storage.s3.forcepathstyle"
+        | "storage.s3.secure"
+        | "storage.s3.skipverify"
+        | "storage.s3.chunksize"
+        | "storage.s3.multipartcopythresholdsize"
+        | "storage.s3.v4auth"
+        | "storage.redirect.disable" => Used,
+        "storage.s3.encrypt" => match v.as_bool() {
+            Some(true) => Refused(
+                "server-side encryption (storage.s3.encrypt) is not supported yet; Berth would write unencrypted objects",
+            ),
+            _ => Used,
+        },
+        "storage.s3.keyid" => {
+            restricting("KMS keys (storage.s3.keyid) are not supported yet; Berth would write objects without them")
         }
+        "storage.s3.objectacl" => match v.as_str().map(str::trim) {
+            None | Some("") | Some("private") => Used,
+            Some(_) => Refused(
+                "object ACLs other than private are not supported; Berth writes objects with the bucket's default",
+            ),
+        },
+        p if p.strip_prefix("storage.").is_some_and(|d| OTHER_DRIVERS.contains(&d)) => Refused(
+            "this storage driver is not supported; Berth stores on the filesystem (storage.filesystem) or S3 (storage.s3)",
+        ),
         _ => Ignored,
     }
 }
@@ -397,6 +495,65 @@ impl FileConfig {
             Some(i) => Some(parse_duration(i).context("gc.interval")?).filter(|d| !d.is_zero()),
         };
         Ok((o, interval))
+    }
+
+    /// Where to store: `storage.s3` when the file has it, else the filesystem root from
+    /// `root` (a flag or the environment), `storage.filesystem.rootdirectory`, or `./data`.
+    pub fn storage(&self, root: Option<PathBuf>, fsync: bool) -> anyhow::Result<StorageConfig> {
+        let Some(s3) = self.storage.other.get("s3").filter(|v| !v.is_null()) else {
+            let root = root
+                .or_else(|| self.storage.filesystem.as_ref().and_then(|f| f.rootdirectory.clone()))
+                .unwrap_or_else(|| PathBuf::from("./data"));
+            return Ok(StorageConfig::Filesystem { root, fsync });
+        };
+        if let Some(r) = root {
+            bail!("the config stores on S3 (storage.s3); a filesystem root ({}) cannot be given too", r.display());
+        }
+        if self.storage.filesystem.as_ref().is_some_and(|f| f.rootdirectory.is_some()) {
+            bail!("storage.filesystem and storage.s3 are both set; choose one");
+        }
+        let section: S3Section = serde_yaml_ng::from_value(s3.clone()).context("storage.s3")?;
+        let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let bucket = section.bucket.clone().context("storage.s3.bucket is required")?;
+        let region = section
+            .region
+            .clone()
+            .or_else(|| env("AWS_REGION"))
+            .or_else(|| env("AWS_DEFAULT_REGION"))
+            .context("storage.s3.region is required (or AWS_REGION)")?;
+        let (access, secret, token) = match (&section.accesskey, &section.secretkey) {
+            (Some(a), Some(s)) => (a.clone(), s.clone(), section.sessiontoken.clone()),
+            (None, None) => aws_credentials()?,
+            _ => bail!(
+                "storage.s3 needs both accesskey and secretkey, or neither (then the AWS environment or credentials file)"
+            ),
+        };
+        let mut o = berth_storage::S3Options::new(&bucket, &region, &access, &secret);
+        o.session_token = token;
+        o.endpoint = section.regionendpoint.clone().filter(|e| !e.trim().is_empty());
+        o.root = section.rootdirectory.clone().unwrap_or_default().trim_matches('/').to_owned();
+        o.path_style = section.forcepathstyle.unwrap_or(false);
+        o.secure = section.secure.unwrap_or(true);
+        o.skip_verify = section.skipverify.unwrap_or(false);
+        if let Some(v) = &section.chunksize {
+            o.chunk_size = byte_count(v).context("storage.s3.chunksize")?;
+        }
+        if let Some(v) = &section.multipartcopythresholdsize {
+            o.copy_threshold = byte_count(v).context("storage.s3.multipartcopythresholdsize")?;
+        }
+        Ok(StorageConfig::S3(Box::new(o)))
+    }
+
+    /// Whether blob GETs on an object store redirect to the store (`storage.redirect.disable`
+    /// not set): Distribution's default.
+    pub fn redirect(&self) -> bool {
+        let disabled = self
+            .storage
+            .other
+            .get("redirect")
+            .and_then(|r| r.get("disable"))
+            .is_some_and(|d| d.as_bool() == Some(true) || d.as_str().is_some_and(|s| s.trim() == "true"));
+        !disabled
     }
 
     /// `trash.retention`, or the default of 7 days.
@@ -600,7 +757,7 @@ health:
             ("middleware:\n  registry:\n    - name: x\n", "middleware.registry"),
             ("middleware:\n  repository:\n    - name: x\n", "middleware.repository"),
             ("validation:\n  manifests:\n    urls:\n      allow: ['^https?://x/']\n", "validation.manifests.urls"),
-            ("storage:\n  s3:\n    bucket: x\n", "storage.s3"),
+            ("storage:\n  azure:\n    accountname: x\n", "storage.azure"),
         ];
         for (text, want) in cases {
             assert_eq!(refused(text), *want, "{text}");
@@ -661,6 +818,37 @@ health:
     }
 
     #[test]
+    fn distributions_s3_section_configures_the_bucket_and_refuses_what_it_cannot_honour() {
+        let text = "storage:\n  s3:\n    bucket: reg\n    region: eu-west-1\n    regionendpoint: http://127.0.0.1:3900\n    \
+                    accesskey: AK\n    secretkey: \"0001\"\n    rootdirectory: /registry/\n    forcepathstyle: true\n    \
+                    secure: false\n    chunksize: \"20971520\"\n    multipartcopythresholdsize: 67108864\n    \
+                    storageclass: STANDARD\n  redirect:\n    disable: true\n";
+        let cfg = FileConfig::parse(text).unwrap();
+        assert!(cfg.refused.is_empty(), "{:?}", cfg.refused);
+        assert!(cfg.ignored.contains(&"storage.s3.storageclass".to_owned()), "{:?}", cfg.ignored);
+        let StorageConfig::S3(o) = cfg.storage(None, true).unwrap() else { panic!("not S3") };
+        assert_eq!((o.bucket.as_str(), o.region.as_str(), o.root.as_str()), ("reg", "eu-west-1", "registry"));
+        assert_eq!((o.access_key.as_str(), o.secret_key.as_str()), ("AK", "0001"));
+        assert_eq!((o.path_style, o.secure, o.chunk_size, o.copy_threshold), (true, false, 20 << 20, 64 << 20));
+        assert_eq!(o.endpoint_url(), "http://127.0.0.1:3900");
+        assert!(!cfg.redirect());
+        assert!(cfg.storage(Some("/data".into()), true).is_err(), "a filesystem root beside S3 is an error");
+        assert!(FileConfig::parse("storage:\n  s3:\n    bucket: reg\n").unwrap().redirect(), "redirects by default");
+
+        for (bad, key) in [
+            ("    encrypt: true\n", "storage.s3.encrypt"),
+            ("    keyid: arn:aws:kms:x\n", "storage.s3.keyid"),
+            ("    objectacl: public-read\n", "storage.s3.objectacl"),
+        ] {
+            let cfg = FileConfig::parse(&format!("storage:\n  s3:\n    bucket: reg\n{bad}")).unwrap();
+            assert_eq!(cfg.refused.first().map(|(k, _)| k.as_str()), Some(key), "{bad}");
+        }
+        let fine = FileConfig::parse("storage:\n  s3:\n    bucket: reg\n    encrypt: false\n    objectacl: private\n")
+            .unwrap();
+        assert!(fine.refused.is_empty(), "{:?}", fine.refused);
+    }
+
+    #[test]
     fn trash_retention_parses_durations_and_zero() {
         let r = |t: &str| FileConfig::parse(t).unwrap().trash_retention().unwrap().as_secs();
         assert_eq!(r(""), 7 * 86400);
@@ -689,7 +877,7 @@ health:
     #[test]
     fn rejects_typos_in_berth_section_and_foreign_drivers() {
         assert!(FileConfig::parse("berth:\n  fsnc: false\n").is_err());
-        let e = FileConfig::parse("storage:\n  s3:\n    bucket: x\n").unwrap().refuse_restrictions().unwrap_err();
-        assert!(e.to_string().contains("storage.s3"), "{e}");
+        let e = FileConfig::parse("storage:\n  gcs:\n    bucket: x\n").unwrap().refuse_restrictions().unwrap_err();
+        assert!(e.to_string().contains("storage.gcs"), "{e}");
     }
 }

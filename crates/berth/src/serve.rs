@@ -1,7 +1,6 @@
 //! `berth serve`: resolves settings, opens the root, serves until SIGTERM or Ctrl-C.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
@@ -15,12 +14,14 @@ use crate::config::FileConfig;
 /// Settings after flags, environment, file and defaults are merged.
 #[derive(Debug)]
 pub struct Settings {
-    pub root: PathBuf,
+    /// Where the registry stores (the filesystem, or an S3 bucket).
+    pub storage: StorageConfig,
+    /// Blob GETs redirect to the object store (S3, unless `storage.redirect.disable`).
+    pub redirect: bool,
     pub addr: String,
     pub delete_enabled: bool,
     pub max_manifest_bytes: usize,
     pub max_blob_bytes: Option<u64>,
-    pub fsync: bool,
     pub log_level: String,
     pub trash_retention: std::time::Duration,
     pub gc: berth_registry::GcOptions,
@@ -46,16 +47,12 @@ impl Settings {
         file.refuse_restrictions()?;
         let defaults = berth_registry::Config::default();
         Ok(Settings {
-            root: args
-                .root
-                .clone()
-                .or_else(|| file.storage.filesystem.as_ref().and_then(|f| f.rootdirectory.clone()))
-                .unwrap_or_else(|| PathBuf::from("./data")),
+            storage: file.storage(args.root.clone(), file.berth.fsync.unwrap_or(true))?,
+            redirect: file.redirect(),
             addr: args.addr.clone().or(file.http.addr.clone()).unwrap_or_else(|| ":5000".to_owned()),
             delete_enabled: file.storage.delete.enabled.unwrap_or(true),
             max_manifest_bytes: file.berth.max_manifest_bytes.unwrap_or(defaults.max_manifest_bytes),
             max_blob_bytes: file.berth.max_blob_bytes,
-            fsync: file.berth.fsync.unwrap_or(true),
             log_level: args.log_level.clone().or(file.log.level.clone()).unwrap_or_else(|| "info".to_owned()),
             trash_retention: file.trash_retention()?,
             gc: file.gc()?.0,
@@ -101,7 +98,7 @@ pub(crate) fn warn_if_readable_by_others(what: &str, path: &std::path::Path) {
 }
 
 pub fn run(settings: Settings) -> anyhow::Result<()> {
-    let storage = StorageConfig::Filesystem { root: settings.root.clone(), fsync: settings.fsync };
+    let storage = settings.storage.clone();
     let backend = storage.open().with_context(|| format!("opening storage root {}", storage.describe()))?;
     let tls = match &settings.tls {
         Some(t) => {
@@ -134,7 +131,15 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             headers: berth_server::response_headers(&settings.headers).map_err(anyhow::Error::msg).context("http.headers")?,
             auth: settings.auth.clone(),
             ui: settings.ui.then(|| Arc::new(berth_server::ui::Ui::new(tls.is_some()))),
+            redirect: settings.redirect && matches!(storage, StorageConfig::S3(_)),
         };
+        if let Some(probe) = storage.probe_conditional_writes() {
+            match probe {
+                Ok(true) => tracing::info!("the object store honours conditional writes (Berth does not rely on them)"),
+                Ok(false) => tracing::info!("the object store ignores conditional writes (If-None-Match); Berth does not rely on them"),
+                Err(e) => tracing::warn!(error = %e, "could not probe the object store for conditional writes"),
+            }
+        }
         tokio::spawn(expire_trash(registry.clone(), settings.trash_retention));
         if let Some(every) = settings.gc_interval {
             tokio::spawn(scheduled_gc(registry, settings.gc.clone(), every));
@@ -142,7 +147,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         if !settings.ignored.is_empty() {
             tracing::warn!(keys = %settings.ignored.join(", "), "config keys Berth does not use (ignored)");
         }
-        tracing::info!(addr = %local, root = %settings.root.display(), delete_enabled = settings.delete_enabled, tls = tls.is_some(), ui = settings.ui, "berth listening on {local}");
+        tracing::info!(addr = %local, storage = %storage.describe(), delete_enabled = settings.delete_enabled, tls = tls.is_some(), ui = settings.ui, "berth listening on {local}");
         if let Some(tls) = tls.clone() {
             tokio::spawn(reload_tls_on_sighup(tls));
         }

@@ -47,6 +47,27 @@ impl Registry {
         }
     }
 
+    /// A URL the client may fetch the blob from directly (an object store's presigned URL,
+    /// valid for `valid`), once the repository is known to hold it; `None` when the store
+    /// cannot make one.
+    pub fn blob_redirect(
+        &self,
+        name: &RepoName,
+        digest: &Digest,
+        valid: std::time::Duration,
+    ) -> Result<Option<String>> {
+        if !self.layer_linked(name, digest)? {
+            return Err(RegistryError::BlobUnknown { digest: digest.clone() });
+        }
+        let key = layout::blob_data(digest);
+        let Some(url) = self.store().presigned_get(&key, valid) else { return Ok(None) };
+        if self.blob_size(digest)?.is_none() {
+            return Err(RegistryError::BlobUnknown { digest: digest.clone() });
+        }
+        self.touched.touch([digest]);
+        Ok(Some(url))
+    }
+
     /// The size of the blob data, if present in the shared store.
     pub(crate) fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         Ok(self.store().stat_opt(&layout::blob_data(digest)).map_err(storage)?.map(|m| m.size))

@@ -51,6 +51,8 @@ pub struct AppState {
     pub auth: Option<Arc<auth::Auth>>,
     /// The web UI; `None` when `ui.enabled: false`.
     pub ui: Option<Arc<ui::Ui>>,
+    /// Blob GETs answer 307 to the object store (S3 without `storage.redirect.disable`).
+    pub redirect: bool,
 }
 
 impl AppState {

@@ -108,6 +108,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Removes the folder `prefix` if, and only if, it holds nothing (not recursive); returns
     /// whether it removed it. Stores without folders do nothing and return `false`.
     fn remove_empty_folder(&self, prefix: &Key) -> Result<bool>;
+
+    /// A URL from which anyone may GET `key` for `valid`, without credentials, when the store
+    /// can make one (an object store's presigned URL); `None` otherwise. It does not check that
+    /// the object exists.
+    fn presigned_get(&self, key: &Key, valid: std::time::Duration) -> Option<String> {
+        let _ = (key, valid);
+        None
+    }
 }
 
 /// Appends to a staged object.

@@ -1,14 +1,16 @@
 //! The one place a backend is chosen and opened from configuration, used by `berth serve` and
-//! by the management commands alike. The filesystem is the embedded default; the object-store
-//! backend will be a second arm of [`StorageConfig`].
+//! by the management commands alike: the filesystem (the embedded default) or an S3 bucket.
 
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::backend::Backend;
+use crate::ext::BackendExt;
 use crate::fs::{FsBackend, FsOptions};
+use crate::key::Key;
 use crate::lock::RootLock;
+use crate::s3::{S3Backend, S3Options};
 
 /// Which backend, and where.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,14 +22,22 @@ pub enum StorageConfig {
         /// fsync every write before acknowledging it.
         fsync: bool,
     },
+    /// An S3 bucket, in the layout of Distribution's `s3` driver.
+    S3(Box<S3Options>),
 }
 
 impl StorageConfig {
-    /// Opens the backend (creating an empty filesystem root if needed).
+    /// Opens the backend (creating an empty filesystem root if needed; checking that a bucket
+    /// answers and takes the credentials).
     pub fn open(&self) -> io::Result<Arc<dyn Backend>> {
         match self {
             StorageConfig::Filesystem { root, fsync } => {
                 Ok(Arc::new(FsBackend::open(root, FsOptions { fsync: *fsync })?))
+            }
+            StorageConfig::S3(o) => {
+                let b = S3Backend::open(o)?;
+                b.check()?;
+                Ok(Arc::new(b))
             }
         }
     }
@@ -37,6 +47,7 @@ impl StorageConfig {
     pub fn lock(&self, holder: &str) -> io::Result<Result<RootLock, String>> {
         match self {
             StorageConfig::Filesystem { root, .. } => RootLock::try_acquire(root, holder),
+            StorageConfig::S3(_) => RootLock::lease(self.open()?, holder),
         }
     }
 
@@ -47,6 +58,20 @@ impl StorageConfig {
             StorageConfig::Filesystem { root, .. } => {
                 root.join("docker/registry/v2").is_dir() || root.join("berth").is_dir()
             }
+            StorageConfig::S3(_) => self.open().is_ok_and(|b| {
+                ["docker/registry/v2", "berth"]
+                    .iter()
+                    .any(|p| Key::new(*p).is_ok_and(|k| b.any_below(&k).unwrap_or(false)))
+            }),
+        }
+    }
+
+    /// For an object store, whether it honours conditional writes (for the log at start:
+    /// Berth never relies on them); `None` for the filesystem.
+    pub fn probe_conditional_writes(&self) -> Option<io::Result<bool>> {
+        match self {
+            StorageConfig::Filesystem { .. } => None,
+            StorageConfig::S3(o) => Some(S3Backend::open(o).and_then(|b| b.conditional_writes())),
         }
     }
 
@@ -54,6 +79,7 @@ impl StorageConfig {
     pub fn describe(&self) -> String {
         match self {
             StorageConfig::Filesystem { root, .. } => root.display().to_string(),
+            StorageConfig::S3(o) => o.describe(),
         }
     }
 }

@@ -24,6 +24,9 @@ pub const TMP_DIR: &str = "berth/tmp";
 /// The file `berth serve` and root-changing commands lock, so only one works on a root.
 pub const LOCK_FILE: &str = "berth/root.lock";
 
+/// The lease object that stands for the root lock on an object store.
+pub const LEASE: &str = "berth/root.lease";
+
 const V2: &str = "docker/registry/v2";
 
 fn key(s: String) -> Key {

@@ -2,19 +2,76 @@
 //! root directly, so the two never work on one root at once.
 //!
 //! On the filesystem it is an advisory `flock` on `<root>/berth/root.lock`, released when the
-//! holder drops it or dies. It is not a method of the backend: a backend stores keys, and who
-//! may write a root is decided before one is opened (an object store will use a lease).
+//! holder drops it or dies. On an object store it is a lease: the object `berth/root.lease`
+//! names the holder and when the lease ends; the holder renews it every [`RENEW`] and removes it
+//! when dropped, and a holder that died leaves a lease that ends within [`LEASE`]. Object stores
+//! such as Garage ignore conditional writes, so two processes starting in the same second could
+//! both write it; each reads it back a moment later and only the one whose name stayed goes on.
+//! (Several replicas are coordinated through PostgreSQL, not through this.)
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
 
+use crate::backend::Backend;
+use crate::ext::BackendExt;
+use crate::key::Key;
 use crate::layout;
+
+/// How long a lease lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(60);
+/// How often the holder renews it.
+pub const RENEW: Duration = Duration::from_secs(20);
+/// How long a new holder waits before reading its lease back.
+const SETTLE: Duration = Duration::from_millis(500);
 
 /// A held root lock; released when dropped.
 #[derive(Debug)]
 pub struct RootLock {
-    _file: File,
+    _held: Held,
+}
+
+#[derive(Debug)]
+enum Held {
+    /// Held while the file is open.
+    File { _file: File },
+    /// Held while the lease is renewed.
+    Lease { _lease: Lease },
+}
+
+/// A renewed lease: the renewing thread, and how to stop it.
+#[derive(Debug)]
+struct Lease {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        let (flag, cv) = &*self.stop;
+        *flag.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs()
+}
+
+/// A lease object's text: when it ends (Unix seconds), then the holder.
+fn lease_text(holder: &str, until: u64) -> String {
+    format!("{until}\n{holder}\n")
+}
+
+fn parse_lease(text: &str) -> Option<(u64, String)> {
+    let (until, holder) = text.split_once('\n')?;
+    Some((until.trim().parse().ok()?, holder.trim().to_owned()))
 }
 
 impl RootLock {
@@ -31,7 +88,7 @@ impl RootLock {
             Ok(()) => {
                 file.set_len(0)?;
                 file.write_all(holder.as_bytes())?;
-                Ok(Ok(RootLock { _file: file }))
+                Ok(Ok(RootLock { _held: Held::File { _file: file } }))
             }
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut who = String::new();
@@ -40,6 +97,53 @@ impl RootLock {
             }
             Err(std::fs::TryLockError::Error(e)) => Err(e),
         }
+    }
+}
+
+impl RootLock {
+    /// Takes the lease on the object store `store` for `holder` (see the module docs);
+    /// `Ok(Err(who))` while someone else's lease lasts.
+    pub fn lease(store: Arc<dyn Backend>, holder: &str) -> io::Result<Result<RootLock, String>> {
+        let key = Key::new(layout::LEASE).map_err(io::Error::other)?;
+        // Unique even for two processes with one pid on two machines.
+        let me = format!(
+            "{holder} [{:x}]",
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos()
+        );
+        let current = |store: &dyn Backend| -> io::Result<Option<(u64, String)>> {
+            let text = store.get_opt(&key).map_err(io::Error::other)?;
+            Ok(text.and_then(|t| parse_lease(&String::from_utf8_lossy(&t))))
+        };
+        if let Some((until, who)) = current(&*store)?
+            && until > unix_now()
+        {
+            return Ok(Err(who));
+        }
+        store.put(&key, lease_text(&me, unix_now() + LEASE.as_secs()).as_bytes()).map_err(io::Error::other)?;
+        std::thread::sleep(SETTLE);
+        match current(&*store)? {
+            Some((_, who)) if who == me => {}
+            Some((_, who)) => return Ok(Err(who)),
+            None => return Err(io::Error::other("the root lease vanished as it was taken")),
+        }
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let (stop2, store2) = (stop.clone(), store.clone());
+        let thread = std::thread::Builder::new().name("berth-lease".into()).spawn(move || {
+            let (flag, cv) = &*stop2;
+            let mut stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
+            while !*stopped {
+                let (guard, _) = cv.wait_timeout(stopped, RENEW).unwrap_or_else(|e| e.into_inner());
+                stopped = guard;
+                if *stopped {
+                    break;
+                }
+                if let Err(e) = store2.put(&key, lease_text(&me, unix_now() + LEASE.as_secs()).as_bytes()) {
+                    eprintln!("berth: renewing the root lease failed (will retry): {e}");
+                }
+            }
+            let _ = store2.delete(&key);
+        })?;
+        Ok(Ok(RootLock { _held: Held::Lease { _lease: Lease { stop, thread: Some(thread) } } }))
     }
 }
 
@@ -54,5 +158,21 @@ mod tests {
         assert_eq!(RootLock::try_acquire(dir.path(), "me").unwrap().unwrap_err(), "berth serve (pid 1)");
         drop(first);
         assert!(RootLock::try_acquire(dir.path(), "me").unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_lease_refuses_a_second_holder_until_released_or_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Backend> =
+            Arc::new(crate::FsBackend::open(dir.path(), crate::FsOptions { fsync: false }).unwrap());
+        let first = RootLock::lease(store.clone(), "berth serve (pid 1)").unwrap().unwrap();
+        let who = RootLock::lease(store.clone(), "me").unwrap().unwrap_err();
+        assert!(who.starts_with("berth serve (pid 1)"), "{who}");
+        drop(first);
+        assert!(!store.exists(&Key::new(layout::LEASE).unwrap()).unwrap(), "released");
+        // A holder that died leaves a lease that has ended: it is taken over.
+        let key = Key::new(layout::LEASE).unwrap();
+        store.put(&key, lease_text("dead (pid 9)", unix_now() - 1).as_bytes()).unwrap();
+        assert!(RootLock::lease(store.clone(), "me").unwrap().is_ok());
     }
 }

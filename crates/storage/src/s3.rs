@@ -64,6 +64,8 @@ pub struct S3Options {
     pub access_key: String,
     /// `secretkey`
     pub secret_key: String,
+    /// A session token with temporary credentials (`AWS_SESSION_TOKEN`).
+    pub session_token: Option<String>,
     /// `rootdirectory`: a key prefix inside the bucket (no leading or trailing `/`).
     pub root: String,
     /// `forcepathstyle`: `http://host/bucket/key` rather than `http://bucket.host/key`.
@@ -86,6 +88,7 @@ impl fmt::Debug for S3Options {
             .field("endpoint", &self.endpoint)
             .field("access_key", &self.access_key)
             .field("secret_key", &"<hidden>")
+            .field("session_token", &self.session_token.as_ref().map(|_| "<hidden>"))
             .field("root", &self.root)
             .field("path_style", &self.path_style)
             .field("secure", &self.secure)
@@ -105,6 +108,7 @@ impl S3Options {
             endpoint: None,
             access_key: access_key.into(),
             secret_key: secret_key.into(),
+            session_token: None,
             root: String::new(),
             path_style: false,
             secure: true,
@@ -186,7 +190,10 @@ impl S3Backend {
         let root = o.root.trim_matches('/').to_owned();
         let inner = Inner {
             bucket,
-            creds: Credentials::new(o.access_key.clone(), o.secret_key.clone()),
+            creds: match &o.session_token {
+                Some(t) => Credentials::new_with_token(o.access_key.clone(), o.secret_key.clone(), t.clone()),
+                None => Credentials::new(o.access_key.clone(), o.secret_key.clone()),
+            },
             agent,
             root,
             chunk: o.chunk_size,
@@ -207,10 +214,21 @@ impl S3Backend {
         }
     }
 
-    /// A URL that lets anyone GET `key` for `valid`, without credentials (for redirects).
-    pub fn presigned_get(&self, key: &Key, valid: Duration) -> String {
-        let object = self.inner.object(key);
-        self.inner.bucket.get_object(Some(&self.inner.creds), &object).sign(valid).to_string()
+    /// Whether the store honours `If-None-Match: *` on PUT (the second create-only write of a
+    /// probe key is refused with 412). Berth never relies on it; the answer is for the log.
+    pub fn conditional_writes(&self) -> io::Result<bool> {
+        let i = &self.inner;
+        let nonce = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        let key = Key::new(format!("berth/probe/conditional-{nonce}")).map_err(io::Error::other)?;
+        let raw = i.object(&key);
+        let mut action = i.bucket.put_object(Some(&i.creds), &raw);
+        action.headers_mut().insert("if-none-match", "*");
+        let url = action.sign(SIGNED_FOR);
+        let put = || i.send("PUT", url.as_str(), &[("if-none-match", "*".to_owned())], Some(b"probe"));
+        let first = put()?.status().as_u16();
+        let second = put()?.status().as_u16();
+        let _ = i.delete_raw(&key, &raw);
+        Ok((200..300).contains(&first) && second == 412)
     }
 }
 
@@ -903,6 +921,11 @@ impl Backend for S3Backend {
 
     fn remove_empty_folder(&self, _prefix: &Key) -> Result<bool> {
         Ok(false)
+    }
+
+    fn presigned_get(&self, key: &Key, valid: Duration) -> Option<String> {
+        let object = self.inner.object(key);
+        Some(self.inner.bucket.get_object(Some(&self.inner.creds), &object).sign(valid).to_string())
     }
 }
 

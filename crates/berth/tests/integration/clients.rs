@@ -30,6 +30,24 @@ pub fn copy(src: &str, dst: &str, extra: &[&str]) {
         .arg(dst));
 }
 
+/// Pulls `reference` from the registry at `addr` into the layout `out` as `name` with skopeo;
+/// the digest of what it got.
+pub fn pull(addr: &str, reference: &str, out: &crate::image::Layout, name: &str) -> Digest {
+    copy(&format!("docker://{addr}/{reference}"), &format!("oci:{}:{name}", out.dir.display()), &[]);
+    out.lookup(name).unwrap()
+}
+
+/// Whether skopeo finds no manifest for `reference` at `addr`.
+pub fn absent(addr: &str, reference: &str) -> bool {
+    !skopeo()
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{addr}/{reference}"))
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
 /// The raw manifest bytes a registry serves for `ref` (`host/repo:tag`).
 pub fn raw_manifest(reference: &str) -> Vec<u8> {
     run(skopeo().args(["inspect", "--raw", "--tls-verify=false"]).arg(format!("docker://{reference}"))).into_bytes()

@@ -3,25 +3,10 @@
 use berth_oci::Digest;
 use serde_json::json;
 
-use crate::clients::{copy, served_digest, skopeo};
+use crate::clients::{absent, copy, pull, served_digest};
 use crate::harness::{Berth, cli_fails, cli_ok};
 use crate::image::{Layout, standard};
 use crate::protocol::Reg;
-
-fn pulls(addr: &str, reference: &str, out: &Layout, name: &str) -> Digest {
-    copy(&format!("docker://{addr}/{reference}"), &format!("oci:{}:{name}", out.dir.display()), &[]);
-    out.lookup(name).unwrap()
-}
-
-fn inspect_fails(addr: &str, reference: &str) -> bool {
-    !skopeo()
-        .args(["inspect", "--raw", "--tls-verify=false"])
-        .arg(format!("docker://{addr}/{reference}"))
-        .output()
-        .unwrap()
-        .status
-        .success()
-}
 
 #[test]
 fn problem3_two_tags_on_one_digest_tag_delete_digest_delete_and_restore_with_skopeo() {
@@ -38,24 +23,24 @@ fn problem3_two_tags_on_one_digest_tag_delete_digest_delete_and_restore_with_sko
 
     // Deleting one tag leaves the other, which still pulls.
     assert_eq!(r.req("DELETE", "/v2/del/app/manifests/v1", &[], b"").status, 202);
-    assert!(inspect_fails(a, "del/app:v1"));
+    assert!(absent(a, "del/app:v1"));
     let out = Layout::new(&work.path().join("out1"));
-    assert_eq!(pulls(a, "del/app:latest", &out, "latest"), src.image.digest);
+    assert_eq!(pull(a, "del/app:latest", &out, "latest"), src.image.digest);
 
     cli_ok(&["restore", "del/app:v1", "--url", &url]);
     assert_eq!(served_digest(&format!("{a}/del/app:v1")), src.image.digest);
 
     // Deleting the digest removes both tags.
     assert_eq!(r.req("DELETE", &format!("/v2/del/app/manifests/{d}"), &[], b"").status, 202);
-    assert!(inspect_fails(a, "del/app:v1") && inspect_fails(a, "del/app:latest"));
+    assert!(absent(a, "del/app:v1") && absent(a, "del/app:latest"));
     assert_eq!(r.req("GET", &format!("/v2/del/app/manifests/{d}"), &[], b"").status, 404);
 
     // One restore brings both back, and skopeo pulls both with identical digests.
     let restored = cli_ok(&["restore", "del/app:latest", "--url", &url, "--json"]).json();
     assert_eq!(restored["restored"]["tags"], json!({"latest": d, "v1": d}));
     let out = Layout::new(&work.path().join("out2"));
-    assert_eq!(pulls(a, "del/app:v1", &out, "v1"), src.image.digest);
-    assert_eq!(pulls(a, "del/app:latest", &out, "latest"), src.image.digest);
+    assert_eq!(pull(a, "del/app:v1", &out, "v1"), src.image.digest);
+    assert_eq!(pull(a, "del/app:latest", &out, "latest"), src.image.digest);
     for l in &src.layers {
         assert_eq!(Digest::sha256_of(&out.read(&l.digest)), l.digest);
     }

@@ -105,13 +105,17 @@ fn i5_a_full_disk_refuses_pushes_cleanly_keeps_serving_pulls_and_recovers_withou
     no_internals(&mono, &fs.0);
     assert!(fs.free() >= free_before, "the refused upload's data is gone at once");
 
-    let start = r.req("POST", "/v2/full/app/blobs/uploads/", &[], b"");
+    // A server that refuses a body before reading it all may close the connection after
+    // answering (HTTP allows it): each request after a refused body goes on a new one.
+    let fresh = || Reg::new(&berth.addr, "berth");
+    let start = fresh().req("POST", "/v2/full/app/blobs/uploads/", &[], b"");
     assert_eq!(start.status, 202);
     let loc = start.h("location").unwrap().to_owned();
     let patch = r.req("PATCH", &loc, &[], &big);
     assert_eq!(patch.status, 507, "{}", String::from_utf8_lossy(&patch.body));
     no_internals(&patch, &fs.0);
     assert!(fs.free() >= free_before, "the chunked upload's data is gone at once");
+    let r = fresh();
     assert_eq!(r.req("GET", &loc, &[], b"").status, 404, "the session went with its data");
 
     // Completely full: a manifest push (its blobs are there) is refused, pulls go on.
@@ -152,12 +156,16 @@ fn i6_a_blob_over_max_blob_bytes_gets_413_and_leaves_nothing() {
     let mono = r.req("POST", &format!("/v2/lim/app/blobs/uploads/?digest={d}"), &[], &big);
     assert_eq!((mono.status, mono.code().as_str()), (413, "SIZE_INVALID"));
 
+    // After a refused body, a new connection (see the test above).
+    let fresh = || Reg::new(&berth.addr, "berth");
+    let r = fresh();
     let start = r.req("POST", "/v2/lim/app/blobs/uploads/", &[], b"");
     let loc = start.h("location").unwrap().to_owned();
     let (a, b) = big.split_at(1 << 19);
     assert_eq!(r.req("PATCH", &loc, &[("Content-Range", &format!("0-{}", a.len() - 1))], a).status, 202);
     let over = r.req("PATCH", &loc, &[("Content-Range", &format!("{}-{}", a.len(), big.len() - 1))], b);
     assert_eq!((over.status, over.code().as_str()), (413, "SIZE_INVALID"));
+    let r = fresh();
     assert_eq!(r.req("GET", &loc, &[], b"").status, 404);
     let uploads = root.join("docker/registry/v2/repositories/lim/app/_uploads");
     assert_eq!(std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0), 0, "no upload data left");

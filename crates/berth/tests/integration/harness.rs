@@ -381,6 +381,15 @@ impl Distribution {
     fn start_config(root: &Path, delete_enabled: bool, extra: &str) -> Distribution {
         let (cache, extra) =
             if extra == "CACHE" { ("  cache:\n    blobdescriptor: inmemory\n", "") } else { ("", extra) };
+        let storage = format!(
+            "{cache}  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {delete_enabled}\n",
+            root.display()
+        );
+        Distribution::start_storage(&storage, extra)
+    }
+
+    /// Distribution with `storage` (the lines below `storage:`, indented) and `extra` sections.
+    pub fn start_storage(storage: &str, extra: &str) -> Distribution {
         let with_auth = auth_mode().map(|m| m.add_to(extra));
         let extra = with_auth.as_deref().unwrap_or(extra);
         let bin = distribution_bin();
@@ -390,15 +399,14 @@ impl Distribution {
         let cfg = dir.path().join("config.yml");
         std::fs::write(
             &cfg,
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n{cache}  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: {delete_enabled}\nhttp:\n  addr: {addr}\n{extra}",
-                root.display()
-            ),
+            format!("version: 0.1\nlog:\n  level: warn\nstorage:\n{storage}http:\n  addr: {addr}\n{extra}"),
         )
         .unwrap();
         let mut child = Command::new(bin)
             .arg("serve")
             .arg(&cfg)
+            // Its AWS SDK panics at start on this machine's AWS_CA_BUNDLE (not a file it can use).
+            .env_remove("AWS_CA_BUNDLE")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

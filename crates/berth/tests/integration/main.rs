@@ -42,6 +42,8 @@ mod push_pull;
 mod referrers;
 /// Deleting on other registries through the standard API.
 mod remote;
+/// Berth on an S3 bucket (Garage), and Distribution's s3 driver on the bucket it wrote.
+mod s3;
 /// `berth serve` itself: config, flags, metrics, health, shutdown.
 mod serve;
 /// Concurrent pushes, pulls, deletes and GC, bounded in time.

@@ -3,7 +3,7 @@
 use std::io::Read;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_oci::{Digest, RepoName};
 use berth_registry::{DeleteRequest, DeleteTarget, ObjectReader, RegistryError};
@@ -103,7 +103,11 @@ enum Opened {
     Reader(ObjectReader),
 }
 
-/// GET of a blob, honouring `Range`. The blob is opened before the answer is decided, so a
+/// How long a redirect to the object store stays valid (Distribution's `s3` default).
+const REDIRECT_FOR: std::time::Duration = std::time::Duration::from_secs(20 * 60);
+
+/// GET of a blob, honouring `Range`; or, on an object store with redirects on, a 307 to a
+/// presigned URL of the blob (after checking the repository holds it). The blob is opened before the answer is decided, so a
 /// blob GC removes in between is a 404, not a broken answer.
 pub async fn get(
     st: AppState,
@@ -112,6 +116,21 @@ pub async fn get(
     h: &HeaderMap,
     conn: Option<&zero_copy::Conn>,
 ) -> Result<Response, ApiError> {
+    if st.redirect {
+        let (reg, n, d) = (st.registry.clone(), name.clone(), digest.clone());
+        if let Some(url) = blocking(move || reg.blob_redirect(&n, &d, REDIRECT_FOR)).await?? {
+            let mut resp = StatusCode::TEMPORARY_REDIRECT.into_response();
+            let hs = resp.headers_mut();
+            hs.insert(
+                header::LOCATION,
+                HeaderValue::from_str(&url).map_err(|_| ApiError::Internal("a presigned URL that is not a header"))?,
+            );
+            if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
+                hs.insert(DOCKER_CONTENT_DIGEST.clone(), v);
+            }
+            return Ok(resp);
+        }
+    }
     let reg = st.registry.clone();
     let d = digest.clone();
     let range = h.get(header::RANGE).cloned();

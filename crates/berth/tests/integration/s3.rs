@@ -1,0 +1,171 @@
+//! Berth on an S3 bucket (a real Garage 2.5.0): skopeo pushes and pulls through redirects to
+//! the store, deletes, restores and online GC remove exactly what they should from the bucket,
+//! a chunked upload resumes after a restart, fsck finds the bucket whole, and Distribution's
+//! `s3` driver serves the bucket Berth wrote with identical pulls.
+
+use std::path::Path;
+
+use berth_oci::Digest;
+use berth_storage::testservers::S3Server;
+use berth_storage::{Backend, BackendExt, Key, S3Backend};
+
+use crate::clients::{absent, copy, pull, served_digest};
+use crate::harness::{Berth, Distribution, cli, cli_ok, http};
+use crate::image::{Layout, standard};
+use crate::protocol::Reg;
+
+/// The `storage:` section (indented below it) for the bucket of `server` under `/registry`.
+fn storage_yaml(server: &S3Server, extra: &str) -> String {
+    let o = &server.options;
+    format!(
+        "  s3:\n    bucket: {}\n    region: {}\n    regionendpoint: {}\n    accesskey: \"{}\"\n    secretkey: \"{}\"\n    \
+         forcepathstyle: true\n    secure: false\n    rootdirectory: /registry\n    chunksize: 5242880\n{extra}",
+        o.bucket,
+        o.region,
+        o.endpoint.as_deref().unwrap(),
+        o.access_key,
+        o.secret_key,
+    )
+}
+
+/// `berth serve` on the bucket; `extra` goes below `storage:`.
+fn berth_on(server: &S3Server, dir: &Path, extra: &str) -> (Berth, std::path::PathBuf) {
+    let cfg = dir.join(format!("berth-{}.yml", extra.len()));
+    std::fs::write(&cfg, format!("storage:\n{}gc:\n  interval: off\n  grace: 0s\n", storage_yaml(server, extra)))
+        .unwrap();
+    let b = Berth::spawn(None, &["--addr".into(), "127.0.0.1:0".into(), "--config".into(), cfg.display().to_string()]);
+    (b, cfg)
+}
+
+/// A backend on the same bucket root, to look at what Berth left there.
+fn bucket(server: &S3Server) -> S3Backend {
+    let mut o = server.options.clone();
+    o.root = "registry".into();
+    S3Backend::open(&o).unwrap()
+}
+
+fn blob_key(d: &Digest) -> Key {
+    Key::new(format!("docker/registry/v2/blobs/{}/{}/{}/data", d.algorithm().as_str(), &d.hex()[..2], d.hex())).unwrap()
+}
+
+#[test]
+fn berth_on_garage_pushes_pulls_deletes_restores_collects_and_distribution_reads_it() {
+    let server = S3Server::garage();
+    let work = tempfile::tempdir().unwrap();
+    let (mut berth, cfg) = berth_on(&server, work.path(), "");
+    let a = berth.addr.clone();
+    let log = berth.log();
+    assert!(log.contains("ignores conditional writes"), "the probe says what Garage does:\n{log}");
+    let store = bucket(&server);
+
+    let src = standard(&work.path().join("src"), 700);
+    let other = standard(&work.path().join("other"), 701);
+    for tag in ["v1", "latest"] {
+        copy(&format!("oci:{}:img", src.layout.dir.display()), &format!("docker://{a}/s3/app:{tag}"), &[]);
+    }
+    copy(&format!("oci:{}:multi", src.layout.dir.display()), &format!("docker://{a}/s3/app:multi"), &["--all"]);
+    copy(&format!("oci:{}:img", other.layout.dir.display()), &format!("docker://{a}/s3/other:v1"), &[]);
+    for l in &src.layers {
+        assert!(
+            store.exists(&blob_key(&l.digest)).unwrap(),
+            "layer {} is in the bucket, in Distribution's layout",
+            l.digest
+        );
+    }
+
+    // Pulls follow a 307 to the store and get identical bytes.
+    let r = Reg::new(&a, "berth");
+    let layer = &src.layers[1].digest;
+    let redirect =
+        http().get(berth.url(&format!("/v2/s3/app/blobs/{layer}"))).config().max_redirects(0).build().call().unwrap();
+    assert_eq!(redirect.status(), 307);
+    let location = redirect.headers().get("location").unwrap().to_str().unwrap().to_owned();
+    assert!(location.starts_with(server.options.endpoint.as_deref().unwrap()), "{location}");
+    let mut got = http().get(&location).call().unwrap();
+    assert_eq!(Digest::sha256_of(&got.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap()), *layer);
+    assert_eq!(
+        r.req("GET", &format!("/v2/s3/other/blobs/{layer}"), &[], b"").status,
+        404,
+        "not linked there: no redirect"
+    );
+    let out = Layout::new(&work.path().join("out"));
+    assert_eq!(pull(&a, "s3/app:v1", &out, "v1"), src.image.digest);
+    for l in &src.layers {
+        assert_eq!(Digest::sha256_of(&out.read(&l.digest)), l.digest);
+    }
+
+    // Delete a tag, restore it; delete the other repository and collect: its blobs leave the
+    // bucket, nothing the kept images use does.
+    assert_eq!(r.req("DELETE", "/v2/s3/app/manifests/latest", &[], b"").status, 202);
+    assert!(absent(&a, "s3/app:latest"));
+    let url = berth.url("");
+    cli_ok(&["restore", "s3/app:latest", "--url", &url]);
+    assert_eq!(served_digest(&format!("{a}/s3/app:latest")), src.image.digest);
+    cli_ok(&["rm", "s3/other", "--yes", "--url", &url]);
+    cli_ok(&["trash", "purge", "--yes", "--url", &url]);
+    let gc = r.req("POST", "/api/gc", &[], b"");
+    assert_eq!(gc.status, 200, "{}", String::from_utf8_lossy(&gc.body));
+    let freed = gc.json()["blobs"].as_u64().unwrap();
+    assert!(freed >= 2, "the other repository's own blobs were collected: {}", String::from_utf8_lossy(&gc.body));
+    assert!(!store.exists(&blob_key(&other.image.digest)).unwrap(), "its manifest left the bucket");
+    for l in &src.layers {
+        assert!(store.exists(&blob_key(&l.digest)).unwrap(), "kept: {}", l.digest);
+    }
+    assert_eq!(served_digest(&format!("{a}/s3/app:multi")), src.index.digest);
+    assert_eq!(
+        pull(&a, "s3/app:multi", &Layout::new(&work.path().join("out2")), "m"),
+        src.image.digest,
+        "amd64 of the index"
+    );
+
+    // A chunked upload of 7 MiB (a 6 MiB part, then the rest after a restart).
+    let big = crate::image::noise(7, 7 << 20);
+    let d = Digest::sha256_of(&big);
+    let start = r.req("POST", "/v2/s3/chunked/blobs/uploads/", &[], b"");
+    let loc = start.h("location").unwrap().to_owned();
+    let first = 6 << 20;
+    let patch = r.req("PATCH", &loc, &[("Content-Range", &format!("0-{}", first - 1))], &big[..first]);
+    assert_eq!(patch.status, 202);
+    assert!(berth.stop().success());
+    let (berth2, _) = berth_on(&server, work.path(), "  redirect:\n    disable: true\n");
+    let r = Reg::new(&berth2.addr, "berth");
+    let status = r.req("GET", &loc, &[], b"");
+    assert_eq!(
+        (status.status, status.h("range")),
+        (204, Some(format!("0-{}", first - 1).as_str())),
+        "the upload survived"
+    );
+    let rest = r.req("PATCH", &loc, &[("Content-Range", &format!("{first}-{}", big.len() - 1))], &big[first..]);
+    assert_eq!(rest.status, 202);
+    let put = r.req("PUT", &format!("{loc}{}digest={d}", if loc.contains('?') { "&" } else { "?" }), &[], b"");
+    assert_eq!(put.status, 201, "{}", String::from_utf8_lossy(&put.body));
+    // Redirects off: the blob streams from Berth, ranges included.
+    let whole = r.req("GET", &format!("/v2/s3/chunked/blobs/{d}"), &[], b"");
+    assert_eq!((whole.status, Digest::sha256_of(&whole.body)), (200, d.clone()));
+    let part = r.req("GET", &format!("/v2/s3/chunked/blobs/{d}"), &[("Range", "bytes=5242870-5242889")], b"");
+    assert_eq!((part.status, part.body.as_slice()), (206, &big[5_242_870..5_242_890]));
+    assert!(
+        store
+            .list(&Key::new("docker/registry/v2/repositories/s3/chunked/_uploads").unwrap(), None, 10)
+            .unwrap()
+            .is_empty(),
+        "no upload left"
+    );
+    drop(berth2);
+
+    // fsck, offline on the bucket, finds nothing broken.
+    let fsck = cli(&["fsck", "--config", &cfg.display().to_string()]);
+    assert_eq!(fsck.code, 0, "{}\n{}", fsck.stdout, fsck.stderr);
+
+    // Distribution's s3 driver serves the bucket Berth wrote: the same digests, the same bytes.
+    let dist = Distribution::start_storage(&storage_yaml(&server, "  delete:\n    enabled: true\n"), "");
+    let da = &dist.addr;
+    for (reference, digest) in [("s3/app:v1", &src.image.digest), ("s3/app:multi", &src.index.digest)] {
+        assert_eq!(served_digest(&format!("{da}/{reference}")), *digest, "{reference}\n{}", dist.log());
+    }
+    let out = Layout::new(&work.path().join("dist-out"));
+    assert_eq!(pull(da, "s3/app:latest", &out, "l"), src.image.digest);
+    for l in &src.layers {
+        assert_eq!(Digest::sha256_of(&out.read(&l.digest)), l.digest);
+    }
+}
