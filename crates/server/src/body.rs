@@ -19,6 +19,10 @@ use crate::error::ApiError;
 const GATHER: usize = 256 << 10;
 /// Outbound read size.
 const READ_CHUNK: usize = 1 << 20;
+/// When the writer stops early (a full disk, a blob over the size limit), up to this much more
+/// of the body is read and dropped before answering, so a client still sending gets the error
+/// instead of a broken connection; a longer body is cut off (HTTP lets the server close).
+const DRAIN: usize = 32 << 20;
 
 /// Runs `f` on a blocking thread with an iterator over `body`'s chunks; returns its result and
 /// the number of body bytes handed over.
@@ -34,12 +38,14 @@ pub async fn with_body<T: Send + 'static>(
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     let mut total = 0u64;
+    let mut stopped = false;
     loop {
         match stream.next().await {
             Some(Ok(data)) => {
                 total += data.len() as u64;
                 if buf.is_empty() && data.len() >= GATHER {
                     if tx.send(Ok(data)).await.is_err() {
+                        stopped = true;
                         break;
                     }
                     continue;
@@ -49,6 +55,7 @@ pub async fn with_body<T: Send + 'static>(
                 }
                 buf.extend_from_slice(&data);
                 if buf.len() >= GATHER && tx.send(Ok(buf.split().freeze())).await.is_err() {
+                    stopped = true;
                     break;
                 }
             }
@@ -65,6 +72,15 @@ pub async fn with_body<T: Send + 'static>(
         }
     }
     drop(tx);
+    if stopped {
+        let mut left = DRAIN;
+        while let Some(Ok(data)) = stream.next().await {
+            match left.checked_sub(data.len()) {
+                Some(l) => left = l,
+                None => break,
+            }
+        }
+    }
     Ok((task.await.map_err(join_error)?, total))
 }
 

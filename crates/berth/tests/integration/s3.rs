@@ -169,3 +169,35 @@ fn berth_on_garage_pushes_pulls_deletes_restores_collects_and_distribution_reads
         assert_eq!(Digest::sha256_of(&out.read(&l.digest)), l.digest);
     }
 }
+
+/// The other direction: Distribution's `s3` driver fills a bucket; Berth serves it with the
+/// same digests and bytes, deletes from it, and its GC leaves what the images use.
+#[test]
+fn berth_serves_a_bucket_distribution_wrote() {
+    let server = S3Server::garage();
+    let work = tempfile::tempdir().unwrap();
+    let src = standard(&work.path().join("src"), 710);
+    {
+        let dist = Distribution::start_storage(&storage_yaml(&server, "  delete:\n    enabled: true\n"), "");
+        let da = &dist.addr;
+        copy(&format!("oci:{}:img", src.layout.dir.display()), &format!("docker://{da}/dist/app:v1"), &[]);
+        copy(&format!("oci:{}:multi", src.layout.dir.display()), &format!("docker://{da}/dist/app:multi"), &["--all"]);
+        assert_eq!(served_digest(&format!("{da}/dist/app:v1")), src.image.digest, "{}", dist.log());
+    }
+    let (berth, _) = berth_on(&server, work.path(), "");
+    let a = &berth.addr;
+    assert_eq!(served_digest(&format!("{a}/dist/app:v1")), src.image.digest);
+    assert_eq!(served_digest(&format!("{a}/dist/app:multi")), src.index.digest);
+    let out = Layout::new(&work.path().join("out"));
+    assert_eq!(pull(a, "dist/app:v1", &out, "v1"), src.image.digest);
+    for l in &src.layers {
+        assert_eq!(Digest::sha256_of(&out.read(&l.digest)), l.digest);
+    }
+    let r = Reg::new(a, "berth");
+    let tags = r.req("GET", "/v2/dist/app/tags/list", &[], b"");
+    assert_eq!(tags.json()["tags"], serde_json::json!(["multi", "v1"]));
+    let gc = r.req("POST", "/api/gc", &[], b"");
+    assert_eq!(gc.status, 200, "{}", String::from_utf8_lossy(&gc.body));
+    assert_eq!(gc.json()["blobs"], serde_json::json!(0), "nothing unused: {}", String::from_utf8_lossy(&gc.body));
+    assert_eq!(pull(a, "dist/app:v1", &Layout::new(&work.path().join("out2")), "v1"), src.image.digest);
+}
