@@ -47,7 +47,8 @@ impl StorageConfig {
     pub fn lock(&self, holder: &str) -> io::Result<Result<RootLock, String>> {
         match self {
             StorageConfig::Filesystem { root, .. } => RootLock::try_acquire(root, holder),
-            StorageConfig::S3(_) => RootLock::lease(self.open()?, holder),
+            // The bucket is checked when the backend is opened; the lease needs no second check.
+            StorageConfig::S3(o) => RootLock::lease(Arc::new(S3Backend::open(o)?), holder),
         }
     }
 

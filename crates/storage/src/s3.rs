@@ -728,6 +728,24 @@ impl ObjectWriter for S3Writer {
     }
 }
 
+impl S3Backend {
+    /// The staged object `key` (its parts in order) from `offset`, once a read found no plain
+    /// object there; NotFound when it has no parts either.
+    fn staged(&self, key: &Key, offset: u64) -> Result<(ObjectReader, u64)> {
+        let i = &self.inner;
+        let Some((parts, meta)) = i.staged_meta(key)? else {
+            return Err(StorageError::NotFound { key: key.clone() });
+        };
+        let left = parts
+            .into_iter()
+            .filter(|(o, p)| o + p.size > offset)
+            .map(|(o, p)| (p.raw, offset.saturating_sub(o)))
+            .collect();
+        let reader = PartsReader { inner: i.clone(), key: key.clone(), left, current: None };
+        Ok((ObjectReader::Stream(Box::new(reader)), meta.size))
+    }
+}
+
 impl Backend for S3Backend {
     fn get(&self, key: &Key) -> Result<Vec<u8>> {
         let i = &self.inner;
@@ -736,7 +754,7 @@ impl Backend for S3Backend {
         match status {
             200 => i.read_all(key, resp),
             _ if status == 404 || (status >= 500 && i.not_an_object(key, &i.object(key))) => {
-                let (mut r, _) = self.open(key, 0)?;
+                let (mut r, _) = self.staged(key, 0)?;
                 let mut out = Vec::new();
                 r.read_to_end(&mut out).map_err(|e| i.io(key, e))?;
                 Ok(out)
@@ -772,18 +790,7 @@ impl Backend for S3Backend {
                 Some(m) => Ok((ObjectReader::Stream(Box::new(io::empty())), m.size)),
                 None => Err(StorageError::NotFound { key: key.clone() }),
             },
-            status if status == 404 || (status >= 500 && i.not_an_object(key, &raw)) => {
-                let Some((parts, meta)) = i.staged_meta(key)? else {
-                    return Err(StorageError::NotFound { key: key.clone() });
-                };
-                let left = parts
-                    .into_iter()
-                    .filter(|(o, p)| o + p.size > offset)
-                    .map(|(o, p)| (p.raw, offset.saturating_sub(o)))
-                    .collect();
-                let reader = PartsReader { inner: i.clone(), key: key.clone(), left, current: None };
-                Ok((ObjectReader::Stream(Box::new(reader)), meta.size))
-            }
+            status if status == 404 || (status >= 500 && i.not_an_object(key, &raw)) => self.staged(key, offset),
             _ => Err(i.failure(key, "GET", resp)),
         }
     }
