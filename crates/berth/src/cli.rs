@@ -35,6 +35,23 @@ pub enum Command {
     Fsck(FsckArgs),
     /// Add, change or remove users of an htpasswd file (bcrypt), as auth.htpasswd reads it.
     User(UserArgs),
+    /// Copy a storage root, object for object, to another storage (a filesystem root onto an
+    /// S3 bucket, or back), in Distribution's layout. Neither may be served meanwhile.
+    Copy(CopyArgs),
+}
+
+/// `berth copy`
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Config file whose `storage:` section names where to copy to.
+    #[arg(long, value_name = "FILE")]
+    pub to_config: PathBuf,
+    /// Storage root to copy from [env: BERTH_ROOT] [default: ./data].
+    #[arg(long)]
+    pub root: Option<PathBuf>,
+    /// Config file whose `storage:` section names where to copy from.
+    #[arg(long, short = 'c')]
+    pub config: Option<PathBuf>,
 }
 
 /// `berth user`

@@ -312,6 +312,9 @@ pub fn gc(a: GcArgs) -> anyhow::Result<()> {
         "{} blobs in use; {} unreferenced blobs kept as recent or in use by a push",
         r.blobs_in_use, r.blobs_kept_recent
     );
+    if let Some(n) = r.store_requests {
+        println!("{n} requests to the object store");
+    }
     for m in &r.manifests {
         println!("  manifest {}@{}", m.repository, short(&m.digest));
     }

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod commands;
 mod config;
+mod copy;
 mod format;
 mod http;
 mod remote;
@@ -40,6 +41,7 @@ fn main() -> std::process::ExitCode {
                 cli::Command::Gc(a) => commands::gc(a),
                 cli::Command::Fsck(a) => commands::fsck(a),
                 cli::Command::User(a) => user::run(a),
+                cli::Command::Copy(a) => copy::run(a),
             }
         }
     };

@@ -37,13 +37,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use berth_oci::{Algorithm, Digest, RepoName};
-use berth_storage::{BackendExt, Key, layout};
+use berth_storage::{BackendExt, Key, Meta, layout};
 
 use crate::Registry;
 use crate::config::UntaggedPolicy;
 use crate::error::{RegistryError, Result, storage};
 use crate::graph::{Change, Graph, Id, Reached, Subjects};
 use crate::scan::{RepoLinks, ScanOptions, Scanned, par_map};
+
+/// Keys per delete request on a store without folders (S3's `DeleteObjects` takes 1,000).
+const DELETE_BATCH: usize = 1000;
 
 /// How a GC run behaves.
 #[derive(Debug, Clone)]
@@ -125,6 +128,8 @@ pub struct GcReport {
     pub blobs_kept_recent: u64,
     /// How long it took.
     pub duration: Duration,
+    /// Requests the run sent to the store, when the store counts them (an object store).
+    pub store_requests: Option<u64>,
 }
 
 /// The instants a run measures against.
@@ -165,6 +170,7 @@ impl Registry {
     pub fn gc(&self, opts: &GcOptions, progress: &(dyn Fn(GcProgress) + Sync)) -> Result<GcReport> {
         let _one = self.gc_lock.lock().unwrap_or_else(|e| e.into_inner());
         let started = Instant::now();
+        let requests_before = self.store().requests();
         let now = SystemTime::now();
         let clock = Clock { now, cutoff: now.checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH) };
         self.touched.gc_begin(clock.cutoff.min(now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)));
@@ -198,6 +204,8 @@ impl Registry {
         drop(run);
         crate::scan::give_back_memory();
         report.duration = started.elapsed();
+        // Other requests in the meantime (pushes, pulls) count too: an upper bound.
+        report.store_requests = self.store().requests().zip(requests_before).map(|(a, b)| a - b);
         if !opts.dry_run {
             self.gc_record(&report, opts.who.as_deref())?;
         }
@@ -278,20 +286,30 @@ impl Registry {
                 m.reached[id as usize] = true;
             }
         }
-        for (i, r) in s.repos.iter().enumerate() {
+        // When each untagged manifest was pushed or last lost a tag: its revision link's time,
+        // read for every repository at once (a request per repository on an object store).
+        let untagged = |m: &Marks, i: usize| -> Vec<Digest> {
+            let unkept = |d: &&Digest| g.id(d).is_some_and(|id| !m.keep[i].contains(&id));
+            s.repos[i].revisions.iter().filter(unkept).cloned().collect()
+        };
+        let indexes: Vec<usize> = (0..s.repos.len()).collect();
+        let times: Vec<HashMap<Digest, SystemTime>> = match opts.untagged {
+            UntaggedPolicy::OlderThan(age) if !age.is_zero() => {
+                par_map(self.workers(), &indexes, |&i| self.revision_times(&s.repos[i].name, &untagged(&m, i)))?
+            }
+            _ => vec![HashMap::new(); s.repos.len()],
+        };
+        for (i, times) in times.iter().enumerate() {
             let mut kept_by_policy = Vec::new();
-            for d in r.revisions.iter().filter(|d| g.id(d).is_some_and(|id| !m.keep[i].contains(&id))) {
+            for d in untagged(&m, i) {
                 let keep_it = match opts.untagged {
                     UntaggedPolicy::Keep => true,
                     UntaggedPolicy::OlderThan(age) => {
-                        match self.store().stat_opt(&layout::revision_link(&r.name, d)).map_err(storage)? {
-                            Some(meta) => clock.now.duration_since(meta.modified).unwrap_or_default() < age,
-                            None => false,
-                        }
+                        times.get(&d).is_some_and(|t| clock.now.duration_since(*t).unwrap_or_default() < age)
                     }
                 };
                 if keep_it {
-                    kept_by_policy.extend(g.id(d));
+                    kept_by_policy.extend(g.id(&d));
                 }
             }
             reach(&mut m, i, kept_by_policy);
@@ -325,20 +343,32 @@ impl Registry {
             })
             .filter(|(_, v)| !v.is_empty())
             .collect();
-        let removed = par_map(&doomed, |(i, digests)| {
+        let subject_of = |d: &Digest| g.id(d).and_then(|id| g.node(id)).and_then(|n| n.subject).map(|s| g.digest(s));
+        let removed = par_map(self.workers(), &doomed, |(i, digests)| {
             let r = &s.repos[*i];
             let mut gone = Vec::new();
-            for d in digests {
-                let subject = g.id(d).and_then(|id| g.node(id)).and_then(|n| n.subject).map(|s| g.digest(s));
-                let removed = if opts.dry_run {
-                    !self.touched.protected(d, clock.cutoff)
-                } else {
-                    let remove = || self.gc_remove_manifest(&r.name, d, subject.as_ref());
-                    self.touched.sweep_if_untouched(d, clock.cutoff, remove).transpose()?.is_some()
-                };
-                if removed {
-                    gone.push(d.clone());
+            if opts.dry_run {
+                gone.extend(digests.iter().filter(|d| !self.touched.protected(d, clock.cutoff)).cloned());
+            } else if self.store().has_folders() {
+                for d in digests {
+                    let remove = || self.gc_remove_manifest(&r.name, d, subject_of(d).as_ref());
+                    if self.touched.sweep_if_untouched(d, clock.cutoff, remove).transpose()?.is_some() {
+                        gone.push(d.clone());
+                    }
                 }
+            } else {
+                // One request for the repository's links, under the locks of the stripes
+                // they span.
+                let (swept, done) = self.touched.sweep_many_if_untouched(digests, clock.cutoff, |doomed| {
+                    let mut keys = Vec::with_capacity(doomed.len());
+                    for d in doomed {
+                        keys.push(layout::revision_link(&r.name, d));
+                        keys.extend(subject_of(d).map(|s| layout::referrer_entry(&r.name, &s, d)));
+                    }
+                    self.store().delete_objects(&keys).map_err(storage)
+                });
+                done?;
+                gone = swept;
             }
             if !opts.dry_run && !gone.is_empty() {
                 self.gc_clean_tag_histories(r, &gone)?;
@@ -379,42 +409,66 @@ impl Registry {
             Kept,
             Removed { size: u64, had_data: bool },
         }
-        let fate_of = |d: &Digest| -> Result<Fate> {
-            if m.recent.contains(d) {
-                return Ok(Fate::Kept);
-            }
-            let meta = self.store().stat_opt(&layout::blob_data(d)).map_err(storage)?;
-            if meta.is_some_and(|meta| meta.modified >= clock.cutoff) {
-                return Ok(Fate::Kept);
-            }
-            let removed = if opts.dry_run {
-                !self.touched.protected(d, clock.cutoff)
-            } else {
-                let remove = || {
-                    // No cache may claim a removed blob exists (Distribution's problem 6).
-                    self.manifests.remove(d);
-                    self.remove_one(&layout::blob_data(d), &layout::blob_dir(d))
-                };
-                self.touched.sweep_if_untouched(d, clock.cutoff, remove).transpose()?.is_some()
-            };
-            Ok(if removed {
-                Fate::Removed { size: meta.map_or(0, |m| m.size), had_data: meta.is_some() }
-            } else {
-                Fate::Kept
-            })
-        };
+        let removed = |meta: Option<Meta>| Fate::Removed { size: meta.map_or(0, |m| m.size), had_data: meta.is_some() };
+        // No cache may claim a removed blob exists (Distribution's problem 6).
+        let forget = |d: &Digest| self.manifests.remove(d);
         // One group per blob folder: the workers then delete in different folders, and do not
-        // queue on one folder's lock as they would taking neighbours from one list.
-        let fates = par_map(&prefixes, |(alg, dir)| {
-            let hexes = self.store().list_all(dir).map_err(storage)?;
-            let n = seen.fetch_add(hexes.len(), Ordering::Relaxed) + hexes.len();
+        // queue on one folder's lock as they would taking neighbours from one list. A folder is
+        // also one stripe of the touched set, so a batch delete holds one lock.
+        let fates = par_map(self.workers(), &prefixes, |(alg, dir)| {
+            let listed = self.blob_folder(*alg, dir)?;
+            let n = seen.fetch_add(listed.len(), Ordering::Relaxed) + listed.len();
             progress(GcProgress::Sweep { done: n });
-            hexes
-                .iter()
-                .filter_map(|h| Digest::from_parts(alg.as_str(), h))
-                .filter(|d| !m.reached(g, d))
-                .map(|d| fate_of(&d))
-                .collect::<Result<Vec<_>>>()
+            let mut fates = Vec::new();
+            let mut doomed: Vec<(Digest, Option<Meta>)> = Vec::new();
+            for (d, known) in listed {
+                if m.reached(g, &d) {
+                    continue;
+                }
+                if m.recent.contains(&d) {
+                    fates.push(Fate::Kept);
+                    continue;
+                }
+                let meta = match known {
+                    Some(meta) => meta,
+                    None => self.store().stat_opt(&layout::blob_data(&d)).map_err(storage)?,
+                };
+                if meta.is_some_and(|meta| meta.modified >= clock.cutoff) {
+                    fates.push(Fate::Kept);
+                } else {
+                    doomed.push((d, meta));
+                }
+            }
+            if opts.dry_run {
+                for (d, meta) in &doomed {
+                    fates.push(if self.touched.protected(d, clock.cutoff) { Fate::Kept } else { removed(*meta) });
+                }
+            } else if self.store().has_folders() {
+                for (d, meta) in &doomed {
+                    let remove = || {
+                        forget(d);
+                        self.remove_one(&layout::blob_data(d), &layout::blob_dir(d))
+                    };
+                    let swept = self.touched.sweep_if_untouched(d, clock.cutoff, remove).transpose()?;
+                    fates.push(if swept.is_some() { removed(*meta) } else { Fate::Kept });
+                }
+            } else {
+                // Without folders, a blob is its one `data` object: a request deletes a batch.
+                for batch in doomed.chunks(DELETE_BATCH) {
+                    let digests: Vec<Digest> = batch.iter().map(|(d, _)| d.clone()).collect();
+                    let (swept, done) = self.touched.sweep_many_if_untouched(&digests, clock.cutoff, |doomed| {
+                        doomed.iter().for_each(forget);
+                        let keys: Vec<Key> = doomed.iter().map(layout::blob_data).collect();
+                        self.store().delete_objects(&keys).map_err(storage)
+                    });
+                    done?;
+                    let swept: HashSet<&Digest> = swept.iter().collect();
+                    for (d, meta) in batch {
+                        fates.push(if swept.contains(d) { removed(*meta) } else { Fate::Kept });
+                    }
+                }
+            }
+            Ok(fates)
         })?;
         for fate in fates.into_iter().flatten() {
             match fate {
@@ -439,7 +493,7 @@ impl Registry {
         let g = &s.graph;
         let upload_cutoff = clock.now.checked_sub(opts.upload_max_age).unwrap_or(SystemTime::UNIX_EPOCH);
         let indexes: Vec<usize> = (0..s.repos.len()).collect();
-        let tidy = par_map(&indexes, |&i| {
+        let tidy = par_map(self.workers(), &indexes, |&i| {
             let r = &s.repos[i];
             let mut uploads = 0u64;
             for id in &r.uploads {
@@ -506,6 +560,20 @@ impl Registry {
     /// Removes the entries of each remaining tag's history that name a removed manifest.
     fn gc_clean_tag_histories(&self, r: &RepoLinks, removed: &[Digest]) -> Result<()> {
         let removed: HashSet<&Digest> = removed.iter().collect();
+        if let Some(objects) = self.store().list_objects(&layout::tags_dir(&r.name)).map_err(storage)? {
+            // `<tag>/index/<algorithm>/<hex>/link`, every tag in one listing.
+            let mut files = Vec::new();
+            for (rel, _) in objects {
+                let parts: Vec<&str> = rel.split('/').collect();
+                if let [tag, "index", alg, hex, "link"] = parts[..]
+                    && let (Ok(t), Some(d)) = (tag.parse::<berth_oci::Tag>(), Digest::from_parts(alg, hex))
+                    && removed.contains(&d)
+                {
+                    files.push((layout::tag_index_link(&r.name, &t, &d), layout::tag_index_dir(&r.name, &t, &d)));
+                }
+            }
+            return self.remove_files(&files);
+        }
         for (t, _) in &r.tags {
             for alg in [Algorithm::Sha256, Algorithm::Sha512] {
                 let hexes = self.store().list_all(&layout::tag_index_alg_dir(&r.name, t, alg)).map_err(storage)?;
@@ -522,9 +590,83 @@ impl Registry {
         Ok(())
     }
 
+    /// The blobs in one blob folder (`blobs/<algorithm>/<ab>/`), each with its data's meta when
+    /// the listing carries it (`Some(None)`: a folder without data), or `None` when it must be
+    /// asked for (a filesystem lists names only, and only unreached blobs are worth a stat).
+    #[allow(clippy::type_complexity)]
+    fn blob_folder(&self, alg: Algorithm, dir: &Key) -> Result<Vec<(Digest, Option<Option<Meta>>)>> {
+        let Some(objects) = self.store().list_objects(dir).map_err(storage)? else {
+            let hexes = self.store().list_all(dir).map_err(storage)?;
+            return Ok(hexes.iter().filter_map(|h| Digest::from_parts(alg.as_str(), h)).map(|d| (d, None)).collect());
+        };
+        let mut out: Vec<(Digest, Option<Option<Meta>>)> = Vec::new();
+        for (rel, meta) in objects {
+            let Some((hex, rest)) = rel.split_once('/') else { continue };
+            let Some(d) = Digest::from_parts(alg.as_str(), hex) else { continue };
+            // Key order keeps a folder's objects together.
+            if out.last().is_none_or(|(last, _)| *last != d) {
+                out.push((d, Some(None)));
+            }
+            if rest == "data"
+                && let Some((_, known)) = out.last_mut()
+            {
+                *known = Some(Some(meta));
+            }
+        }
+        Ok(out)
+    }
+
+    /// When each of `digests`' revision links in `name` was written, for those that have one.
+    fn revision_times(&self, name: &RepoName, digests: &[Digest]) -> Result<HashMap<Digest, SystemTime>> {
+        let mut out = HashMap::new();
+        if digests.is_empty() {
+            return Ok(out);
+        }
+        let wanted: HashSet<&Digest> = digests.iter().collect();
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            if !digests.iter().any(|d| d.algorithm() == alg) {
+                continue;
+            }
+            match self.store().list_objects(&layout::revisions_dir(name, alg)).map_err(storage)? {
+                Some(objects) => {
+                    for (rel, meta) in objects {
+                        if let Some(hex) = rel.strip_suffix("/link")
+                            && let Some(d) = Digest::from_parts(alg.as_str(), hex)
+                            && wanted.contains(&d)
+                        {
+                            out.insert(d, meta.modified);
+                        }
+                    }
+                }
+                None => {
+                    for d in digests.iter().filter(|d| d.algorithm() == alg) {
+                        if let Some(meta) = self.store().stat_opt(&layout::revision_link(name, d)).map_err(storage)? {
+                            out.insert(d.clone(), meta.modified);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes folders that each hold one file (see [`Registry::remove_one`]); in one request
+    /// per batch on a store without folders.
+    fn remove_files(&self, files: &[(Key, Key)]) -> Result<()> {
+        if self.store().has_folders() {
+            return files.iter().try_for_each(|(file, dir)| self.remove_one(file, dir));
+        }
+        let keys: Vec<Key> = files.iter().map(|(f, _)| f.clone()).collect();
+        self.store().delete_objects(&keys).map_err(storage)
+    }
+
     /// Removes a folder that holds one file (a blob's `data`, a link): two calls instead of a
-    /// recursive walk, and a recursive walk only if something unexpected is left in it.
+    /// recursive walk, and a recursive walk only if something unexpected is left in it. On a
+    /// store without folders, the file is all there is.
     fn remove_one(&self, file: &Key, dir: &Key) -> Result<()> {
+        if !self.store().has_folders() {
+            return self.store().delete_objects(std::slice::from_ref(file)).map_err(storage);
+        }
         self.store().delete(file).map_err(storage)?;
         if !self.store().remove_empty_folder(dir).map_err(storage)? {
             self.store().delete_prefix(dir).map_err(storage)?;

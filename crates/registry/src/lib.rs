@@ -137,6 +137,11 @@ impl Registry {
     fn store(&self) -> &dyn Backend {
         &*self.backend
     }
+
+    /// Threads for bulk walks over the store (see [`Backend::parallelism`]).
+    fn workers(&self) -> usize {
+        self.backend.parallelism()
+    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,9 @@ use berth_oci::Digest;
 
 /// The state is split by digest into stripes, so GC threads sweeping different blobs do not
 /// wait on each other; the argument above holds per digest, and one digest is always in one
-/// stripe.
-const STRIPES: usize = 16;
+/// stripe. A stripe is the first byte of the hex, which is also the blob folder
+/// (`blobs/sha256/ab/`) a digest lives in: GC sweeps a folder under one stripe.
+const STRIPES: usize = 256;
 
 #[derive(Debug)]
 pub(crate) struct Touched {
@@ -42,9 +43,12 @@ struct State {
 
 impl Touched {
     fn stripe(&self, d: &Digest) -> std::sync::MutexGuard<'_, State> {
+        self.stripes[Self::stripe_of(d)].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn stripe_of(d: &Digest) -> usize {
         // The hex of a digest is already uniformly distributed.
-        let i = usize::from_str_radix(&d.hex()[..4], 16).unwrap_or(0) % STRIPES;
-        self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
+        usize::from_str_radix(&d.hex()[..2], 16).unwrap_or(0) % STRIPES
     }
 
     /// Records that a client is using these digests now.
@@ -124,6 +128,33 @@ impl Touched {
         drop(s);
         Some(out)
     }
+
+    /// Runs `delete` on those of `digests` that are not protected, holding their stripes'
+    /// locks throughout (taken in stripe order, so two batches cannot deadlock; a touch holds
+    /// one at a time); returns them and what `delete` returned. For stores that delete many
+    /// keys in one request: `digests` should share a stripe (a blob folder), or every touch in
+    /// the stripes it spans waits for the request.
+    pub(crate) fn sweep_many_if_untouched<T>(
+        &self,
+        digests: &[Digest],
+        cutoff: SystemTime,
+        delete: impl FnOnce(&[Digest]) -> T,
+    ) -> (Vec<Digest>, T) {
+        let mut stripes: Vec<usize> = digests.iter().map(Self::stripe_of).collect();
+        stripes.sort_unstable();
+        stripes.dedup();
+        let guards: Vec<_> =
+            stripes.iter().map(|&i| (i, self.stripes[i].lock().unwrap_or_else(|e| e.into_inner()))).collect();
+        let state = |d: &Digest| {
+            let i = Self::stripe_of(d);
+            &guards[guards.binary_search_by_key(&i, |(j, _)| *j).expect("locked above")].1
+        };
+        let doomed: Vec<Digest> =
+            digests.iter().filter(|d| !Self::is_protected(state(d), d, cutoff)).cloned().collect();
+        let out = delete(&doomed);
+        drop(guards);
+        (doomed, out)
+    }
 }
 
 #[cfg(test)]
@@ -147,5 +178,19 @@ mod tests {
         assert!(t.sweep_if_untouched(&d, future, || ()).is_none(), "touched while the GC runs");
         t.gc_end();
         assert!(!t.protected(&d, future));
+    }
+
+    #[test]
+    fn a_batch_sweeps_only_the_untouched() {
+        let t = Touched::default();
+        let digests: Vec<Digest> = (0..40u8).map(|i| Digest::sha256_of(&[i])).collect();
+        let now = SystemTime::now();
+        t.gc_begin(now);
+        t.touch([&digests[3], &digests[17]]);
+        let (swept, n) = t.sweep_many_if_untouched(&digests, now + Duration::from_secs(1), |d| d.len());
+        assert_eq!(n, 38);
+        assert!(!swept.contains(&digests[3]) && !swept.contains(&digests[17]));
+        assert_eq!(swept.len(), 38);
+        t.gc_end();
     }
 }

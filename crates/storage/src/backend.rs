@@ -109,6 +109,43 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// whether it removed it. Stores without folders do nothing and return `false`.
     fn remove_empty_folder(&self, prefix: &Key) -> Result<bool>;
 
+    /// Deletes plain objects (never staged ones) in as few requests as the store allows; a
+    /// missing key is not an error. For bulk removal (GC), where the per-key answer of
+    /// [`delete`](Backend::delete) would cost a request of its own on an object store.
+    fn delete_objects(&self, keys: &[Key]) -> Result<()> {
+        for k in keys {
+            self.delete(k)?;
+        }
+        Ok(())
+    }
+
+    /// Every object below `prefix`, at any depth, as its key relative to `prefix` with its
+    /// meta, in key order, when the store can list that way in one paged listing (an object
+    /// store). `None` on stores where a recursive walk costs a call per folder and a stat per
+    /// file (a filesystem): callers then list and stat only what they need.
+    fn list_objects(&self, prefix: &Key) -> Result<Option<Vec<(String, Meta)>>> {
+        let _ = prefix;
+        Ok(None)
+    }
+
+    /// Whether the store has folders that must be removed once emptied (a filesystem). Without
+    /// folders, removing an object's last file leaves nothing behind to tidy.
+    fn has_folders(&self) -> bool {
+        true
+    }
+
+    /// How many calls a bulk walk (GC, accounting) should keep in flight. A filesystem is
+    /// limited by the disk and the CPU; an object store by the round trip of each request.
+    fn parallelism(&self) -> usize {
+        8
+    }
+
+    /// Requests sent to the store since it was opened, when the store counts them (object
+    /// stores bill and throttle by request).
+    fn requests(&self) -> Option<u64> {
+        None
+    }
+
     /// A URL from which anyone may GET `key` for `valid`, without credentials, when the store
     /// can make one (an object store's presigned URL); `None` otherwise. It does not check that
     /// the object exists.

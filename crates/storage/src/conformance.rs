@@ -32,6 +32,7 @@ pub fn run_all(b: &dyn Backend) {
     large_objects_rename_whole(b);
     listing_orders_names_not_keys(b);
     many_keys_page_and_delete_in_batches(b);
+    bulk_deletes_and_recursive_listings(b);
     prune_keeps_non_empty_folders(b);
     remove_empty_folder_is_not_recursive(b);
     keys_cannot_leave_the_root();
@@ -141,6 +142,17 @@ pub fn staged_writer_appends_and_renames(b: &dyn Backend) {
     assert_eq!(b.get(&target).unwrap(), b"abcdef");
     assert!(b.get(&staged).unwrap_err().is_not_found());
     assert!(b.rename(&staged, &target).unwrap_err().is_not_found());
+    // A plain object can be appended to: it is where a staged one starts.
+    let plain = k("stage/plain/log");
+    b.put(&plain, b"one\n").unwrap();
+    let mut w = b.writer(&plain).unwrap();
+    assert_eq!(w.size(), 4);
+    w.write_all(b"two\n").unwrap();
+    w.commit().unwrap();
+    assert_eq!(b.get(&plain).unwrap(), b"one\ntwo\n");
+    assert_eq!(b.stat(&plain).unwrap().size, 8);
+    assert!(b.delete(&plain).unwrap());
+    assert!(!b.exists(&plain).unwrap());
 }
 
 /// Deterministic bytes that differ at every position of a part.
@@ -249,6 +261,45 @@ pub fn many_keys_page_and_delete_in_batches(b: &dyn Backend) {
     assert_eq!(b.list(&k("many"), Some("n00998"), 3).unwrap(), ["n00999", "n01000", "n01001"]);
     assert!(b.delete_prefix(&k("many")).unwrap());
     assert!(b.list(&k("many"), None, 10).unwrap().is_empty());
+}
+
+/// Bulk deletes remove exactly the keys named (missing ones are fine, staged objects and
+/// neighbours stay); a recursive listing, where the store offers one, shows every plain object
+/// below the prefix with its size, relative to it, in key order, and nothing staged.
+pub fn bulk_deletes_and_recursive_listings(b: &dyn Backend) {
+    let keys: Vec<Key> = (0..1_203).map(|i| k(&format!("bulk/{:02x}/{i:05}/data", i % 7))).collect();
+    for (i, key) in keys.iter().enumerate() {
+        if i % 100 == 0 || i < 3 {
+            b.put(key, &vec![7u8; i % 13]).unwrap();
+        }
+    }
+    let mut w = b.writer(&k("bulk/00/staged")).unwrap();
+    w.write_all(b"staged").unwrap();
+    w.commit().unwrap();
+    if let Some(listed) = b.list_objects(&k("bulk")).unwrap() {
+        let mut want: Vec<(String, u64)> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| i % 100 == 0 || *i < 3)
+            .map(|(i, key)| (key.as_str()["conformance/bulk/".len()..].to_owned(), (i % 13) as u64))
+            .collect();
+        want.sort();
+        let got: Vec<(String, u64)> = listed.iter().map(|(n, m)| (n.clone(), m.size)).collect();
+        assert_eq!(got, want, "every plain object, relative, in key order, nothing staged");
+        let now = std::time::SystemTime::now();
+        assert!(listed.iter().all(|(_, m)| m.modified <= now + std::time::Duration::from_secs(300)));
+    }
+    b.delete_objects(&keys[..1_202]).unwrap();
+    b.delete_objects(&[]).unwrap();
+    assert!(b.exists(&keys[1_202]).is_ok_and(|e| !e), "never written: still absent");
+    for (i, key) in keys.iter().enumerate().filter(|(i, _)| i % 100 == 0 || *i < 3) {
+        assert!(!b.exists(key).unwrap(), "key {i} deleted");
+    }
+    b.put(&keys[5], b"x").unwrap();
+    b.delete_objects(std::slice::from_ref(&keys[5])).unwrap();
+    assert!(!b.exists(&keys[5]).unwrap(), "a batch of one");
+    assert_eq!(b.get(&k("bulk/00/staged")).unwrap(), b"staged", "staged objects are not plain ones");
+    b.delete_prefix(&k("bulk")).unwrap();
 }
 
 /// Pruning removes empty folders only.

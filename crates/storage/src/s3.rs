@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::io::{self, Read};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use rusty_s3::actions::{CreateMultipartUpload, DeleteObjectsResponse, ListObjectsV2, ObjectIdentifier};
@@ -148,6 +149,8 @@ struct Inner {
     root: String,
     chunk: u64,
     copy_threshold: u64,
+    /// Requests sent, retries included (see [`Backend::requests`]).
+    requests: AtomicU64,
 }
 
 impl fmt::Debug for S3Backend {
@@ -198,6 +201,7 @@ impl S3Backend {
             root,
             chunk: o.chunk_size,
             copy_threshold: o.copy_threshold,
+            requests: AtomicU64::new(0),
         };
         Ok(S3Backend { inner: Arc::new(inner) })
     }
@@ -278,6 +282,7 @@ impl Inner {
     fn send(&self, method: &str, url: &str, headers: &[(&str, String)], body: Option<&[u8]>) -> io::Result<Response> {
         let mut wait = Duration::from_millis(100);
         for attempt in 1..=ATTEMPTS {
+            self.requests.fetch_add(1, Ordering::Relaxed);
             let result = match method {
                 "GET" | "HEAD" | "DELETE" => {
                     let mut r = match method {
@@ -822,7 +827,17 @@ impl Backend for S3Backend {
 
     fn writer(&self, key: &Key) -> Result<Box<dyn ObjectWriter>> {
         let i = &self.inner;
-        let flushed = i.parts(key)?.last().map_or(0, |(o, p)| o + p.size);
+        let mut flushed = i.parts(key)?.last().map_or(0, |(o, p)| o + p.size);
+        if flushed == 0 {
+            // A plain object (a log copied from a disk, say) becomes the first part, so that
+            // appends continue it rather than hide behind it.
+            let raw = i.object(key);
+            if let Some(m) = i.head_raw(key, &raw)? {
+                i.copy(key, &raw, m.size, &format!("{}{:020}", i.parts_prefix(key), 0))?;
+                i.delete_raw(key, &raw)?;
+                flushed = m.size;
+            }
+        }
         Ok(Box::new(S3Writer { inner: i.clone(), key: key.clone(), flushed, buf: Vec::new() }))
     }
 
@@ -928,6 +943,45 @@ impl Backend for S3Backend {
 
     fn remove_empty_folder(&self, _prefix: &Key) -> Result<bool> {
         Ok(false)
+    }
+
+    fn delete_objects(&self, keys: &[Key]) -> Result<()> {
+        let i = &self.inner;
+        match keys {
+            [] => Ok(()),
+            [one] => i.delete_raw(one, &i.object(one)),
+            [first, ..] => i.delete_many(first, &keys.iter().map(|k| i.object(k)).collect::<Vec<_>>()),
+        }
+    }
+
+    fn list_objects(&self, prefix: &Key) -> Result<Option<Vec<(String, Meta)>>> {
+        let i = &self.inner;
+        let p = format!("{}/", i.object(prefix));
+        let objects = i.list_recursive(prefix, &p)?;
+        Ok(Some(
+            objects
+                .into_iter()
+                .filter(|o| !o.raw.contains(&format!("{PARTS}/")))
+                .map(|o| {
+                    let meta = Meta { size: o.size, modified: o.modified.unwrap_or(SystemTime::UNIX_EPOCH) };
+                    (o.raw[p.len()..].to_owned(), meta)
+                })
+                .collect(),
+        ))
+    }
+
+    fn has_folders(&self) -> bool {
+        false
+    }
+
+    /// Each request waits a round trip (a millisecond on loopback, tens of milliseconds to a
+    /// cloud region) while using little CPU here, so many go at once.
+    fn parallelism(&self) -> usize {
+        32
+    }
+
+    fn requests(&self) -> Option<u64> {
+        Some(self.inner.requests.load(Ordering::Relaxed))
     }
 
     fn presigned_get(&self, key: &Key, valid: Duration) -> Option<String> {

@@ -358,6 +358,9 @@ pub struct GcResult {
     pub blobs_kept_recent: u64,
     /// How long the run took.
     pub seconds: f64,
+    /// Requests sent to the object store during the run (absent on a filesystem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_requests: Option<u64>,
 }
 
 /// A manifest in a repository.
@@ -387,6 +390,7 @@ impl GcResult {
             blobs_in_use: r.blobs_in_use,
             blobs_kept_recent: r.blobs_kept_recent,
             seconds: r.duration.as_secs_f64(),
+            store_requests: r.store_requests,
         }
     }
 }
@@ -544,6 +548,7 @@ mod tests {
                 blobs_in_use: 10,
                 blobs_kept_recent: 1,
                 seconds: 0.25,
+                store_requests: Some(12),
             },
             "blobs_kept_recent",
         );
