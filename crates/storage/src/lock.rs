@@ -7,7 +7,10 @@
 //! when dropped, and a holder that died leaves a lease that ends within [`LEASE`]. Object stores
 //! such as Garage ignore conditional writes, so two processes starting in the same second could
 //! both write it; each reads it back a moment later and only the one whose name stayed goes on.
-//! (Several replicas are coordinated through PostgreSQL, not through this.)
+//! A lease also names the holder's process (boot id, pid namespace, pid, start time): a holder
+//! on this same machine whose process is gone (`kill -9`, a crash) is known dead at once, so a
+//! restart need not wait the lease out. (Several replicas are coordinated through PostgreSQL,
+//! not through this.)
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -64,14 +67,66 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default().as_secs()
 }
 
-/// A lease object's text: when it ends (Unix seconds), then the holder.
+/// A lease object's text: when it ends (Unix seconds), the holder, and the holder's process.
 fn lease_text(holder: &str, until: u64) -> String {
-    format!("{until}\n{holder}\n")
+    format!("{until}\n{holder}\n{}\n", Process::me().map(|p| p.to_string()).unwrap_or_default())
 }
 
 fn parse_lease(text: &str) -> Option<(u64, String)> {
-    let (until, holder) = text.split_once('\n')?;
-    Some((until.trim().parse().ok()?, holder.trim().to_owned()))
+    let mut lines = text.lines();
+    let until = lines.next()?.trim().parse().ok()?;
+    Some((until, lines.next()?.trim().to_owned()))
+}
+
+/// Whether the lease's holder is a process of this machine (same boot, same pid namespace)
+/// that no longer runs.
+fn holder_is_gone(text: &str) -> bool {
+    let Some(holder) = text.lines().nth(2).and_then(Process::parse) else { return false };
+    match Process::me() {
+        Some(me) if me.boot == holder.boot && me.pid_ns == holder.pid_ns => {
+            Process::start_of(holder.pid).is_none_or(|start| start != holder.start)
+        }
+        _ => false,
+    }
+}
+
+/// A process, named so that another process can tell whether it still runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Process {
+    /// `/proc/sys/kernel/random/boot_id`: this machine, this boot.
+    boot: String,
+    /// The pid namespace (`/proc/self/ns/pid`): pids mean the same only within one.
+    pid_ns: String,
+    pid: u32,
+    /// Start time in clock ticks since boot (`/proc/<pid>/stat`): a reused pid starts later.
+    start: u64,
+}
+
+impl Process {
+    fn me() -> Option<Process> {
+        let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?.trim().to_owned();
+        let pid_ns = std::fs::read_link("/proc/self/ns/pid").ok()?.to_string_lossy().into_owned();
+        let pid = std::process::id();
+        Some(Process { boot, pid_ns, pid, start: Process::start_of(pid)? })
+    }
+
+    fn start_of(pid: u32) -> Option<u64> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name, in parentheses, may hold spaces; fields count after it.
+        stat.rsplit_once(')')?.1.split_whitespace().nth(19)?.parse().ok()
+    }
+
+    fn parse(line: &str) -> Option<Process> {
+        let mut f = line.split_whitespace();
+        let (boot, pid_ns, pid, start) = (f.next()?, f.next()?, f.next()?, f.next()?);
+        Some(Process { boot: boot.into(), pid_ns: pid_ns.into(), pid: pid.parse().ok()?, start: start.parse().ok()? })
+    }
+}
+
+impl std::fmt::Display for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {} {}", self.boot, self.pid_ns, self.pid, self.start)
+    }
 }
 
 impl RootLock {
@@ -114,10 +169,14 @@ impl RootLock {
             let text = store.get_opt(&key).map_err(io::Error::other)?;
             Ok(text.and_then(|t| parse_lease(&String::from_utf8_lossy(&t))))
         };
-        if let Some((until, who)) = current(&*store)?
-            && until > unix_now()
-        {
-            return Ok(Err(who));
+        if let Some(text) = store.get_opt(&key).map_err(io::Error::other)? {
+            let text = String::from_utf8_lossy(&text);
+            if let Some((until, who)) = parse_lease(&text)
+                && until > unix_now()
+                && !holder_is_gone(&text)
+            {
+                return Ok(Err(who));
+            }
         }
         store.put(&key, lease_text(&me, unix_now() + LEASE.as_secs()).as_bytes()).map_err(io::Error::other)?;
         std::thread::sleep(SETTLE);
@@ -174,5 +233,34 @@ mod tests {
         let key = Key::new(layout::LEASE).unwrap();
         store.put(&key, lease_text("dead (pid 9)", unix_now() - 1).as_bytes()).unwrap();
         assert!(RootLock::lease(store.clone(), "me").unwrap().is_ok());
+    }
+
+    #[test]
+    fn a_lease_of_a_process_of_this_machine_that_is_gone_is_taken_over_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Backend> =
+            Arc::new(crate::FsBackend::open(dir.path(), crate::FsOptions { fsync: false }).unwrap());
+        let key = Key::new(layout::LEASE).unwrap();
+        let me = Process::me().expect("Linux /proc");
+        let lease = |p: &Process| format!("{}\nberth serve (pid {})\n{p}\n", unix_now() + 60, p.pid);
+        // A live process (this one) and one on another boot keep their leases.
+        store.put(&key, lease(&me).as_bytes()).unwrap();
+        assert!(RootLock::lease(store.clone(), "me").unwrap().is_err(), "alive");
+        let elsewhere = Process { boot: "another-machine".into(), pid: 4_000_000, ..me.clone() };
+        store.put(&key, lease(&elsewhere).as_bytes()).unwrap();
+        assert!(RootLock::lease(store.clone(), "me").unwrap().is_err(), "another machine: cannot tell");
+        // A child that has exited, and a reused pid (a later start), are gone.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let child_pid = child.id();
+        child.wait().unwrap();
+        let exited = Process { pid: child_pid, ..me.clone() };
+        store.put(&key, lease(&exited).as_bytes()).unwrap();
+        drop(RootLock::lease(store.clone(), "me").unwrap().expect("exited holder"));
+        let reused = Process { start: me.start.saturating_sub(1), ..me.clone() };
+        store.put(&key, lease(&reused).as_bytes()).unwrap();
+        drop(RootLock::lease(store.clone(), "me").unwrap().expect("pid reused"));
+        // An old lease without the process line is honoured until it ends.
+        store.put(&key, format!("{}\nold holder\n", unix_now() + 60).as_bytes()).unwrap();
+        assert!(RootLock::lease(store.clone(), "me").unwrap().is_err());
     }
 }

@@ -30,7 +30,7 @@ fn copy_tree(from: &Path, to: &Path) {
 
 /// The digests an image in a layout reaches: the manifest, its config and layers, and for an
 /// index its children's.
-fn closure(l: &Layout, d: &Digest, out: &mut BTreeSet<String>) {
+pub(crate) fn closure(l: &Layout, d: &Digest, out: &mut BTreeSet<String>) {
     out.insert(d.to_string());
     let m: serde_json::Value = serde_json::from_slice(&l.read(d)).unwrap();
     for c in m["manifests"].as_array().into_iter().flatten() {

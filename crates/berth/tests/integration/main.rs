@@ -44,6 +44,9 @@ mod referrers;
 mod remote;
 /// Berth on an S3 bucket (Garage), and Distribution's s3 driver on the bucket it wrote.
 mod s3;
+/// Berth on S3 when things fail: a Garage node lost, kill -9 during an upload and a GC; the
+/// stress load, podman and oras, and GC against Distribution's on a bucket.
+mod s3_faults;
 /// `berth serve` itself: config, flags, metrics, health, shutdown.
 mod serve;
 /// Concurrent pushes, pulls, deletes and GC, bounded in time.

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use berth_oci::Digest;
 use berth_storage::testservers::S3Server;
-use berth_storage::{Backend, BackendExt, Key, S3Backend};
+use berth_storage::{Backend, BackendExt, Key, S3Backend, S3Options};
 
 use crate::clients::{absent, copy, pull, served_digest};
 use crate::harness::{Berth, Distribution, cli, cli_ok, http};
@@ -15,11 +15,15 @@ use crate::image::{Layout, standard};
 use crate::protocol::Reg;
 
 /// The `storage:` section (indented below it) for the bucket of `server` under `/registry`.
-fn storage_yaml(server: &S3Server, extra: &str) -> String {
-    let o = &server.options;
+pub(crate) fn storage_yaml(server: &S3Server, extra: &str) -> String {
+    s3_yaml(&server.options, "/registry", extra)
+}
+
+/// The `storage:` section (indented below it) for the bucket `o` reaches, under `root`.
+pub(crate) fn s3_yaml(o: &S3Options, root: &str, extra: &str) -> String {
     format!(
         "  s3:\n    bucket: {}\n    region: {}\n    regionendpoint: {}\n    accesskey: \"{}\"\n    secretkey: \"{}\"\n    \
-         forcepathstyle: true\n    secure: false\n    rootdirectory: /registry\n    chunksize: 5242880\n{extra}",
+         forcepathstyle: true\n    secure: false\n    rootdirectory: {root}\n    chunksize: 5242880\n{extra}",
         o.bucket,
         o.region,
         o.endpoint.as_deref().unwrap(),
@@ -29,22 +33,32 @@ fn storage_yaml(server: &S3Server, extra: &str) -> String {
 }
 
 /// `berth serve` on the bucket; `extra` goes below `storage:`.
-fn berth_on(server: &S3Server, dir: &Path, extra: &str) -> (Berth, std::path::PathBuf) {
+pub(crate) fn berth_on(server: &S3Server, dir: &Path, extra: &str) -> (Berth, std::path::PathBuf) {
     let cfg = dir.join(format!("berth-{}.yml", extra.len()));
-    std::fs::write(&cfg, format!("storage:\n{}gc:\n  interval: off\n  grace: 0s\n", storage_yaml(server, extra)))
-        .unwrap();
-    let b = Berth::spawn(None, &["--addr".into(), "127.0.0.1:0".into(), "--config".into(), cfg.display().to_string()]);
+    let b = serve_config(&cfg, &s3_yaml(&server.options, "/registry", extra), "gc:\n  interval: off\n  grace: 0s\n");
     (b, cfg)
 }
 
+/// Writes `cfg` with the `storage:` section `storage` and the top-level `sections`, and
+/// starts `berth serve` on it.
+pub(crate) fn serve_config(cfg: &Path, storage: &str, sections: &str) -> Berth {
+    std::fs::write(cfg, format!("storage:\n{storage}{sections}")).unwrap();
+    Berth::spawn(None, &["--addr".into(), "127.0.0.1:0".into(), "--config".into(), cfg.display().to_string()])
+}
+
 /// A backend on the same bucket root, to look at what Berth left there.
-fn bucket(server: &S3Server) -> S3Backend {
-    let mut o = server.options.clone();
-    o.root = "registry".into();
+pub(crate) fn bucket(server: &S3Server) -> S3Backend {
+    bucket_at(&server.options, "registry")
+}
+
+/// A backend on the root `root` of the bucket `o` reaches.
+pub(crate) fn bucket_at(o: &S3Options, root: &str) -> S3Backend {
+    let mut o = o.clone();
+    o.root = root.into();
     S3Backend::open(&o).unwrap()
 }
 
-fn blob_key(d: &Digest) -> Key {
+pub(crate) fn blob_key(d: &Digest) -> Key {
     Key::new(format!("docker/registry/v2/blobs/{}/{}/{}/data", d.algorithm().as_str(), &d.hex()[..2], d.hex())).unwrap()
 }
 
@@ -200,4 +214,52 @@ fn berth_serves_a_bucket_distribution_wrote() {
     assert_eq!(gc.status, 200, "{}", String::from_utf8_lossy(&gc.body));
     assert_eq!(gc.json()["blobs"], serde_json::json!(0), "nothing unused: {}", String::from_utf8_lossy(&gc.body));
     assert_eq!(pull(a, "dist/app:v1", &Layout::new(&work.path().join("out2")), "v1"), src.image.digest);
+}
+
+/// `berth copy` moves a root from a disk onto a bucket: Berth then serves the same images
+/// from it, the trash and audit log came along (and the log takes new lines), and a copy is
+/// refused while a server holds the source.
+#[test]
+fn berth_copy_moves_a_disk_root_onto_a_bucket_that_serves_it() {
+    let server = S3Server::garage();
+    let work = tempfile::tempdir().unwrap();
+    let root = work.path().join("root");
+    let src = standard(&work.path().join("src"), 740);
+    let to = work.path().join("to.yml");
+    std::fs::write(&to, format!("storage:\n{}", storage_yaml(&server, ""))).unwrap();
+    let (root_s, to_s) = (root.display().to_string(), to.display().to_string());
+    {
+        let disk = Berth::start_on(&root, None);
+        let a = &disk.addr;
+        for tag in ["v1", "v2"] {
+            copy(&format!("oci:{}:img", src.layout.dir.display()), &format!("docker://{a}/moved/app:{tag}"), &[]);
+        }
+        copy(&format!("oci:{}:multi", src.layout.dir.display()), &format!("docker://{a}/moved/app:multi"), &["--all"]);
+        let r = Reg::new(a, "berth");
+        assert_eq!(r.req("DELETE", "/v2/moved/app/manifests/v2", &[], b"").status, 202);
+        let refused = cli(&["copy", "--root", &root_s, "--to-config", &to_s]);
+        assert_ne!(refused.code, 0, "copying a root a server holds");
+        assert!(refused.stderr.contains("stop it first"), "{}", refused.stderr);
+    }
+    let out = cli_ok(&["copy", "--root", &root_s, "--to-config", &to_s]);
+    assert!(out.stdout.starts_with("copied "), "{}", out.stdout);
+
+    let (berth, _) = berth_on(&server, work.path(), "");
+    let a = &berth.addr;
+    assert_eq!(served_digest(&format!("{a}/moved/app:v1")), src.image.digest);
+    assert_eq!(served_digest(&format!("{a}/moved/app:multi")), src.index.digest);
+    let pulled = Layout::new(&work.path().join("out"));
+    assert_eq!(pull(a, "moved/app:v1", &pulled, "v1"), src.image.digest);
+    for l in &src.layers {
+        assert_eq!(Digest::sha256_of(&pulled.read(&l.digest)), l.digest);
+    }
+    assert!(absent(a, "moved/app:v2"), "the deleted tag stayed deleted");
+    let url = berth.url("");
+    cli_ok(&["restore", "moved/app:v2", "--url", &url]);
+    assert_eq!(served_digest(&format!("{a}/moved/app:v2")), src.image.digest, "restored from the copied trash");
+    let r = Reg::new(a, "berth");
+    let audit = r.req("GET", "/api/audit?repository=moved/app", &[], b"").json();
+    let actions: Vec<&str> =
+        audit["entries"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["restore", "delete"], "the copied log, then the new line: {audit}");
 }

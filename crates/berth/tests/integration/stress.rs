@@ -42,7 +42,7 @@ fn push(r: &Reg, repo: &str, tag: &str, base: &[u8], unique: &[u8], raced: &Atom
 }
 
 /// Pulls `reference` completely, verifying every digest. `Ok(false)`: it is gone (404).
-fn pull(r: &Reg, repo: &str, reference: &str) -> Result<bool, String> {
+pub(crate) fn pull(r: &Reg, repo: &str, reference: &str) -> Result<bool, String> {
     let m: Resp = r.req("GET", &format!("/v2/{repo}/manifests/{reference}"), &[("Accept", OCI)], b"");
     match m.status {
         200 => {}
@@ -68,11 +68,24 @@ fn pull(r: &Reg, repo: &str, reference: &str) -> Result<bool, String> {
     Ok(true)
 }
 
+/// The `gc:` section the stress load expects its server to run with: no scheduled GC (the load
+/// runs its own), a short grace period and no kept untagged manifests, so GC removes as much
+/// as it may while pushes race it.
+pub(crate) const STRESS_GC: &str = "gc:\n  interval: off\n  grace: 1s\n  untagged: 0s\n";
+
 #[test]
 fn i2_stress_pushes_pulls_deletes_and_gc_never_break_an_acknowledged_image() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("root");
-    let mut berth = Berth::start_on(&root, Some("gc:\n  interval: off\n  grace: 1s\n  untagged: 0s\n"));
+    let mut berth = Berth::start_on(&root, Some(STRESS_GC));
+    stress(&mut berth, &["--root", &root.display().to_string()], "stress");
+}
+
+/// Runs concurrent pushes, pulls, tag deletes and GC runs against `berth` (started with
+/// [`STRESS_GC`]) for [`RUN_FOR`]; checks that no pull saw broken content, that every tag pulls
+/// whole and every acknowledged push still named by its tag is whole; then stops the server
+/// and runs `berth fsck FSCK_ARGS` on its storage, which must find no damage.
+pub(crate) fn stress(berth: &mut Berth, fsck_args: &[&str], label: &str) {
     let addr = berth.addr.clone();
     let bases: Vec<Vec<u8>> = (0..3).map(|i| noise(200 + i, 48 << 10)).collect();
     let acked: Arc<Mutex<BTreeMap<(String, String), Digest>>> = Default::default();
@@ -199,10 +212,10 @@ fn i2_stress_pushes_pulls_deletes_and_gc_never_break_an_acknowledged_image() {
     let trash = cli_ok(&["trash", "--json", "--url", &berth.url("")]).json();
     assert!(!trash.as_array().unwrap().is_empty());
     berth.stop();
-    let fsck = cli_ok(&["fsck", "--root", &root.display().to_string(), "--json"]).json();
+    let fsck = cli_ok(&[&["fsck", "--json"], fsck_args].concat()).json();
     assert_eq!(fsck["damage"], 0, "{fsck}");
     eprintln!(
-        "stress: {} pushes ({} raced GC and retried), {} deletes, {} good pulls, {} GC runs removing {} blobs, {tags_seen} tags verified",
+        "{label}: {} pushes ({} raced GC and retried), {} deletes, {} good pulls, {} GC runs removing {} blobs, {tags_seen} tags verified",
         acked.len(),
         raced.load(Ordering::Relaxed),
         deleted.len(),
