@@ -44,12 +44,20 @@ impl Page {
 /// When each tag of a repository was pushed.
 pub type PushTimes = BTreeMap<Tag, SystemTime>;
 
-/// Push times per repository, read once (a stat per tag) and kept until a tag of the
-/// repository changes: listings sorted by push time, or showing a repository's last push,
-/// would otherwise stat every tag of every repository on every page.
+/// What is known of a repository's tags, kept until a tag of the repository changes: push
+/// times per repository, read once (a stat per tag), since listings sorted by push time, or
+/// showing a repository's last push, would otherwise stat every tag of every repository on every
+/// page; and the digest each pulled tag resolved to, since on an object store resolving a tag
+/// costs two requests (its link, then the manifest's revision link) on every pull.
+///
+/// It is right only while this process makes every change to the root, which the root lock
+/// (or lease) guarantees for one server; several replicas must invalidate it across processes.
+/// A resolved tag is stored only when both links were there: GC never removes the revision of
+/// a tagged manifest, and every tag change goes through [`PushTimesCache::forget`].
 #[derive(Debug, Default)]
 pub(crate) struct PushTimesCache {
     repos: Mutex<HashMap<RepoName, Arc<PushTimes>>>,
+    resolved: Mutex<HashMap<RepoName, HashMap<Tag, Digest>>>,
     /// Bumped by every change; a read that saw another value when it began does not store
     /// what it read (it may predate the change).
     generation: AtomicU64,
@@ -59,15 +67,38 @@ impl PushTimesCache {
     /// Forgets `name`'s times (a tag of it was set or removed).
     pub(crate) fn forget(&self, name: &RepoName) {
         let mut repos = self.repos.lock().unwrap_or_else(|e| e.into_inner());
+        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
         repos.remove(name);
+        resolved.remove(name);
     }
 
     /// Forgets every repository's times (links were repaired).
     pub(crate) fn forget_all(&self) {
         let mut repos = self.repos.lock().unwrap_or_else(|e| e.into_inner());
+        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
         self.generation.fetch_add(1, Ordering::SeqCst);
         repos.clear();
+        resolved.clear();
+    }
+
+    /// The generation a read begins at (see [`PushTimesCache::remember`]).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::SeqCst)
+    }
+
+    /// The digest `tag` resolved to, if remembered.
+    pub(crate) fn resolved(&self, name: &RepoName, tag: &Tag) -> Option<Digest> {
+        self.resolved.lock().unwrap_or_else(|e| e.into_inner()).get(name)?.get(tag).cloned()
+    }
+
+    /// Remembers that `tag` resolved to `digest` (its link and the revision link were both
+    /// there), unless a tag changed since `generation` was read: the read may predate it.
+    pub(crate) fn remember(&self, name: &RepoName, tag: &Tag, digest: &Digest, generation: u64) {
+        let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
+        if self.generation.load(Ordering::SeqCst) == generation {
+            resolved.entry(name.clone()).or_default().insert(tag.clone(), digest.clone());
+        }
     }
 }
 

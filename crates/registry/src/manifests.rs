@@ -42,12 +42,22 @@ pub struct PutManifest {
 impl Registry {
     /// The manifest `reference` names in `name`.
     pub fn manifest_get(&self, name: &RepoName, reference: &Reference) -> Result<Arc<StoredManifest>> {
-        let digest = match reference {
-            Reference::Tag(t) => self.tag_get(name, t)?,
-            Reference::Digest(d) => Some(d.clone()),
+        let generation = self.push_times.generation();
+        let (digest, remembered) = match reference {
+            Reference::Tag(t) => match self.push_times.resolved(name, t) {
+                Some(d) => (Some(d), true),
+                None => (self.tag_get(name, t)?, false),
+            },
+            Reference::Digest(d) => (Some(d.clone()), false),
         };
         let found = match digest {
-            Some(d) if self.revision_exists(name, &d)? => self.load_manifest(&d)?,
+            Some(d) if remembered || self.revision_exists(name, &d)? => {
+                let m = self.load_manifest(&d)?;
+                if let (Reference::Tag(t), Some(_), false) = (reference, &m, remembered) {
+                    self.push_times.remember(name, t, &d, generation);
+                }
+                m
+            }
             _ => None,
         };
         match found {

@@ -398,3 +398,23 @@ fn push_times_are_remembered_and_follow_every_change_of_a_tag() {
     assert!(f.reg.push_times(&name("d/times")).unwrap().is_empty());
     assert_eq!(f.reg.repository_pushed(&name("d/times")).unwrap(), None);
 }
+
+/// A pulled tag's resolution is remembered; moving, deleting, restoring and deleting the
+/// repository each make the next pull see the change.
+#[test]
+fn a_remembered_tag_follows_every_change_of_it() {
+    let f = fixture();
+    let a = image(&f.reg, "cache/app", "v1", &[b"one"]);
+    let b = image(&f.reg, "cache/app", "other", &[b"two"]);
+    assert_eq!(resolves(&f.reg, "cache/app", "v1"), Some(a.digest.clone()));
+    assert_eq!(resolves(&f.reg, "cache/app", "v1"), Some(a.digest.clone()), "now remembered");
+    retag(&f.reg, "cache/app", &b.digest, "v1");
+    assert_eq!(resolves(&f.reg, "cache/app", "v1"), Some(b.digest.clone()), "moved");
+    del(&f.reg, DeleteTarget::Tag(name("cache/app"), t("v1"))).unwrap();
+    assert_eq!(resolves(&f.reg, "cache/app", "v1"), None, "deleted");
+    f.reg.restore(&RestoreTarget::Tag(name("cache/app"), t("v1")), false, Some("test")).unwrap();
+    assert_eq!(resolves(&f.reg, "cache/app", "v1"), Some(b.digest.clone()), "restored");
+    del(&f.reg, DeleteTarget::Repository(name("cache/app"))).unwrap();
+    assert_eq!(resolves(&f.reg, "cache/app", "v1"), None, "repository deleted");
+    assert_eq!(resolves(&f.reg, "cache/app", "other"), None);
+}
