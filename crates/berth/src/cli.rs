@@ -35,9 +35,31 @@ pub enum Command {
     Fsck(FsckArgs),
     /// Add, change or remove users of an htpasswd file (bcrypt), as auth.htpasswd reads it.
     User(UserArgs),
+    /// The PostgreSQL database several replicas share: apply migrations, show where it stands.
+    Db(DbArgs),
     /// Copy a storage root, object for object, to another storage (a filesystem root onto an
     /// S3 bucket, or back), in Distribution's layout. Neither may be served meanwhile.
     Copy(CopyArgs),
+}
+
+/// `berth db`
+#[derive(Debug, Args)]
+pub struct DbArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub action: DbAction,
+    /// Config file whose `database:` section names the database.
+    #[arg(long, short = 'c', global = true, env = "BERTH_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// `berth db <action>`
+#[derive(Debug, Subcommand)]
+pub enum DbAction {
+    /// Apply every migration the database lacks (safe to run from several replicas at once).
+    Migrate,
+    /// Show the schema version and whether it is the one this Berth needs.
+    Status,
 }
 
 /// `berth copy`

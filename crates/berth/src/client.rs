@@ -77,7 +77,11 @@ impl Admin {
                 storage.describe()
             );
         }
+        // With a database, the replicas serving the root coordinate through it, and so does
+        // this command; without one, a command that writes must hold the root alone.
+        let database = file.database()?;
         let lock = match access {
+            _ if database.is_some() => None,
             Access::Read => None,
             Access::Write => {
                 let me = format!("berth command (pid {})", std::process::id());
@@ -97,7 +101,16 @@ impl Admin {
             ..Default::default()
         };
         let who = Some(format!("local:{}", env("USER").unwrap_or_else(|| format!("uid {}", uid()))));
-        Ok(Admin::Local { reg: Box::new(Registry::new(backend, config)), who, gc, _lock: lock })
+        let reg = match database {
+            Some(db) => {
+                let me = format!("berth command (pid {})", std::process::id());
+                let coord = berth_db::PgCoordination::start(&db, &me)
+                    .with_context(|| format!("opening the database {}", db.describe()))?;
+                Registry::with_coordination(backend, config, std::sync::Arc::new(coord))
+            }
+            None => Registry::new(backend, config),
+        };
+        Ok(Admin::Local { reg: Box::new(reg), who, gc, _lock: lock })
     }
 
     /// One request; the JSON answer and the `Link` to the next page, if any.

@@ -48,6 +48,8 @@ pub struct FileConfig {
     pub access: Option<AccessSection>,
     /// `ui:` (Berth's own): the web UI.
     pub ui: UiSection,
+    /// `database:` (GitLab container registry's keys): PostgreSQL, for several replicas.
+    pub database: DatabaseSection,
     /// Keys of the file that Berth does not use, dotted (`notifications`, `http.secret`).
     #[serde(skip)]
     pub ignored: Vec<String>,
@@ -55,6 +57,40 @@ pub struct FileConfig {
     /// with the reason; `berth serve` refuses to start while any is present.
     #[serde(skip)]
     pub refused: Vec<(String, &'static str)>,
+}
+
+/// `database:`: GitLab container registry's keys, or one `url`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSection {
+    /// `enabled`: the section is used only when true, as in GitLab's registry.
+    pub enabled: Option<bool>,
+    /// `url`: `postgres://user:password@host:port/dbname?sslmode=…` instead of the keys.
+    pub url: Option<String>,
+    /// `host`
+    pub host: Option<String>,
+    /// `port` (a number, or a string holding one)
+    pub port: Option<serde_yaml_ng::Value>,
+    /// `user`
+    pub user: Option<String>,
+    /// `password`
+    pub password: Option<String>,
+    /// `dbname`
+    pub dbname: Option<String>,
+    /// `sslmode`
+    pub sslmode: Option<String>,
+    /// `connecttimeout` (a duration)
+    pub connecttimeout: Option<String>,
+    /// `pool:`
+    pub pool: DatabasePool,
+}
+
+/// `database.pool:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct DatabasePool {
+    /// `maxopen`: connections per process (0: the default).
+    pub maxopen: Option<u32>,
 }
 
 /// `auth:`
@@ -377,6 +413,20 @@ fn classify(path: &str, v: &serde_yaml_ng::Value) -> Disposition {
         | "validation.manifests" => Descend,
         "auth" => Descend,
         "auth.htpasswd" => Used,
+        "database" | "database.pool" => Descend,
+        "database.enabled"
+        | "database.url"
+        | "database.host"
+        | "database.port"
+        | "database.user"
+        | "database.password"
+        | "database.dbname"
+        | "database.sslmode"
+        | "database.connecttimeout"
+        | "database.pool.maxopen" => Used,
+        "database.sslcert" | "database.sslkey" | "database.sslrootcert" => {
+            restricting("TLS to PostgreSQL is not supported yet; Berth would connect without these certificates")
+        }
         "auth.token" => Descend,
         "auth.token.realm"
         | "auth.token.service"
@@ -542,6 +592,46 @@ impl FileConfig {
             o.copy_threshold = byte_count(v).context("storage.s3.multipartcopythresholdsize")?;
         }
         Ok(StorageConfig::S3(Box::new(o)))
+    }
+
+    /// The database (`database:` with `enabled: true`), if any.
+    pub fn database(&self) -> anyhow::Result<Option<berth_db::DbConfig>> {
+        let d = &self.database;
+        if d.enabled != Some(true) {
+            return Ok(None);
+        }
+        let config = match &d.url {
+            Some(url) => {
+                if d.host.is_some() || d.user.is_some() || d.dbname.is_some() || d.port.is_some() {
+                    bail!("database: give url or host/port/user/dbname, not both");
+                }
+                berth_db::DbConfig::from_url(url)?
+            }
+            None => {
+                let port = match &d.port {
+                    None => None,
+                    Some(v) => Some(
+                        v.as_u64()
+                            .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
+                            .and_then(|p| u16::try_from(p).ok())
+                            .context("database.port must be a port number")?,
+                    ),
+                };
+                berth_db::DbConfig::from_keys(&berth_db::Keys {
+                    host: d.host.clone(),
+                    port,
+                    user: d.user.clone(),
+                    password: d.password.clone(),
+                    dbname: d.dbname.clone(),
+                    sslmode: d.sslmode.clone(),
+                })?
+            }
+        };
+        let mut config = config.with_max_open(d.pool.maxopen.unwrap_or(0));
+        if let Some(t) = &d.connecttimeout {
+            config = config.with_connect_timeout(parse_duration(t).context("database.connecttimeout")?);
+        }
+        Ok(Some(config))
     }
 
     /// Whether blob GETs on an object store redirect to the store (`storage.redirect.disable`
@@ -879,5 +969,30 @@ health:
         assert!(FileConfig::parse("berth:\n  fsnc: false\n").is_err());
         let e = FileConfig::parse("storage:\n  gcs:\n    bucket: x\n").unwrap().refuse_restrictions().unwrap_err();
         assert!(e.to_string().contains("storage.gcs"), "{e}");
+    }
+
+    #[test]
+    fn the_database_section_takes_gitlabs_keys_or_a_url_and_refuses_tls_it_cannot_do() {
+        let keys = "database:\n  enabled: true\n  host: db.internal\n  port: 6432\n  user: registry\n  \
+                    password: hunter2\n  dbname: registry\n  sslmode: disable\n  pool:\n    maxopen: 10\n    maxidle: 5\n  \
+                    draintimeout: 5s\n";
+        let cfg = FileConfig::parse(keys).unwrap();
+        assert!(cfg.refused.is_empty(), "{:?}", cfg.refused);
+        assert!(cfg.ignored.contains(&"database.pool.maxidle".to_owned()), "{:?}", cfg.ignored);
+        assert!(cfg.ignored.contains(&"database.draintimeout".to_owned()), "{:?}", cfg.ignored);
+        let db = cfg.database().unwrap().unwrap();
+        assert_eq!(db.describe(), "postgres://registry@db.internal:6432/registry");
+        assert_eq!(db.max_open, 10);
+        let off = FileConfig::parse(&keys.replace("enabled: true", "enabled: false")).unwrap();
+        assert!(off.database().unwrap().is_none(), "enabled: false leaves it off, as in GitLab");
+        let url = FileConfig::parse("database:\n  enabled: true\n  url: postgres://me@127.0.0.1:5433/berth\n").unwrap();
+        assert_eq!(url.database().unwrap().unwrap().describe(), "postgres://me@127.0.0.1:5433/berth");
+        let both = FileConfig::parse("database:\n  enabled: true\n  url: postgres://me@h/b\n  host: x\n").unwrap();
+        assert!(both.database().is_err());
+        let tls = FileConfig::parse(&keys.replace("sslmode: disable", "sslmode: verify-full")).unwrap();
+        assert!(format!("{:#}", tls.database().unwrap_err()).contains("needs TLS"));
+        let cert = FileConfig::parse(&format!("{keys}  sslcert: /etc/c.pem\n")).unwrap();
+        assert_eq!(cert.refused.len(), 1, "{:?}", cert.refused);
+        assert!(cert.refuse_restrictions().is_err());
     }
 }

@@ -8,6 +8,7 @@ mod client;
 mod commands;
 mod config;
 mod copy;
+mod db;
 mod format;
 mod http;
 mod remote;
@@ -42,6 +43,7 @@ fn main() -> std::process::ExitCode {
                 cli::Command::Fsck(a) => commands::fsck(a),
                 cli::Command::User(a) => user::run(a),
                 cli::Command::Copy(a) => copy::run(a),
+                cli::Command::Db(a) => db::run(a),
             }
         }
     };

@@ -36,6 +36,8 @@ pub struct Settings {
     pub auth: Option<Arc<berth_server::auth::Auth>>,
     /// `ui.enabled`
     pub ui: bool,
+    /// `database:`: several replicas coordinated through PostgreSQL.
+    pub database: Option<berth_db::DbConfig>,
 }
 
 impl Settings {
@@ -66,6 +68,7 @@ impl Settings {
             tls: file.tls()?,
             auth: file.auth()?.map(Arc::new),
             ui: file.ui.enabled.unwrap_or(true),
+            database: file.database()?,
             ignored: file.ignored,
         })
     }
@@ -107,14 +110,31 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // The synchronous PostgreSQL client runs its own small runtime: it is started, and
+    // finally dropped, outside the server's (never on an async worker thread).
+    let coordination = match &settings.database {
+        Some(db) => {
+            let me = format!("berth serve (pid {}, {} on {})", std::process::id(), settings.addr, hostname());
+            let c = berth_db::PgCoordination::start(db, &me)
+                .with_context(|| format!("opening the database {}", db.describe()))?;
+            Some(Arc::new(c))
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async move {
+    let coord = coordination.clone();
+    let served = runtime.block_on(async move {
         let listener = bind(&settings.addr).await?;
         let local = listener.local_addr()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let _lock = match storage.lock(&format!("berth serve (pid {}, {scheme}://{local})", std::process::id()))? {
-            Ok(lock) => lock,
-            Err(holder) => bail!("{holder} is using {}; refusing to serve it twice", storage.describe()),
+        // With a database, several replicas serve one root and coordinate through it; without
+        // one, this process must be the only one.
+        let _lock = match &coord {
+            Some(_) => None,
+            None => match storage.lock(&format!("berth serve (pid {}, {scheme}://{local})", std::process::id()))? {
+                Ok(lock) => Some(lock),
+                Err(holder) => bail!("{holder} is using {}; refusing to serve it twice", storage.describe()),
+            },
         };
         let config = berth_registry::Config {
             max_manifest_bytes: settings.max_manifest_bytes,
@@ -122,7 +142,10 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             trash_retention: settings.trash_retention,
             untagged: settings.gc.untagged,
         };
-        let registry = Arc::new(Registry::new(backend, config));
+        let registry = Arc::new(match &coord {
+            Some(c) => Registry::with_coordination(backend, config, c.clone()),
+            None => Registry::new(backend, config),
+        });
         let state = AppState {
             registry: registry.clone(),
             metrics: Default::default(),
@@ -154,7 +177,16 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         berth_server::serve(listener, state, tls, shutdown_signal()).await?;
         tracing::info!("berth stopped");
         Ok(())
-    })
+    });
+    // Tasks still holding the registry go with the runtime; then the database goes.
+    drop(runtime);
+    drop(coordination);
+    served
+}
+
+/// This machine's name, for the replicas table.
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
 }
 
 /// Purges expired trash entries, checking a few times per retention period (at least every

@@ -28,7 +28,7 @@ impl Registry {
         let size = self.blob_size(digest)?.ok_or_else(|| RegistryError::BlobUnknown { digest: digest.clone() })?;
         // A client told a blob exists is likely to name it in a manifest next: keep it for the
         // grace period. Only blobs that exist are recorded, so random HEADs cost no memory.
-        self.touched.touch([digest]);
+        self.touch_read(digest);
         Ok(size)
     }
 
@@ -39,7 +39,7 @@ impl Registry {
         }
         match self.store().open(&layout::blob_data(digest), offset) {
             Ok((reader, size)) => {
-                self.touched.touch([digest]);
+                self.touch_read(digest);
                 Ok(BlobReader { reader, size })
             }
             Err(e) if e.is_not_found() => Err(RegistryError::BlobUnknown { digest: digest.clone() }),
@@ -64,12 +64,24 @@ impl Registry {
         if self.blob_size(digest)?.is_none() {
             return Err(RegistryError::BlobUnknown { digest: digest.clone() });
         }
-        self.touched.touch([digest]);
+        self.touch_read(digest);
         Ok(Some(url))
     }
 
     /// The size of the blob data, if present in the shared store.
     pub(crate) fn blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         Ok(self.store().stat_opt(&layout::blob_data(digest)).map_err(storage)?.map(|m| m.size))
+    }
+}
+
+impl Registry {
+    /// Records a read of `digest` (a HEAD or GET found it). When the touch cannot be recorded
+    /// (the coordination database is down) the read is still answered: a touch on read only
+    /// spares a client that pushes a manifest naming the blob soon after, and that push
+    /// touches (and checks) again itself.
+    fn touch_read(&self, digest: &Digest) {
+        if let Err(e) = self.touch([digest]) {
+            tracing::warn!(%digest, error = %e, "could not record a blob read");
+        }
     }
 }

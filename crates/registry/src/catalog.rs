@@ -19,6 +19,9 @@ use crate::links::Page;
 #[derive(Debug, Default)]
 pub(crate) struct CatalogCache {
     repos: Mutex<Option<BTreeSet<String>>>,
+    /// With several processes: the shared catalog generation the list was built at (see
+    /// `coord`); another value means another process added or removed a repository since.
+    generation: Mutex<Option<i64>>,
 }
 
 impl Registry {
@@ -30,7 +33,24 @@ impl Registry {
     /// Like [`Registry::catalog`], listing only the repositories `keep` accepts (those a
     /// caller may pull).
     pub fn catalog_where(&self, n: usize, last: Option<&str>, keep: &dyn Fn(&str) -> bool) -> Result<Page> {
+        let shared = self.coord.catalog_generation();
         let mut guard = self.catalog.repos.lock().expect("catalog lock");
+        let mut built = self.catalog.generation.lock().expect("catalog generation lock");
+        match shared {
+            Ok(None) => {}
+            Ok(Some(g)) if *built == Some(g) => {}
+            Ok(Some(g)) => {
+                *guard = None;
+                *built = Some(g);
+            }
+            Err(e) => {
+                // Whether another replica changed it cannot be known: walk storage.
+                tracing::warn!(error = %e, "cannot check the catalog against other replicas; walking storage");
+                *guard = None;
+                *built = None;
+            }
+        }
+        drop(built);
         if guard.is_none() {
             *guard = Some(self.walk_repositories()?.into_iter().map(|r| r.as_str().to_owned()).collect());
         }
@@ -61,6 +81,7 @@ impl Registry {
     /// Brings the cached catalog in line with storage for one repository.
     pub(crate) fn catalog_refresh(&self, name: &RepoName) -> Result<()> {
         let exists = self.repo_exists(name)?;
+        self.repo_changed(name, exists)?;
         if let Some(set) = self.catalog.repos.lock().expect("catalog lock").as_mut() {
             if exists {
                 set.insert(name.as_str().to_owned());

@@ -139,6 +139,13 @@ pub enum RegistryError {
     /// is freed (deletes and GC), with no restart.
     #[error("the registry's storage is full; try again once space has been freed")]
     StorageFull(#[source] StorageError),
+    /// The processes serving the root could not coordinate (their database is unreachable):
+    /// the operation stopped before any change another process could trip over; retry.
+    #[error("the registry cannot reach its coordination database: {reason}")]
+    Unavailable {
+        /// What failed.
+        reason: String,
+    },
     /// Reading the request body failed midway.
     #[error("reading the request body failed: {0}")]
     Body(#[source] std::io::Error),

@@ -18,7 +18,7 @@
 //! folders of repositories left with nothing (their layer links with them). Layer links in
 //! repositories that keep content stay, even when their blob is gone: harmless, and cheaper to
 //! leave than to remove one by one (`fsck --repair` tidies them). Each manifest and blob is
-//! removed inside `Touched::sweep_if_untouched`, which closes the race with a push (see
+//! removed inside `Coordination::sweep`, which closes the race with a push (see
 //! `touched`).
 //!
 //! Why a grace period on top of the touched set: a client checks a blob exists (HEAD) and may
@@ -168,16 +168,16 @@ impl Marks {
 impl Registry {
     /// Runs one GC. Waits for a GC already running to finish first (one at a time).
     pub fn gc(&self, opts: &GcOptions, progress: &(dyn Fn(GcProgress) + Sync)) -> Result<GcReport> {
-        let _one = self.gc_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _one = self.coord.lock_gc()?;
         let started = Instant::now();
         let requests_before = self.store().requests();
         let now = SystemTime::now();
         let clock = Clock { now, cutoff: now.checked_sub(opts.grace).unwrap_or(SystemTime::UNIX_EPOCH) };
-        self.touched.gc_begin(clock.cutoff.min(now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)));
+        self.coord.gc_begin(clock.cutoff.min(now.checked_sub(Duration::from_secs(3600)).unwrap_or(now)))?;
         struct End<'a>(&'a Registry, bool);
         impl Drop for End<'_> {
             fn drop(&mut self) {
-                self.0.touched.gc_end();
+                self.0.coord.gc_end();
                 if self.1 {
                     // Whatever happened, the accounting graph is rebuilt from storage next time.
                     self.0.graph.note(Change::Invalidate);
@@ -186,7 +186,7 @@ impl Registry {
         }
         let _end = End(self, !opts.dry_run);
         // Wait out every operation that touched before recording began (see `inflight`).
-        drop(self.inflight.write().unwrap_or_else(|e| e.into_inner()));
+        self.coord.wait_inflight()?;
         let mut report = GcReport { dry_run: opts.dry_run, ..Default::default() };
 
         let s = self.gc_scan(progress)?;
@@ -260,7 +260,7 @@ impl Registry {
             reached: vec![false; g.len()],
             keep: vec![HashSet::new(); s.repos.len()],
             needed: vec![HashSet::new(); s.repos.len()],
-            recent: self.touched.recent(clock.cutoff),
+            recent: self.coord.recent(clock.cutoff)?,
         };
         let reach = |m: &mut Marks, i: usize, roots: Vec<Id>| {
             let gi = position.get(&s.repos[i].name).copied();
@@ -348,25 +348,29 @@ impl Registry {
             let r = &s.repos[*i];
             let mut gone = Vec::new();
             if opts.dry_run {
-                gone.extend(digests.iter().filter(|d| !self.touched.protected(d, clock.cutoff)).cloned());
+                for d in digests {
+                    if !self.coord.protected(d, clock.cutoff)? {
+                        gone.push(d.clone());
+                    }
+                }
             } else if self.store().has_folders() {
                 for d in digests {
                     let remove = || self.gc_remove_manifest(&r.name, d, subject_of(d).as_ref());
-                    if self.touched.sweep_if_untouched(d, clock.cutoff, remove).transpose()?.is_some() {
+                    if self.sweep_one(d, clock.cutoff, remove)?.transpose()?.is_some() {
                         gone.push(d.clone());
                     }
                 }
             } else {
                 // One request for the repository's links, under the locks of the stripes
                 // they span.
-                let (swept, done) = self.touched.sweep_many_if_untouched(digests, clock.cutoff, |doomed| {
+                let (swept, done) = self.sweep_many(digests, clock.cutoff, |doomed| {
                     let mut keys = Vec::with_capacity(doomed.len());
                     for d in doomed {
                         keys.push(layout::revision_link(&r.name, d));
                         keys.extend(subject_of(d).map(|s| layout::referrer_entry(&r.name, &s, d)));
                     }
                     self.store().delete_objects(&keys).map_err(storage)
-                });
+                })?;
                 done?;
                 gone = swept;
             }
@@ -441,7 +445,7 @@ impl Registry {
             }
             if opts.dry_run {
                 for (d, meta) in &doomed {
-                    fates.push(if self.touched.protected(d, clock.cutoff) { Fate::Kept } else { removed(*meta) });
+                    fates.push(if self.coord.protected(d, clock.cutoff)? { Fate::Kept } else { removed(*meta) });
                 }
             } else if self.store().has_folders() {
                 for (d, meta) in &doomed {
@@ -449,18 +453,18 @@ impl Registry {
                         forget(d);
                         self.remove_one(&layout::blob_data(d), &layout::blob_dir(d))
                     };
-                    let swept = self.touched.sweep_if_untouched(d, clock.cutoff, remove).transpose()?;
+                    let swept = self.sweep_one(d, clock.cutoff, remove)?.transpose()?;
                     fates.push(if swept.is_some() { removed(*meta) } else { Fate::Kept });
                 }
             } else {
                 // Without folders, a blob is its one `data` object: a request deletes a batch.
                 for batch in doomed.chunks(DELETE_BATCH) {
                     let digests: Vec<Digest> = batch.iter().map(|(d, _)| d.clone()).collect();
-                    let (swept, done) = self.touched.sweep_many_if_untouched(&digests, clock.cutoff, |doomed| {
+                    let (swept, done) = self.sweep_many(&digests, clock.cutoff, |doomed| {
                         doomed.iter().for_each(forget);
                         let keys: Vec<Key> = doomed.iter().map(layout::blob_data).collect();
                         self.store().delete_objects(&keys).map_err(storage)
-                    });
+                    })?;
                     done?;
                     let swept: HashSet<&Digest> = swept.iter().collect();
                     for (d, meta) in batch {
@@ -542,7 +546,7 @@ impl Registry {
         let mut links = 0;
         for l in &r.layers {
             let remove = || self.remove_one(&layout::layer_link(&r.name, l), &layout::layer_link_dir(&r.name, l));
-            if self.touched.sweep_if_untouched(l, clock.cutoff, remove).transpose()?.is_some() {
+            if self.sweep_one(l, clock.cutoff, remove)?.transpose()?.is_some() {
                 links += 1;
             }
         }

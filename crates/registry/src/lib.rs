@@ -9,7 +9,9 @@
 //! declared before it; `tests::tidy` checks it:
 //!
 //! - foundations: `error`, `config`, `journal` (the record types and their formats), `graph`
-//!   (the pure reachability graph and the one walk over what a manifest reaches), `touched`;
+//!   (the pure reachability graph and the one walk over what a manifest reaches), `touched`,
+//!   `coord` (locks, the in-flight gate, the touched set and change generations, in this
+//!   process or shared by several);
 //! - the core: `links`, `blobs`, `uploads`, `catalog`, `manifests`, `cache`, `referrers`, whose
 //!   mutators are crate-private;
 //! - removal and accounting: `trash`, `scan`, `usage`, `delete` (the only public way to remove
@@ -25,6 +27,7 @@ mod config;
 mod journal;
 mod graph;
 mod touched;
+mod coord;
 mod links;
 mod blobs;
 mod uploads;
@@ -40,11 +43,12 @@ mod delete;
 mod gc;
 mod fsck;
 
-use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::Arc;
 
 pub use berth_storage::{Backend, ObjectReader, StorageError};
 pub use blobs::BlobReader;
 pub use config::{Config, UntaggedPolicy, parse_duration};
+pub use coord::{Coordination, Held, Local, Release};
 pub use delete::{DeleteRequest, DeleteTarget, Deleted};
 pub use error::{RegistryError, Result};
 pub use fsck::{Finding, FsckOptions, FsckReport};
@@ -61,15 +65,6 @@ pub use usage::{GraphStats, RepoSummary, RepoUsage, TagUsage, Usage};
 /// A chunk of a request body, as the transport delivers it.
 pub type Chunk = std::io::Result<bytes::Bytes>;
 
-/// Each repository hashes to one of these lock stripes. Changes of its tags and manifests (a
-/// manifest push, a delete, a restore) hold the stripe exclusively, so a delete never
-/// interleaves with a push re-pointing the tag it removes. Creating a layer link (an upload's
-/// completion, a mount) holds it shared, for that one write: a repository delete then comes
-/// either first (the link lands in a fresh repository) or after (the link goes into its trash
-/// entry), and never meets a file appearing in a folder it is removing. Upload sessions are
-/// left alone by deletes, so they need no lock. Never hold two stripes at once.
-const REPO_LOCK_STRIPES: usize = 64;
-
 /// The registry: one storage root and the in-memory state that serves it.
 #[derive(Debug)]
 pub struct Registry {
@@ -80,18 +75,27 @@ pub struct Registry {
     catalog: catalog::CatalogCache,
     graph: graph::GraphCache,
     push_times: links::PushTimesCache,
-    repo_locks: Vec<RwLock<()>>,
-    touched: touched::Touched,
-    gc_lock: Mutex<()>,
-    /// Held (shared) by every operation from its first touch until its links are written;
-    /// GC takes it exclusively once, after it starts recording touches, so no push that
-    /// touched before the GC began is still between its check and its writes when GC scans.
-    inflight: RwLock<()>,
+    /// Locks, the in-flight gate and the touched set (see `coord`). Changes of a repository's
+    /// tags and manifests (a manifest push, a delete, a restore) hold its lock exclusively, so
+    /// a delete never interleaves with a push re-pointing the tag it removes. Creating a layer
+    /// link (an upload's completion, a mount) holds it shared, for that one write: a repository
+    /// delete then comes either first (the link lands in a fresh repository) or after (the link
+    /// goes into its trash entry), and never meets a file appearing in a folder it is removing.
+    /// Upload sessions are left alone by deletes. Never hold two repositories at once. Every
+    /// operation is in the gate from its first touch until its links are written; GC waits it
+    /// out once, after it starts recording touches, so no push that touched before the GC began
+    /// is still between its check and its writes when GC scans.
+    coord: Arc<dyn Coordination>,
 }
 
 impl Registry {
-    /// A registry over `backend`.
+    /// A registry over `backend`, the only process serving it.
     pub fn new(backend: Arc<dyn Backend>, config: Config) -> Registry {
+        Registry::with_coordination(backend, config, Arc::new(Local::default()))
+    }
+
+    /// A registry over `backend`, coordinated with other processes by `coord`.
+    pub fn with_coordination(backend: Arc<dyn Backend>, config: Config, coord: Arc<dyn Coordination>) -> Registry {
         Registry {
             backend,
             config,
@@ -100,33 +104,66 @@ impl Registry {
             catalog: Default::default(),
             graph: Default::default(),
             push_times: Default::default(),
-            repo_locks: (0..REPO_LOCK_STRIPES).map(|_| RwLock::new(())).collect(),
-            touched: Default::default(),
-            gc_lock: Mutex::new(()),
-            inflight: RwLock::new(()),
+            coord,
         }
     }
 
-    fn inflight(&self) -> RwLockReadGuard<'_, ()> {
-        self.inflight.read().unwrap_or_else(|e| e.into_inner())
+    fn inflight(&self) -> Result<Held<'_>> {
+        self.coord.enter()
     }
 
-    fn repo_stripe(&self, name: &berth_oci::RepoName) -> &RwLock<()> {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        name.hash(&mut h);
-        &self.repo_locks[h.finish() as usize % REPO_LOCK_STRIPES]
+    /// The repository, exclusively: for changes of tags and manifests.
+    fn repo_lock(&self, name: &berth_oci::RepoName) -> Result<Held<'_>> {
+        self.coord.lock_repo(name)
     }
 
-    /// The repository's stripe, exclusively: for changes of tags and manifests.
-    fn repo_lock(&self, name: &berth_oci::RepoName) -> RwLockWriteGuard<'_, ()> {
-        // A panic while holding a stripe leaves nothing half-done in memory worth refusing over.
-        self.repo_stripe(name).write().unwrap_or_else(|e| e.into_inner())
+    /// The repository, shared: for creating the files of an upload or a mount.
+    fn repo_share(&self, name: &berth_oci::RepoName) -> Result<Held<'_>> {
+        self.coord.share_repo(name)
     }
 
-    /// The repository's stripe, shared: for creating the files of an upload or a mount.
-    fn repo_share(&self, name: &berth_oci::RepoName) -> RwLockReadGuard<'_, ()> {
-        self.repo_stripe(name).read().unwrap_or_else(|e| e.into_inner())
+    /// Records that a client uses these digests now (see `coord`).
+    fn touch<'a>(&self, digests: impl IntoIterator<Item = &'a berth_oci::Digest>) -> Result<()> {
+        self.coord.touch(&mut digests.into_iter())
+    }
+
+    /// Runs `delete` unless `d` is protected (see [`Coordination::sweep`]); returns what it
+    /// returned, or `None` when it kept `d`.
+    fn sweep_one<T>(
+        &self,
+        d: &berth_oci::Digest,
+        cutoff: std::time::SystemTime,
+        delete: impl FnOnce() -> T,
+    ) -> Result<Option<T>> {
+        let mut delete = Some(delete);
+        let mut out = None;
+        self.coord.sweep(std::slice::from_ref(d), cutoff, &mut |doomed| {
+            if !doomed.is_empty()
+                && let Some(f) = delete.take()
+            {
+                out = Some(f());
+            }
+        })?;
+        Ok(out)
+    }
+
+    /// Runs `delete` once on those of `digests` that are not protected; returns them and what
+    /// it returned.
+    fn sweep_many<T>(
+        &self,
+        digests: &[berth_oci::Digest],
+        cutoff: std::time::SystemTime,
+        delete: impl FnOnce(&[berth_oci::Digest]) -> T,
+    ) -> Result<(Vec<berth_oci::Digest>, T)> {
+        let mut delete = Some(delete);
+        let mut out = None;
+        let swept = self.coord.sweep(digests, cutoff, &mut |doomed| {
+            if let Some(f) = delete.take() {
+                out = Some(f(doomed));
+            }
+        })?;
+        let out = out.unwrap_or_else(|| unreachable!("Coordination::sweep runs delete once"));
+        Ok((swept, out))
     }
 
     /// The configuration in force.

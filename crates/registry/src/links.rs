@@ -58,6 +58,9 @@ pub type PushTimes = BTreeMap<Tag, SystemTime>;
 pub(crate) struct PushTimesCache {
     repos: Mutex<HashMap<RepoName, Arc<PushTimes>>>,
     resolved: Mutex<HashMap<RepoName, HashMap<Tag, Digest>>>,
+    /// With several processes: the generation (see `coord`) each repository had when this
+    /// process last looked; another value means another process changed it since.
+    seen: Mutex<HashMap<RepoName, i64>>,
     /// Bumped by every change; a read that saw another value when it began does not store
     /// what it read (it may predate the change).
     generation: AtomicU64,
@@ -82,6 +85,15 @@ impl PushTimesCache {
         resolved.clear();
     }
 
+    /// Forgets `name` unless its shared generation is still `generation`.
+    pub(crate) fn sync(&self, name: &RepoName, generation: i64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if seen.get(name) != Some(&generation) {
+            self.forget(name);
+            seen.insert(name.clone(), generation);
+        }
+    }
+
     /// The generation a read begins at (see [`PushTimesCache::remember`]).
     pub(crate) fn generation(&self) -> u64 {
         self.generation.load(Ordering::SeqCst)
@@ -98,6 +110,29 @@ impl PushTimesCache {
         let mut resolved = self.resolved.lock().unwrap_or_else(|e| e.into_inner());
         if self.generation.load(Ordering::SeqCst) == generation {
             resolved.entry(name.clone()).or_default().insert(tag.clone(), digest.clone());
+        }
+    }
+}
+
+impl Registry {
+    /// Says that `name`'s tags or manifests changed (once the change is stored), here and to
+    /// every other process serving the root; and whether the repository exists now.
+    pub(crate) fn repo_changed(&self, name: &RepoName, exists: bool) -> Result<()> {
+        self.push_times.forget(name);
+        self.coord.changed(name, exists)
+    }
+
+    /// Forgets what this process remembers of `name` if another process changed it since.
+    /// When that cannot be known (the coordination database is down), forgets it anyway: the
+    /// read then goes to storage, which is the truth.
+    pub(crate) fn repo_sync(&self, name: &RepoName) {
+        match self.coord.generation(name) {
+            Ok(Some(g)) => self.push_times.sync(name, g),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(repository = %name, error = %e, "cannot check what other replicas changed; reading storage");
+                self.push_times.forget(name);
+            }
         }
     }
 }
@@ -199,6 +234,7 @@ impl Registry {
         let link = layout::link_content(digest);
         self.store().put(&layout::tag_index_link(name, tag, digest), &link).map_err(storage)?;
         self.store().put(&layout::tag_current_link(name, tag), &link).map_err(storage)?;
+        // The operation that set it tells other processes once it is done (`repo_changed`).
         self.push_times.forget(name);
         if let Some(p) = previous
             && &p != digest
@@ -217,6 +253,7 @@ impl Registry {
     /// When each tag of `name` was last pointed somewhere; read from the tag links the first
     /// time, then remembered until a tag of `name` changes.
     pub fn push_times(&self, name: &RepoName) -> Result<Arc<PushTimes>> {
+        self.repo_sync(name);
         let cache = &self.push_times;
         let generation = {
             let repos = cache.repos.lock().unwrap_or_else(|e| e.into_inner());

@@ -42,6 +42,9 @@ pub struct PutManifest {
 impl Registry {
     /// The manifest `reference` names in `name`.
     pub fn manifest_get(&self, name: &RepoName, reference: &Reference) -> Result<Arc<StoredManifest>> {
+        if let Reference::Tag(_) = reference {
+            self.repo_sync(name);
+        }
         let generation = self.push_times.generation();
         let (digest, remembered) = match reference {
             Reference::Tag(t) => match self.push_times.resolved(name, t) {
@@ -95,19 +98,19 @@ impl Registry {
         }
         let manifest = Manifest::parse_for_put(&bytes, content_type)?;
         let node = Node::of(bytes.len() as u64, &manifest);
-        let _inflight = self.inflight();
+        let _inflight = self.inflight()?;
         // Touch everything the image reaches (an index's platform images and their blobs too)
         // before checking that it exists (see `touched`): a GC running now either keeps it all
         // or has removed something, which the check then sees.
         let reach = self.stored_reach(&digest, Some(&node))?;
-        self.touched.touch(reach.iter());
-        let _guard = self.repo_lock(name);
+        self.touch(reach.iter())?;
+        let _guard = self.repo_lock(name)?;
         let sizes = match self.check_complete(name, &digest, &node) {
             Ok(s) => s,
             Err(e) => {
                 if let RegistryError::ManifestBlobUnknown { digests } = &e {
                     // Nothing to protect; keep client input from growing the touched set.
-                    self.touched.forget(digests);
+                    self.coord.forget(digests);
                 }
                 return Err(e);
             }
@@ -139,6 +142,7 @@ impl Registry {
             manifest: Some(manifest),
         }));
         self.catalog_added(name);
+        self.repo_changed(name, true)?;
         Ok(PutManifest { digest, subject })
     }
 

@@ -37,7 +37,7 @@ impl Registry {
     pub fn referrers(&self, name: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Referrer>> {
         {
             // Building the index writes files; a repository delete must not meet them.
-            let _share = self.repo_share(name);
+            let _share = self.repo_share(name)?;
             self.ensure_referrers_index(name)?;
         }
         let entries = self.store().list_all(&layout::referrers_of(name, subject)).map_err(storage)?;

@@ -3,7 +3,7 @@
 //!
 //! Every mount, upload completion, manifest PUT and restore records its digests here *before*
 //! it checks that they exist (a blob HEAD/GET records its digest once it has found it). GC deletes a blob or a manifest only inside
-//! [`Touched::sweep_if_untouched`], which holds the same lock while it checks and deletes.
+//! [`Touched::sweep_many_if_untouched`], which holds the same lock while it checks and deletes.
 //! So for any push racing a sweep, exactly one of two things happens: the sweep sees the touch
 //! and keeps the blob, or the push finds the blob gone and is refused (`MANIFEST_BLOB_UNKNOWN`)
 //! rather than accepted broken (DESIGN.md, "Garbage collection, online").
@@ -112,23 +112,6 @@ impl Touched {
         out
     }
 
-    /// Runs `delete` unless `d` is protected, holding the lock throughout; returns whether it
-    /// ran. `delete` must be short: every touch waits for it.
-    pub(crate) fn sweep_if_untouched<T>(
-        &self,
-        d: &Digest,
-        cutoff: SystemTime,
-        delete: impl FnOnce() -> T,
-    ) -> Option<T> {
-        let s = self.stripe(d);
-        if Self::is_protected(&s, d, cutoff) {
-            return None;
-        }
-        let out = delete();
-        drop(s);
-        Some(out)
-    }
-
     /// Runs `delete` on those of `digests` that are not protected, holding their stripes'
     /// locks throughout (taken in stripe order, so two batches cannot deadlock; a touch holds
     /// one at a time); returns them and what `delete` returned. For stores that delete many
@@ -173,9 +156,10 @@ mod tests {
         let future = now + Duration::from_secs(3600);
         assert!(!t.protected(&d, future), "grace 0 at a later time: not protected by age");
         t.gc_begin(now - Duration::from_secs(1));
-        assert!(t.sweep_if_untouched(&d, future, || ()).is_some(), "touched before the GC began");
+        let one = std::slice::from_ref(&d);
+        assert_eq!(t.sweep_many_if_untouched(one, future, |_| ()).0.len(), 1, "touched before the GC began");
         t.touch([&d]);
-        assert!(t.sweep_if_untouched(&d, future, || ()).is_none(), "touched while the GC runs");
+        assert!(t.sweep_many_if_untouched(one, future, |_| ()).0.is_empty(), "touched while the GC runs");
         t.gc_end();
         assert!(!t.protected(&d, future));
     }

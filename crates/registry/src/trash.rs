@@ -157,12 +157,12 @@ impl Registry {
     /// overwritten); then re-links it all.
     pub fn restore(&self, target: &RestoreTarget, force: bool, who: Option<&str>) -> Result<Restored> {
         let entry = self.find_entry(target)?;
-        let _inflight = self.inflight();
-        let _guard = self.repo_lock(&entry.repository);
+        let _inflight = self.inflight()?;
+        let _guard = self.repo_lock(&entry.repository)?;
         // Touch all of it before checking that it is whole (see `touched`), so a GC running now
         // either keeps it or has already removed something, which the check then reports.
         let reach = self.entry_reach(&entry)?;
-        self.touched.touch(reach.iter());
+        self.touch(reach.iter())?;
         let missing = self.missing_content(&entry)?;
         if !missing.is_empty() {
             return Err(RegistryError::RestoreIncomplete { id: entry.id.to_string(), missing });
@@ -199,6 +199,7 @@ impl Registry {
         self.audit_by(AuditAction::Restore, &entry, who, force && !conflicts.is_empty(), None)?;
         self.graph.note(Change::Restore(entry.clone()));
         self.catalog_added(name);
+        self.repo_changed(name, true)?;
         Ok(Restored { entry, overwritten: conflicts.into_iter().collect() })
     }
 

@@ -165,6 +165,9 @@ impl Registry {
         body: &mut dyn Iterator<Item = Chunk>,
     ) -> Result<u64> {
         self.check_upload(name, id)?;
+        // One append at a time, over every process serving the root (the in-memory session
+        // only saves re-hashing; the stored data is the truth, see `append_locked`).
+        let _upload = self.coord.lock_upload(id)?;
         let session = self.uploads.get(name, id);
         let mut s = session.lock().expect("session lock");
         let appended = self.append_locked(name, id, &mut s, start, body);
@@ -184,6 +187,9 @@ impl Registry {
         body: &mut dyn Iterator<Item = Chunk>,
     ) -> Result<BlobInfo> {
         self.check_upload(name, id)?;
+        // One append at a time, over every process serving the root (the in-memory session
+        // only saves re-hashing; the stored data is the truth, see `append_locked`).
+        let _upload = self.coord.lock_upload(id)?;
         let session = self.uploads.get(name, id);
         let mut s = session.lock().expect("session lock");
         let size = match self.append_locked(name, id, &mut s, start, body) {
@@ -206,7 +212,7 @@ impl Registry {
             });
         }
         let committed = {
-            let _inflight = self.inflight();
+            let _inflight = self.inflight()?;
             // A cancel may have taken the session away since the check above.
             self.check_upload(name, id)
                 .and_then(|()| {
@@ -250,13 +256,13 @@ impl Registry {
     /// Links a blob of repository `from` into `name` without copying it. Returns `false` (and
     /// changes nothing) when `from` does not hold the blob.
     pub fn blob_mount(&self, name: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
-        let _inflight = self.inflight();
-        self.touched.touch([digest]);
+        let _inflight = self.inflight()?;
+        self.touch([digest])?;
         let size = match self.blob_size(digest)? {
             Some(size) if self.layer_linked(from, digest)? => size,
             _ => return Ok(false),
         };
-        let _share = self.repo_share(name);
+        let _share = self.repo_share(name)?;
         self.link_layer(name, digest)?;
         self.graph.note(Change::Blob { repo: name.clone(), digest: digest.clone(), size });
         Ok(true)
@@ -360,11 +366,11 @@ impl Registry {
     fn commit_blob(&self, name: &RepoName, digest: &Digest, data: &berth_storage::Key, size: u64) -> Result<()> {
         // Touch before looking: if GC removes an old copy after this, it saw the touch first;
         // if it removed it before, the check below finds it gone and renames ours in.
-        self.touched.touch([digest]);
+        self.touch([digest])?;
         if self.blob_size(digest)?.is_none() {
             self.store().rename(data, &layout::blob_data(digest)).map_err(storage)?;
         }
-        let _share = self.repo_share(name);
+        let _share = self.repo_share(name)?;
         self.link_layer(name, digest)?;
         self.graph.note(Change::Blob { repo: name.clone(), digest: digest.clone(), size });
         Ok(())

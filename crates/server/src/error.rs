@@ -133,6 +133,8 @@ impl ApiError {
             // 507: the request was fine and may be retried once space is freed; clients treat
             // a 5xx as retryable.
             RegistryError::StorageFull(_) => m(S::INSUFFICIENT_STORAGE, "UNKNOWN"),
+            // Distribution answers 503 UNAVAILABLE when a dependency is down; clients retry.
+            RegistryError::Unavailable { .. } => m(S::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
         }
     }
 
@@ -261,6 +263,8 @@ mod tests {
         "TAG_INVALID",
         // Admin API only: a trash id that names no entry.
         "TRASH_ENTRY_UNKNOWN",
+        // Distribution's code for a 503 (a dependency is down).
+        "UNAVAILABLE",
     ];
 
     #[test]
@@ -305,6 +309,7 @@ mod tests {
             (RegistryError::RestoreIncomplete { id: "x".into(), missing: vec![d.clone()] }.into(), 409),
             (RegistryError::Corrupt { what: "x".into(), reason: "y".into() }.into(), 500),
             (RegistryError::StorageFull(berth_storage_error()).into(), 507),
+            (RegistryError::Unavailable { reason: "x".into() }.into(), 503),
         ];
         for (e, status) in errors {
             let m = e.mapped();

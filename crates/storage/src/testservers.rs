@@ -32,7 +32,9 @@ fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn run(cmd: &mut Command) -> Output {
+/// Runs `cmd`, panicking with its output unless it succeeds (other crates' test servers use
+/// it too).
+pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
     assert!(
         out.status.success(),

@@ -230,6 +230,33 @@ fn wait_until(what: &str, log: &Arc<Mutex<String>>, mut ready: impl FnMut() -> b
     panic!("{what} did not start within 30 s; its log:\n{}", log.lock().unwrap());
 }
 
+/// `berth serve` on `cfg`, which must refuse to start (within 30 s); returns what it said.
+pub fn serve_refused(cfg: &Path) -> String {
+    use std::io::Read;
+    let mut child = Command::new(berth_bin())
+        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
+        .arg(cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            assert!(!status.success(), "berth serve exited 0 instead of refusing: {err}");
+            return err;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("berth serve on {} started (or hung) where it must refuse", cfg.display());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
 /// A running `berth serve`.
 pub struct Berth {
     child: Option<Child>,

@@ -47,6 +47,9 @@ mod s3;
 /// Berth on S3 when things fail: a Garage node lost, kill -9 during an upload and a GC; the
 /// stress load, podman and oras, and GC against Distribution's on a bucket.
 mod s3_faults;
+/// Several replicas on one Garage bucket coordinated through one PostgreSQL: `berth db`,
+/// requests spread over replicas, deletes seen everywhere at once, the stress load.
+mod replicas;
 /// `berth serve` itself: config, flags, metrics, health, shutdown.
 mod serve;
 /// Concurrent pushes, pulls, deletes and GC, bounded in time.

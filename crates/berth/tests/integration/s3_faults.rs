@@ -6,10 +6,10 @@
 //! of one bucket that Distribution's `s3` driver filled.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -21,7 +21,7 @@ use serde_json::json;
 
 use crate::clients::{absent, copy, oras_script, served_digest};
 use crate::gc_compat::closure;
-use crate::harness::{Berth, Distribution, berth_bin, cli, cli_ok, distribution_bin, http, run};
+use crate::harness::{Berth, Distribution, cli, cli_ok, distribution_bin, http, run, serve_refused};
 use crate::image::{Layout, noise, standard};
 use crate::podman::podman;
 use crate::protocol::Reg;
@@ -121,32 +121,6 @@ fn lease(store: &S3Backend) -> (u64, String) {
     let text = String::from_utf8(store.get(&Key::new(layout::LEASE).unwrap()).unwrap()).unwrap();
     let (until, holder) = text.split_once('\n').unwrap_or_else(|| panic!("a lease names when it ends: {text:?}"));
     (until.trim().parse().unwrap_or_else(|_| panic!("a lease names when it ends: {text:?}")), holder.to_owned())
-}
-
-/// `berth serve` on `cfg`, which must refuse to start (a live lease); returns what it said.
-fn serve_refused(cfg: &Path) -> String {
-    let mut child = Command::new(berth_bin())
-        .args(["serve", "--addr", "127.0.0.1:0", "--config"])
-        .arg(cfg)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            assert!(!status.success(), "berth serve exited 0 beside a live lease: {err}");
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("berth serve started on a bucket whose lease a killed server still holds");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `berth fsck --config CFG --json --verify-content`, which must exit 0 reporting no damage.

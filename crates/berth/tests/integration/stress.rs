@@ -17,8 +17,10 @@ use crate::protocol::{Reg, Resp};
 const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
 const RUN_FOR: Duration = Duration::from_secs(20);
 
-/// Pushes base + unique layer + config; retries when GC raced it (MANIFEST_BLOB_UNKNOWN).
-fn push(r: &Reg, repo: &str, tag: &str, base: &[u8], unique: &[u8], raced: &AtomicU64) -> Digest {
+/// Pushes base + unique layer + config (the blobs through `r`, the manifest through `m`, which
+/// may be another replica); retries when GC raced it (MANIFEST_BLOB_UNKNOWN).
+fn push(r: &Reg, m: &Reg, repo: &str, tag: &str, base: &[u8], unique: &[u8], raced: &AtomicU64) -> Digest {
+    let via = m;
     let config = serde_json::to_vec(&json!({"architecture": "amd64", "os": "linux", "tag": tag})).unwrap();
     for _ in 0..5 {
         let descs: Vec<serde_json::Value> = [base, unique]
@@ -29,7 +31,7 @@ fn push(r: &Reg, repo: &str, tag: &str, base: &[u8], unique: &[u8], raced: &Atom
         let m = serde_json::to_vec(&json!({"schemaVersion": 2, "mediaType": OCI,
             "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cd.to_string(), "size": config.len()},
             "layers": descs})).unwrap();
-        let resp = r.req("PUT", &format!("/v2/{repo}/manifests/{tag}"), &[("Content-Type", OCI)], &m);
+        let resp = via.req("PUT", &format!("/v2/{repo}/manifests/{tag}"), &[("Content-Type", OCI)], &m);
         match resp.status {
             201 => return Digest::sha256_of(&m),
             400 if resp.code() == "MANIFEST_BLOB_UNKNOWN" => {
@@ -86,7 +88,24 @@ fn i2_stress_pushes_pulls_deletes_and_gc_never_break_an_acknowledged_image() {
 /// whole and every acknowledged push still named by its tag is whole; then stops the server
 /// and runs `berth fsck FSCK_ARGS` on its storage, which must find no damage.
 pub(crate) fn stress(berth: &mut Berth, fsck_args: &[&str], label: &str) {
-    let addr = berth.addr.clone();
+    stress_load(std::slice::from_ref(&berth.addr), label);
+    berth.stop();
+    fsck_finds_no_damage(fsck_args);
+}
+
+/// `berth fsck FSCK_ARGS` finds no damage.
+pub(crate) fn fsck_finds_no_damage(fsck_args: &[&str]) {
+    let fsck = cli_ok(&[&["fsck", "--json"], fsck_args].concat()).json();
+    assert_eq!(fsck["damage"], 0, "{fsck}");
+}
+
+/// The load of [`stress`], spread over `addrs` (replicas of one registry): each pusher sends
+/// its blobs to one and its manifests to the next, deletes, pulls and GC runs go round them
+/// all, and a tag deleted through one must at once be gone from every one. Then the same
+/// checks, through each replica in turn.
+pub(crate) fn stress_load(addrs: &[String], label: &str) {
+    let n_addrs = addrs.len();
+    let addr = addrs[0].clone();
     let bases: Vec<Vec<u8>> = (0..3).map(|i| noise(200 + i, 48 << 10)).collect();
     let acked: Arc<Mutex<BTreeMap<(String, String), Digest>>> = Default::default();
     let deleted: Arc<Mutex<Vec<(String, String)>>> = Default::default();
@@ -101,24 +120,25 @@ pub(crate) fn stress(berth: &mut Berth, fsck_args: &[&str], label: &str) {
     let started = Instant::now();
     std::thread::scope(|s| {
         for t in 0..3u64 {
-            let (addr, bases, acked, stop, raced) = (addr.clone(), &bases, acked.clone(), stop.clone(), raced.clone());
+            let (bases, acked, stop, raced) = (&bases, acked.clone(), stop.clone(), raced.clone());
             s.spawn(move || {
-                let r = Reg::new(&addr, "berth");
+                let r = Reg::new(&addrs[t as usize % n_addrs], "berth");
+                let m = Reg::new(&addrs[(t as usize + 1) % n_addrs], "berth");
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let repo = format!("stress/app{}", n % 4);
                     // Every third push moves `latest`, leaving an untagged manifest behind.
                     let tag = if n % 3 == 2 { format!("latest-{t}") } else { format!("p{t}-{n}") };
-                    let d = push(&r, &repo, &tag, &bases[(n % 3) as usize], &noise(1000 * t + n, 8 << 10), &raced);
+                    let d = push(&r, &m, &repo, &tag, &bases[(n % 3) as usize], &noise(1000 * t + n, 8 << 10), &raced);
                     acked.lock().unwrap().insert((repo, tag), d);
                     n += 1;
                 }
             });
         }
         {
-            let (addr, acked, deleted, stop) = (addr.clone(), acked.clone(), deleted.clone(), stop.clone());
+            let (acked, deleted, stop, errors) = (acked.clone(), deleted.clone(), stop.clone(), errors.clone());
             s.spawn(move || {
-                let r = Reg::new(&addr, "berth");
+                let regs: Vec<Reg> = addrs.iter().map(|a| Reg::new(a, "berth")).collect();
                 let mut i = 0usize;
                 while !stop.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(150));
@@ -126,18 +146,28 @@ pub(crate) fn stress(berth: &mut Berth, fsck_args: &[&str], label: &str) {
                         acked.lock().unwrap().keys().filter(|(_, t)| t.starts_with('p')).nth(i * 7 % 50).cloned();
                     i += 1;
                     if let Some((repo, tag)) = pick {
+                        let r = &regs[i % n_addrs];
                         let resp = r.req("DELETE", &format!("/v2/{repo}/manifests/{tag}"), &[], b"");
                         assert!(resp.status == 202 || resp.status == 404, "delete: HTTP {}", resp.status);
+                        // Gone everywhere the moment the delete is answered (each tag is pushed once).
+                        for other in &regs {
+                            let got = other.req("GET", &format!("/v2/{repo}/manifests/{tag}"), &[("Accept", OCI)], b"");
+                            if got.status != 404 {
+                                errors.lock().unwrap().push(format!(
+                                    "{repo}:{tag} deleted through {} still answers {} through {}",
+                                    r.addr, got.status, other.addr
+                                ));
+                            }
+                        }
                         deleted.lock().unwrap().push((repo, tag));
                     }
                 }
             });
         }
         for p in 0..2u64 {
-            let (addr, acked, stop, errors, pulls_ok) =
-                (addr.clone(), acked.clone(), stop.clone(), errors.clone(), pulls_ok.clone());
+            let (acked, stop, errors, pulls_ok) = (acked.clone(), stop.clone(), errors.clone(), pulls_ok.clone());
             s.spawn(move || {
-                let r = Reg::new(&addr, "berth");
+                let r = Reg::new(&addrs[(p as usize + 2) % n_addrs], "berth");
                 let mut i = p as usize;
                 while !stop.load(Ordering::Relaxed) {
                     let pick = {
@@ -158,10 +188,12 @@ pub(crate) fn stress(berth: &mut Berth, fsck_args: &[&str], label: &str) {
             });
         }
         {
-            let (addr, stop, gc_blobs, gc_runs) = (addr.clone(), stop.clone(), gc_blobs.clone(), gc_runs.clone());
+            let (stop, gc_blobs, gc_runs) = (stop.clone(), gc_blobs.clone(), gc_runs.clone());
             s.spawn(move || {
-                let r = Reg::new(&addr, "berth");
+                let mut k = n_addrs.saturating_sub(1);
                 while !stop.load(Ordering::Relaxed) {
+                    let r = Reg::new(&addrs[k % n_addrs], "berth");
+                    k += 1;
                     let resp = r.req("POST", "/api/gc", &[], b"");
                     assert_eq!(resp.status, 200, "gc: {}", String::from_utf8_lossy(&resp.body));
                     gc_blobs.fetch_add(resp.json()["blobs"].as_u64().unwrap(), Ordering::Relaxed);
@@ -177,7 +209,7 @@ pub(crate) fn stress(berth: &mut Berth, fsck_args: &[&str], label: &str) {
     });
 
     let errors = errors.lock().unwrap().clone();
-    assert!(errors.is_empty(), "pulls saw broken content:\n{}", errors.join("\n"));
+    assert!(errors.is_empty(), "pulls saw broken content, or deleted tags lingered:\n{}", errors.join("\n"));
     let r = Reg::new(&addr, "berth");
     let last = r.req("POST", "/api/gc", &[], b"").json();
     let acked = acked.lock().unwrap().clone();
@@ -185,18 +217,23 @@ pub(crate) fn stress(berth: &mut Berth, fsck_args: &[&str], label: &str) {
     assert!(acked.len() > 30, "only {} pushes in {RUN_FOR:?}", acked.len());
     assert!(
         gc_runs.load(Ordering::Relaxed) > 10 && gc_blobs.load(Ordering::Relaxed) + last["blobs"].as_u64().unwrap() > 0,
-        "GC never collected anything"
+        "GC never collected anything: {} runs, {} blobs, last {last}",
+        gc_runs.load(Ordering::Relaxed),
+        gc_blobs.load(Ordering::Relaxed)
     );
     assert!(pulls_ok.load(Ordering::Relaxed) > 10);
 
-    // Every tag that exists pulls whole.
+    // Every tag that exists pulls whole, through every replica.
     let mut tags_seen = 0;
-    for repo in r.req("GET", "/v2/_catalog", &[], b"").json()["repositories"].as_array().unwrap() {
-        let repo = repo.as_str().unwrap();
-        for tag in r.req("GET", &format!("/v2/{repo}/tags/list"), &[], b"").json()["tags"].as_array().unwrap() {
-            let tag = tag.as_str().unwrap();
-            assert_eq!(pull(&r, repo, tag), Ok(true), "{repo}:{tag} exists but does not pull whole");
-            tags_seen += 1;
+    for a in addrs {
+        let r = Reg::new(a, "berth");
+        for repo in r.req("GET", "/v2/_catalog", &[], b"").json()["repositories"].as_array().unwrap() {
+            let repo = repo.as_str().unwrap();
+            for tag in r.req("GET", &format!("/v2/{repo}/tags/list"), &[], b"").json()["tags"].as_array().unwrap() {
+                let tag = tag.as_str().unwrap();
+                assert_eq!(pull(&r, repo, tag), Ok(true), "{repo}:{tag} exists but does not pull whole through {a}");
+                tags_seen += 1;
+            }
         }
     }
     // Every acknowledged push is whole while its tag still names it, and restorable when deleted.
@@ -209,11 +246,8 @@ pub(crate) fn stress(berth: &mut Berth, fsck_args: &[&str], label: &str) {
             assert_eq!(pull(&r, repo, &d.to_string()), Ok(true), "acknowledged {repo}:{tag} ({d}) is not whole");
         }
     }
-    let trash = cli_ok(&["trash", "--json", "--url", &berth.url("")]).json();
+    let trash = cli_ok(&["trash", "--json", "--url", &format!("http://{addr}")]).json();
     assert!(!trash.as_array().unwrap().is_empty());
-    berth.stop();
-    let fsck = cli_ok(&[&["fsck", "--json"], fsck_args].concat()).json();
-    assert_eq!(fsck["damage"], 0, "{fsck}");
     eprintln!(
         "{label}: {} pushes ({} raced GC and retried), {} deletes, {} good pulls, {} GC runs removing {} blobs, {tags_seen} tags verified",
         acked.len(),
