@@ -24,7 +24,13 @@ pub enum Admin {
     /// A running server.
     Http(Box<Session>),
     /// A root, opened directly.
-    Local { reg: Box<Registry>, who: Option<String>, gc: berth_registry::GcOptions, _lock: Option<RootLock> },
+    Local {
+        reg: Box<Registry>,
+        who: Option<String>,
+        gc: berth_registry::GcOptions,
+        _lock: Option<RootLock>,
+        _replicas: Option<berth_storage::ReplicasLease>,
+    },
 }
 
 /// Whether a command changes the root (and so must not run beside a server on it).
@@ -80,6 +86,18 @@ impl Admin {
         // With a database, the replicas serving the root coordinate through it, and so does
         // this command; without one, a command that writes must hold the root alone.
         let database = file.database()?;
+        let replicas = match (&database, access) {
+            (Some(db), Access::Write) => {
+                match storage.replicas_lease(&format!("replicas coordinated through {}", db.describe()))? {
+                    Ok(lease) => Some(lease),
+                    Err(holder) => bail!(
+                        "{holder} is using {} without the database; while it runs, manage it with --url",
+                        storage.describe()
+                    ),
+                }
+            }
+            _ => None,
+        };
         let lock = match access {
             _ if database.is_some() => None,
             Access::Read => None,
@@ -110,7 +128,7 @@ impl Admin {
             }
             None => Registry::new(backend, config),
         };
-        Ok(Admin::Local { reg: Box::new(reg), who, gc, _lock: lock })
+        Ok(Admin::Local { reg: Box::new(reg), who, gc, _lock: lock, _replicas: replicas })
     }
 
     /// One request; the JSON answer and the `Link` to the next page, if any.

@@ -129,10 +129,17 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         let scheme = if tls.is_some() { "https" } else { "http" };
         // With a database, several replicas serve one root and coordinate through it; without
         // one, this process must be the only one.
-        let _lock = match &coord {
-            Some(_) => None,
-            None => match storage.lock(&format!("berth serve (pid {}, {scheme}://{local})", std::process::id()))? {
-                Ok(lock) => Some(lock),
+        let me = format!("berth serve (pid {}, {scheme}://{local})", std::process::id());
+        let (_lock, _replicas) = match &settings.database {
+            Some(db) => match storage.replicas_lease(&format!("replicas coordinated through {}", db.describe()))? {
+                Ok(lease) => (None, Some(lease)),
+                Err(holder) => bail!(
+                    "{holder} is using {} without the database; refusing to serve it beside it",
+                    storage.describe()
+                ),
+            },
+            None => match storage.lock(&me)? {
+                Ok(lock) => (Some(lock), None),
                 Err(holder) => bail!("{holder} is using {}; refusing to serve it twice", storage.describe()),
             },
         };

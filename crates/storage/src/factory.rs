@@ -9,7 +9,7 @@ use crate::backend::Backend;
 use crate::ext::BackendExt;
 use crate::fs::{FsBackend, FsOptions};
 use crate::key::Key;
-use crate::lock::RootLock;
+use crate::lock::{ReplicasLease, RootLock};
 use crate::s3::{S3Backend, S3Options};
 
 /// Which backend, and where.
@@ -45,11 +45,35 @@ impl StorageConfig {
     /// Takes the root's exclusive lock for `holder` (see [`RootLock`]); `Ok(Err(who))` when
     /// someone else holds it.
     pub fn lock(&self, holder: &str) -> io::Result<Result<RootLock, String>> {
+        // Replicas that coordinate through a database take no root lock; their lease stands
+        // for them.
+        if let Some(replicas) = RootLock::replicas_holder(&*self.open()?)? {
+            return Ok(Err(replicas));
+        }
+        self.lock_root(holder)
+    }
+
+    fn lock_root(&self, holder: &str) -> io::Result<Result<RootLock, String>> {
         match self {
             StorageConfig::Filesystem { root, .. } => RootLock::try_acquire(root, holder),
             // The bucket is checked when the backend is opened; the lease needs no second check.
             StorageConfig::S3(o) => RootLock::lease(Arc::new(S3Backend::open(o)?), holder),
         }
+    }
+
+    /// For a replica coordinated through a database: holds the replicas' lease naming `holder`
+    /// (see [`ReplicasLease`]), which keeps processes without the database out from now on;
+    /// then refuses (`Ok(Err(who))`) if one of them holds the root already.
+    pub fn replicas_lease(&self, holder: &str) -> io::Result<Result<ReplicasLease, String>> {
+        const PROBE: &str = "a replica checking the root lock";
+        let lease = ReplicasLease::hold(self.open()?, holder)?;
+        match self.lock_root(PROBE)? {
+            Ok(lock) => drop(lock),
+            // Another replica starting at the same moment.
+            Err(who) if who.starts_with(PROBE) => {}
+            Err(who) => return Ok(Err(who)),
+        }
+        Ok(Ok(lease))
     }
 
     /// Whether a registry root is already there (so a command given a wrong path says so

@@ -26,6 +26,9 @@ pub const LOCK_FILE: &str = "berth/root.lock";
 
 /// The lease object that stands for the root lock on an object store.
 pub const LEASE: &str = "berth/root.lease";
+/// The lease replicas coordinated through a database renew together, so that a process
+/// without the database does not take the root beside them.
+pub const REPLICAS_LEASE: &str = "berth/replicas.lease";
 
 const V2: &str = "docker/registry/v2";
 

@@ -35,7 +35,7 @@ pub use ext::BackendExt;
 pub use factory::StorageConfig;
 pub use fs::{FsBackend, FsOptions};
 pub use key::Key;
-pub use lock::RootLock;
+pub use lock::{ReplicasLease, RootLock};
 pub use s3::{S3Backend, S3Options};
 
 /// Result of a storage operation.

@@ -185,8 +185,41 @@ impl RootLock {
             Some((_, who)) => return Ok(Err(who)),
             None => return Err(io::Error::other("the root lease vanished as it was taken")),
         }
+        let lease = Lease::renewed(store, key, me, true)?;
+        Ok(Ok(RootLock { _held: Held::Lease { _lease: lease } }))
+    }
+
+    /// Who holds the replicas' lease (see [`ReplicasLease`]), while it lasts.
+    pub fn replicas_holder(store: &dyn Backend) -> io::Result<Option<String>> {
+        let key = Key::new(layout::REPLICAS_LEASE).map_err(io::Error::other)?;
+        let Some(text) = store.get_opt(&key).map_err(io::Error::other)? else { return Ok(None) };
+        Ok(parse_lease(&String::from_utf8_lossy(&text)).filter(|(until, _)| *until > unix_now()).map(|(_, who)| who))
+    }
+}
+
+/// The lease replicas coordinated through a database hold together: each renews it while it
+/// runs, none holds it alone, and none removes it (another may still run); it ends within
+/// [`LEASE`] of the last one stopping. While it lasts, [`RootLock`]s are refused, so a process
+/// without the database never serves or changes the root beside the replicas.
+#[derive(Debug)]
+pub struct ReplicasLease {
+    _lease: Lease,
+}
+
+impl ReplicasLease {
+    /// Writes and renews the lease naming `holder` (the replicas and their database).
+    pub fn hold(store: Arc<dyn Backend>, holder: &str) -> io::Result<ReplicasLease> {
+        let key = Key::new(layout::REPLICAS_LEASE).map_err(io::Error::other)?;
+        store.put(&key, lease_text(holder, unix_now() + LEASE.as_secs()).as_bytes()).map_err(io::Error::other)?;
+        Ok(ReplicasLease { _lease: Lease::renewed(store, key, holder.to_owned(), false)? })
+    }
+}
+
+impl Lease {
+    /// Renews `key` naming `holder` every [`RENEW`] until dropped; then removes it if `remove`.
+    fn renewed(store: Arc<dyn Backend>, key: Key, holder: String, remove: bool) -> io::Result<Lease> {
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let (stop2, store2) = (stop.clone(), store.clone());
+        let stop2 = stop.clone();
         let thread = std::thread::Builder::new().name("berth-lease".into()).spawn(move || {
             let (flag, cv) = &*stop2;
             let mut stopped = flag.lock().unwrap_or_else(|e| e.into_inner());
@@ -196,13 +229,15 @@ impl RootLock {
                 if *stopped {
                     break;
                 }
-                if let Err(e) = store2.put(&key, lease_text(&me, unix_now() + LEASE.as_secs()).as_bytes()) {
-                    eprintln!("berth: renewing the root lease failed (will retry): {e}");
+                if let Err(e) = store.put(&key, lease_text(&holder, unix_now() + LEASE.as_secs()).as_bytes()) {
+                    eprintln!("berth: renewing the lease {key} failed (will retry): {e}");
                 }
             }
-            let _ = store2.delete(&key);
+            if remove {
+                let _ = store.delete(&key);
+            }
         })?;
-        Ok(Ok(RootLock { _held: Held::Lease { _lease: Lease { stop, thread: Some(thread) } } }))
+        Ok(Lease { stop, thread: Some(thread) })
     }
 }
 
@@ -262,5 +297,22 @@ mod tests {
         // An old lease without the process line is honoured until it ends.
         store.put(&key, format!("{}\nold holder\n", unix_now() + 60).as_bytes()).unwrap();
         assert!(RootLock::lease(store.clone(), "me").unwrap().is_err());
+    }
+
+    #[test]
+    fn replicas_and_a_process_without_the_database_keep_each_other_off_a_root() {
+        use crate::factory::StorageConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let root = StorageConfig::Filesystem { root: dir.path().to_owned(), fsync: false };
+        let alone = root.lock("berth serve (alone)").unwrap().unwrap();
+        let refused = root.replicas_lease("replicas of db").unwrap().unwrap_err();
+        assert_eq!(refused, "berth serve (alone)");
+        drop(alone);
+        let lease = root.replicas_lease("replicas of db").unwrap().unwrap();
+        let second = root.replicas_lease("replicas of db").unwrap().unwrap();
+        assert_eq!(root.lock("berth serve (alone)").unwrap().unwrap_err(), "replicas of db");
+        drop((lease, second));
+        // Stopping does not end it (another replica may run); it lasts out its term.
+        assert!(root.lock("berth serve (alone)").unwrap().is_err());
     }
 }

@@ -142,6 +142,12 @@ fn two_replicas_serve_one_bucket_as_one_registry() {
     let mut reps = replicas(cfg, 2);
     let (a, b) = (Reg::new(&reps[0].addr, "replica a"), Reg::new(&reps[1].addr, "replica b"));
 
+    // A Berth without the database is kept off the bucket while the replicas serve it.
+    let alone = cfg.with_extension("alone.yml");
+    std::fs::write(&alone, format!("storage:\n{}", storage_yaml(&cluster.s3, ""))).unwrap();
+    let refused = serve_refused(&alone);
+    assert!(refused.contains("replicas coordinated through postgres://"), "{refused}");
+
     // Blobs through one replica, the manifest through the other.
     let layer = noise(1, 300 << 10);
     let config = br#"{"architecture":"amd64","os":"linux"}"#.to_vec();
