@@ -19,9 +19,15 @@
 //!   its gate and records the epoch it passed. GC goes on once every replica with a fresh
 //!   heartbeat has passed it; a replica whose heartbeat is older than [`LEASE`] is dead and
 //!   its operations died with it.
-//! - **Generations** (`generations`): one sequence's next value per change of a repository, and
-//!   of the set of repositories (row ''), so another replica's cached tags and catalog are
-//!   checked against the database on every use and never outlive a change.
+//! - **Generations** (`generations`): a change of a repository (or of the set of repositories,
+//!   row '') takes the next value of one sequence under a barrier lock, so values commit in
+//!   order, and is notified on `berth_changed`. Each replica's listener counts the changes it
+//!   hears per repository, which is what `generation` answers: no query on a read. A writer
+//!   answers only once every replica with a fresh heartbeat has recorded (`seen_seq`) that it
+//!   heard the change, or has gone [`TRUST`] (plus a second) without a round trip to the
+//!   database; a replica trusts what it cached only within [`TRUST`] of its last round trip
+//!   (counted from when it was sent) and reads storage otherwise. So no replica serves a tag
+//!   deleted or moved elsewhere once the change has been answered.
 //!
 //! Nothing here decides reachability or removes anything; it orders.
 
@@ -41,7 +47,10 @@ use crate::error::DbError;
 use crate::pool::{Conn, Db};
 
 /// How often a replica renews its heartbeat.
-pub const HEARTBEAT: Duration = Duration::from_secs(2);
+pub const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How long after its last round trip to the database (counted from when it was sent) a
+/// replica trusts what it cached; then it reads storage until the next one.
+pub const TRUST: Duration = Duration::from_secs(3);
 /// A replica whose heartbeat is older than this is gone.
 pub const LEASE: Duration = Duration::from_secs(15);
 
@@ -51,6 +60,9 @@ const CLASS_REPO: i32 = 0x4265_7201;
 const CLASS_UPLOAD: i32 = 0x4265_7202;
 const CLASS_GC: i32 = 0x4265_7203;
 const CLASS_TOUCH: i32 = 0x4265_7204;
+/// Held while a change takes its generation and commits, so generations commit (and are
+/// notified) in increasing order.
+const CLASS_BARRIER: i32 = 0x4265_7205;
 
 const PROTECTED: &str = "(t.at >= $2 OR (g.started_at IS NOT NULL AND t.at >= g.started_at))";
 
@@ -75,6 +87,28 @@ struct Shared {
     /// process reads is offset by it, so whatever it cached before an outage is forgotten
     /// (a change made elsewhere meanwhile may not have reached the database).
     reconnects: AtomicI64,
+    /// Per repository ('' for the catalog), how many changes the listener has been notified of.
+    local: Mutex<std::collections::HashMap<String, i64>>,
+    /// Until when cached state may be trusted (see [`TRUST`]).
+    trusted_until: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn trust_from(&self, sent: Instant) {
+        let mut t = self.trusted_until.lock().unwrap_or_else(|e| e.into_inner());
+        let until = sent + TRUST;
+        if t.is_none_or(|old| old < until) {
+            *t = Some(until);
+        }
+    }
+
+    fn distrust(&self) {
+        *self.trusted_until.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
+    fn trusted(&self) -> bool {
+        self.trusted_until.lock().unwrap_or_else(|e| e.into_inner()).is_some_and(|t| Instant::now() < t)
+    }
 }
 
 impl std::fmt::Debug for PgCoordination {
@@ -165,14 +199,21 @@ impl PgCoordination {
         let shared = Arc::new(Shared::default());
         // Listen before registering: a gate request made after the row exists must reach us.
         let mut listen = listener_config(config, me).connect(postgres::NoTls)?;
-        listen.batch_execute("LISTEN berth_gate")?;
+        listen.batch_execute(LISTEN)?;
         {
             let mut c = work.conn()?;
             c.execute("DELETE FROM replicas WHERE heartbeat_at < now() - interval '1 day'", &[])?;
-            c.execute(
-                "INSERT INTO replicas (id, description, gate_epoch) SELECT $1, $2, gate_epoch FROM gc_state",
+            // Under the barrier: every change notified before this replica listened is
+            // committed, and it has cached nothing, so it has seen them all.
+            let mut tx = c.transaction()?;
+            tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&CLASS_BARRIER])?;
+            tx.execute(
+                "INSERT INTO replicas (id, description, gate_epoch, seen_seq) \
+                 SELECT $1, $2, gate_epoch, (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM generation_seq) \
+                 FROM gc_state",
                 &[&me, &description],
             )?;
+            tx.commit()?;
         }
         let listener = {
             let (cfg, gate, stop, shared) = (config.clone(), gate.clone(), stop.clone(), shared.clone());
@@ -247,6 +288,8 @@ impl Drop for PgCoordination {
     }
 }
 
+const LISTEN: &str = "LISTEN berth_gate; LISTEN berth_changed";
+
 /// The listener's connection names the replica: while it is open the replica is alive, and
 /// the moment its process dies the server drops it (see `wait_inflight`).
 fn listener_config(config: &DbConfig, me: uuid::Uuid) -> postgres::Config {
@@ -271,6 +314,7 @@ fn listen_loop(
 ) {
     loop {
         if let Err(e) = serve_gate(&mut client, me, gate, stop, shared) {
+            shared.distrust();
             if stop.load(Ordering::SeqCst) {
                 return;
             }
@@ -281,7 +325,7 @@ fn listen_loop(
                 }
                 std::thread::sleep(HEARTBEAT / 2);
                 if let Ok(mut c) = listener_config(config, me).connect(postgres::NoTls)
-                    && c.batch_execute("LISTEN berth_gate").is_ok()
+                    && c.batch_execute(LISTEN).is_ok()
                 {
                     break c;
                 }
@@ -300,13 +344,38 @@ fn pass_gate(
     me: uuid::Uuid,
     gate: &RwLock<()>,
     epoch: i64,
+    shared: &Shared,
 ) -> Result<(), postgres::Error> {
     drop(gate.write().unwrap_or_else(|e| e.into_inner()));
+    let sent = Instant::now();
     client.execute(
         "UPDATE replicas SET gate_epoch = GREATEST(gate_epoch, $2), heartbeat_at = now() WHERE id = $1",
         &[&me, &epoch],
     )?;
+    shared.trust_from(sent);
     Ok(())
+}
+
+/// Takes in the notifications that arrived: forgets what changed (`berth_changed`, payload
+/// `<generation> <name>`), and returns the newest gate request and the newest generation.
+fn take_notes(shared: &Shared, notes: Vec<postgres::Notification>) -> (Option<i64>, Option<i64>) {
+    let (mut gate, mut seen) = (None, None);
+    let mut local = shared.local.lock().unwrap_or_else(|e| e.into_inner());
+    for note in notes {
+        match note.channel() {
+            "berth_gate" => gate = gate.max(note.payload().parse::<i64>().ok()),
+            "berth_changed" => {
+                if let Some((g, name)) = note.payload().split_once(' ')
+                    && let Ok(g) = g.parse::<i64>()
+                {
+                    *local.entry(name.to_owned()).or_default() += 1;
+                    seen = seen.max(Some(g));
+                }
+            }
+            _ => {}
+        }
+    }
+    (gate, seen)
 }
 
 fn serve_gate(
@@ -318,25 +387,35 @@ fn serve_gate(
 ) -> Result<(), postgres::Error> {
     // A request made while this connection was down was never heard: pass the newest now.
     let epoch: i64 = client.query_one("SELECT gate_epoch FROM gc_state", &[])?.get(0);
-    pass_gate(client, me, gate, epoch)?;
+    pass_gate(client, me, gate, epoch, shared)?;
     let mut last_beat = Instant::now();
     while !stop.load(Ordering::SeqCst) {
-        let mut requests = Vec::new();
+        let mut notes = Vec::new();
         {
-            // Wait for the first request (at most a heartbeat), then take those already here:
-            // GC is waiting.
+            // Wait for the first note (at most a heartbeat), then take those already here:
+            // a GC or a writer is waiting.
             let mut n = client.notifications();
-            let first = n.timeout_iter(HEARTBEAT).next()?;
+            let first = n.timeout_iter(HEARTBEAT.min(TRUST / 3)).next()?;
             if let Some(note) = first {
-                requests.push(note.payload().parse::<i64>().unwrap_or(0));
+                notes.push(note);
                 let mut more = n.iter();
                 while let Some(note) = more.next()? {
-                    requests.push(note.payload().parse::<i64>().unwrap_or(0));
+                    notes.push(note);
                 }
             }
         }
-        if let Some(&epoch) = requests.iter().max() {
-            pass_gate(client, me, gate, epoch)?;
+        let (gate_request, seen) = take_notes(shared, notes);
+        if let Some(g) = seen {
+            let sent = Instant::now();
+            client.execute(
+                "UPDATE replicas SET seen_seq = GREATEST(seen_seq, $2), heartbeat_at = now() WHERE id = $1",
+                &[&me, &g],
+            )?;
+            shared.trust_from(sent);
+            last_beat = sent;
+        }
+        if let Some(epoch) = gate_request {
+            pass_gate(client, me, gate, epoch, shared)?;
             last_beat = Instant::now();
         }
         let pending: Vec<(String, bool)> =
@@ -347,12 +426,14 @@ fn serve_gate(
         }
         if last_beat.elapsed() >= HEARTBEAT {
             // A replica deleted as dead (it stalled past a day) registers again.
+            let sent = Instant::now();
             client.execute(
                 "INSERT INTO replicas (id, description) VALUES ($1, 'replica') \
                  ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
                 &[&me],
             )?;
-            last_beat = Instant::now();
+            shared.trust_from(sent);
+            last_beat = sent;
         }
     }
     Ok(())
@@ -525,13 +606,21 @@ impl Coordination for PgCoordination {
     }
 
     fn changed(&self, name: &RepoName, exists: bool) -> Result<(), RegistryError> {
-        let result = self.conn().and_then(|mut c| bump(&mut *c, name.as_str(), exists).map_err(pg));
-        if result.is_err() {
-            // The change is in the bucket: other replicas must hear of it once the database
-            // answers again.
-            self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).insert((name.as_str().to_owned(), exists));
-        }
-        result
+        let result = self.conn().and_then(|mut c| bump(&mut c, name.as_str(), exists).map_err(pg));
+        let g = match result {
+            Ok(g) => g,
+            Err(e) => {
+                // The change is in the bucket: other replicas must hear of it once the
+                // database answers again.
+                self.shared
+                    .pending
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert((name.as_str().to_owned(), exists));
+                return Err(e);
+            }
+        };
+        self.wait_seen(g)
     }
 
     fn catalog_generation(&self) -> Result<Option<i64>, RegistryError> {
@@ -541,31 +630,71 @@ impl Coordination for PgCoordination {
 
 impl PgCoordination {
     fn generation_of(&self, name: &str) -> Result<Option<i64>, RegistryError> {
-        let row = self.conn()?.query_opt("SELECT generation FROM generations WHERE name = $1", &[&name]).map_err(pg)?;
-        let g: i64 = row.map_or(0, |r| r.get(0));
+        if !self.shared.trusted() {
+            return Err(RegistryError::Unavailable {
+                reason: "not in touch with the database lately, so changes by other replicas may be unheard".into(),
+            });
+        }
+        let g = self.shared.local.lock().unwrap_or_else(|e| e.into_inner()).get(name).copied().unwrap_or(0);
         Ok(Some(g.wrapping_add(self.shared.reconnects.load(Ordering::SeqCst) << 40)))
+    }
+
+    /// Returns once every live replica has processed the change notified with generation `g`,
+    /// or can no longer trust its cache (its last round trip to the database is older than
+    /// [`TRUST`], plus a second for the clocks' drift).
+    fn wait_seen(&self, g: i64) -> Result<(), RegistryError> {
+        let fence = format!("{} seconds", TRUST.as_secs() + 1);
+        let began = Instant::now();
+        loop {
+            let waiting: i64 = self
+                .conn()?
+                .query_one(
+                    "SELECT count(*) FROM replicas WHERE id <> $1 AND seen_seq < $2 \
+                     AND heartbeat_at > now() - $3::text::interval",
+                    &[&self.me, &g, &fence],
+                )
+                .map_err(pg)?
+                .get(0);
+            if waiting == 0 {
+                return Ok(());
+            }
+            if began.elapsed() > LEASE {
+                tracing::warn!(generation = g, replicas = waiting, "replicas heartbeat but do not take in changes");
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 }
 
-/// Gives `name` (a repository, or '' for the catalog) a new generation; when whether it exists
-/// changed, the catalog too.
-fn bump(c: &mut impl postgres::GenericClient, name: &str, exists: bool) -> Result<(), postgres::Error> {
-    let before: Option<bool> = c
-        .query_one(
-            "WITH old AS (SELECT present FROM generations WHERE name = $1), \
-             up AS (INSERT INTO generations (name, generation, present) \
-                    VALUES ($1, nextval('generation_seq'), $2) \
-                    ON CONFLICT (name) DO UPDATE SET generation = excluded.generation, present = excluded.present) \
-             SELECT (SELECT present FROM old)",
-            &[&name, &exists],
-        )?
-        .get(0);
+/// Gives `name` (a repository, or '' for the catalog) a new generation and notifies it on
+/// `berth_changed`; when whether it exists changed, the catalog too. Generations are taken and
+/// committed under the barrier lock, so they are notified in increasing order. Returns the
+/// newest generation it notified.
+fn bump(c: &mut postgres::Client, name: &str, exists: bool) -> Result<i64, postgres::Error> {
+    let mut tx = c.transaction()?;
+    tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&CLASS_BARRIER])?;
+    let row = tx.query_one(
+        "WITH old AS (SELECT present FROM generations WHERE name = $1), \
+         up AS (INSERT INTO generations (name, generation, present) \
+                VALUES ($1, nextval('generation_seq'), $2) \
+                ON CONFLICT (name) DO UPDATE SET generation = excluded.generation, present = excluded.present \
+                RETURNING generation) \
+         SELECT (SELECT present FROM old), (SELECT generation FROM up)",
+        &[&name, &exists],
+    )?;
+    let (before, mut g): (Option<bool>, i64) = (row.get(0), row.get(1));
+    tx.execute("SELECT pg_notify('berth_changed', $1)", &[&format!("{g} {name}")])?;
     if before != Some(exists) {
-        c.execute(
-            "INSERT INTO generations (name, generation, present) VALUES ('', nextval('generation_seq'), true) \
-             ON CONFLICT (name) DO UPDATE SET generation = excluded.generation",
-            &[],
-        )?;
+        g = tx
+            .query_one(
+                "INSERT INTO generations (name, generation, present) VALUES ('', nextval('generation_seq'), true) \
+                 ON CONFLICT (name) DO UPDATE SET generation = excluded.generation RETURNING generation",
+                &[],
+            )?
+            .get(0);
+        tx.execute("SELECT pg_notify('berth_changed', $1)", &[&format!("{g} ")])?;
     }
-    Ok(())
+    tx.commit()?;
+    Ok(g)
 }

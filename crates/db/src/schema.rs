@@ -21,8 +21,10 @@ pub struct Migration {
 }
 
 /// Every migration this Berth knows, in order.
-pub const MIGRATIONS: &[Migration] =
-    &[Migration { version: 1, name: "coordination", sql: include_str!("../migrations/0001_coordination.sql") }];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration { version: 1, name: "coordination", sql: include_str!("../migrations/0001_coordination.sql") },
+    Migration { version: 2, name: "invalidation", sql: include_str!("../migrations/0002_invalidation.sql") },
+];
 
 /// The newest schema this Berth knows.
 pub fn latest() -> i32 {

@@ -45,7 +45,7 @@ impl Registry {
             }
             Err(e) => {
                 // Whether another replica changed it cannot be known: walk storage.
-                tracing::warn!(error = %e, "cannot check the catalog against other replicas; walking storage");
+                tracing::debug!(error = %e, "cannot check the catalog against other replicas; walking storage");
                 *guard = None;
                 *built = None;
             }

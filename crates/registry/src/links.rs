@@ -130,7 +130,7 @@ impl Registry {
             Ok(Some(g)) => self.push_times.sync(name, g),
             Ok(None) => {}
             Err(e) => {
-                tracing::warn!(repository = %name, error = %e, "cannot check what other replicas changed; reading storage");
+                tracing::debug!(repository = %name, error = %e, "cannot check what other replicas changed; reading storage");
                 self.push_times.forget(name);
             }
         }
