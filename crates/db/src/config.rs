@@ -115,6 +115,9 @@ impl DbConfig {
             return Err(DbError::Config("no user given".into()));
         }
         pg.application_name("berth");
+        // Locks live as long as their session or transaction: a server that ends idle ones
+        // (common on managed PostgreSQL) would drop a sweep's or a push's lock under it.
+        pg.options("-c idle_in_transaction_session_timeout=0 -c idle_session_timeout=0");
         pg.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
         // A replica whose server vanished without a word (a cut network) must notice, so the
         // locks it held are released and its own requests fail instead of hanging.

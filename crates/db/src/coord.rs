@@ -16,9 +16,9 @@
 //! - **The in-flight gate** stays in each process (a read-write lock, as in `Local`); GC's
 //!   `wait_inflight` also asks every live replica to wait out its own gate: it bumps
 //!   `gc_state.gate_epoch` and notifies `berth_gate`; each replica's listener thread waits for
-//!   its gate and records the epoch it passed. GC goes on once every replica with a fresh
-//!   heartbeat has passed it; a replica whose heartbeat is older than [`LEASE`] is dead and
-//!   its operations died with it.
+//!   its gate and records the epoch it passed. GC goes on once every replica whose listener
+//!   is connected has passed it (a killed replica's connection, and its operations, are gone),
+//!   and fails after twice [`LEASE`] rather than go on without one.
 //! - **Generations** (`generations`): a change of a repository (or of the set of repositories,
 //!   row '') takes the next value of one sequence under a barrier lock, so values commit in
 //!   order, and is notified on `berth_changed`. Each replica's listener counts the changes it
@@ -385,6 +385,19 @@ fn serve_gate(
     stop: &AtomicBool,
     shared: &Shared,
 ) -> Result<(), postgres::Error> {
+    // Changes notified while this connection was down were never heard; what was cached
+    // before is forgotten (the reconnect offset), so they count as seen, up to the newest
+    // committed (under the barrier, none is between taking its generation and committing).
+    {
+        let mut tx = client.transaction()?;
+        tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&CLASS_BARRIER])?;
+        tx.execute(
+            "UPDATE replicas SET seen_seq = GREATEST(seen_seq, \
+             (SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM generation_seq)) WHERE id = $1",
+            &[&me],
+        )?;
+        tx.commit()?;
+    }
     // A request made while this connection was down was never heard: pass the newest now.
     let epoch: i64 = client.query_one("SELECT gate_epoch FROM gc_state", &[])?.get(0);
     pass_gate(client, me, gate, epoch, shared)?;
@@ -469,18 +482,17 @@ impl Coordination for PgCoordination {
             tx.commit().map_err(pg)?;
             e
         };
-        let lease = format!("{} seconds", LEASE.as_secs());
         let deadline = Instant::now() + LEASE * 2;
         loop {
             let waiting: Vec<String> = self
                 .conn()?
                 .query(
-                    // Alive: a fresh heartbeat and its listener connected (a killed replica's
-                    // connection is gone at once, so GC does not wait out its heartbeat).
+                    // Alive: its listener connected, however old its heartbeat (it does not
+                    // beat while it waits out its gate). A killed replica's connection is gone
+                    // at once, so GC does not wait for it.
                     "SELECT r.description FROM replicas r WHERE r.id <> $1 AND r.gate_epoch < $2 \
-                     AND r.heartbeat_at > now() - $3::text::interval \
                      AND EXISTS (SELECT 1 FROM pg_stat_activity a WHERE a.application_name = 'berth ' || r.id::text)",
-                    &[&self.me, &epoch, &lease],
+                    &[&self.me, &epoch],
                 )
                 .map_err(pg)?
                 .iter()

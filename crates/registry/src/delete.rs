@@ -133,15 +133,13 @@ impl Registry {
         let _guard = self.repo_lock(req.target.repository())?;
         let entry = self.delete_plan(req)?;
         let trashed = self.trash_record(&entry, req.force)?;
-        let unlinked = self.unlink(&entry);
-        self.push_times.forget(&entry.repository);
-        if unlinked.is_err() {
-            // Some links went: other processes must not go on trusting what they remember.
-            let _ = self.coord.changed(&entry.repository, true);
-        }
-        unlinked?;
-        self.graph.note(Change::Delete(entry.clone()));
-        self.catalog_refresh(&entry.repository)?;
+        self.announcing(&entry.repository, || {
+            let unlinked = self.unlink(&entry);
+            self.push_times.forget(&entry.repository);
+            unlinked?;
+            self.graph.note(Change::Delete(entry.clone()));
+            self.catalog_refresh(&entry.repository)
+        })?;
         Ok(Deleted { entry, trashed })
     }
 

@@ -122,6 +122,20 @@ impl Registry {
         self.coord.changed(name, exists)
     }
 
+    /// Runs `write`, a change of `name` in storage; when it fails midway (part of it may be
+    /// stored), still tells every process that `name` changed, so none goes on trusting what
+    /// it remembers. The success path tells them itself, once it knows whether `name` exists.
+    pub(crate) fn announcing<T>(&self, name: &RepoName, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        let result = write();
+        if result.is_err() {
+            self.push_times.forget(name);
+            if let Err(e) = self.coord.changed(name, true) {
+                tracing::warn!(repository = %name, error = %e, "could not tell other processes of a failed change");
+            }
+        }
+        result
+    }
+
     /// Forgets what this process remembers of `name` if another process changed it since.
     /// When that cannot be known (the coordination database is down), forgets it anyway: the
     /// read then goes to storage, which is the truth.

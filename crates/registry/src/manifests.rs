@@ -117,13 +117,16 @@ impl Registry {
         };
 
         self.store().put_if_absent(&layout::blob_data(&digest), &bytes).map_err(storage)?;
-        self.put_revision(name, &digest)?;
-        if let Some(s) = &node.subject {
-            self.link_referrer(name, s, &digest)?;
-        }
-        if let Reference::Tag(t) = reference {
-            self.tag_set(name, t, &digest)?;
-        }
+        self.announcing(name, || {
+            self.put_revision(name, &digest)?;
+            if let Some(s) = &node.subject {
+                self.link_referrer(name, s, &digest)?;
+            }
+            if let Reference::Tag(t) = reference {
+                self.tag_set(name, t, &digest)?;
+            }
+            Ok(())
+        })?;
         let subject = node.subject.clone();
         self.graph.note(Change::PutManifest {
             repo: name.clone(),

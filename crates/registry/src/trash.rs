@@ -188,15 +188,17 @@ impl Registry {
             });
         }
         let name = &entry.repository;
-        for l in &entry.layers {
-            self.link_layer(name, l)?;
-        }
-        self.relink_manifests(name, entry.held_manifests().cloned())?;
-        for (tag, d) in &entry.tags {
-            self.tag_set(name, tag, d)?;
-        }
-        self.store().delete(&layout::trash_entry(entry.id.as_str())).map_err(storage)?;
-        self.audit_by(AuditAction::Restore, &entry, who, force && !conflicts.is_empty(), None)?;
+        self.announcing(name, || {
+            for l in &entry.layers {
+                self.link_layer(name, l)?;
+            }
+            self.relink_manifests(name, entry.held_manifests().cloned())?;
+            for (tag, d) in &entry.tags {
+                self.tag_set(name, tag, d)?;
+            }
+            self.store().delete(&layout::trash_entry(entry.id.as_str())).map_err(storage)?;
+            self.audit_by(AuditAction::Restore, &entry, who, force && !conflicts.is_empty(), None)
+        })?;
         self.graph.note(Change::Restore(entry.clone()));
         self.catalog_added(name);
         self.repo_changed(name, true)?;
