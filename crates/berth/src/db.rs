@@ -14,7 +14,7 @@ pub fn run(args: DbArgs) -> anyhow::Result<()> {
         DbAction::Migrate => {
             let applied = db.migrate()?;
             if applied.is_empty() {
-                println!("{}: the schema is current (version {})", config.describe(), latest());
+                println!("{}: the schema is current (version {})", config.describe(), berth_db::latest_schema());
             }
             for m in applied {
                 println!("{}: applied migration {} ({})", config.describe(), m.version, m.name);
@@ -40,8 +40,4 @@ pub fn run(args: DbArgs) -> anyhow::Result<()> {
         },
     }
     Ok(())
-}
-
-fn latest() -> i32 {
-    berth_db::MIGRATIONS.last().map_or(0, |m| m.version)
 }

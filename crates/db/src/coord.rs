@@ -347,13 +347,27 @@ fn pass_gate(
     shared: &Shared,
 ) -> Result<(), postgres::Error> {
     drop(gate.write().unwrap_or_else(|e| e.into_inner()));
-    let sent = Instant::now();
-    client.execute(
+    beat(
+        client,
+        shared,
         "UPDATE replicas SET gate_epoch = GREATEST(gate_epoch, $2), heartbeat_at = now() WHERE id = $1",
         &[&me, &epoch],
     )?;
-    shared.trust_from(sent);
     Ok(())
+}
+
+/// Runs `sql`, which renews this replica's heartbeat, and trusts the cache from when it was
+/// sent (see [`TRUST`]); returns when it was sent.
+fn beat(
+    client: &mut postgres::Client,
+    shared: &Shared,
+    sql: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync)],
+) -> Result<Instant, postgres::Error> {
+    let sent = Instant::now();
+    client.execute(sql, params)?;
+    shared.trust_from(sent);
+    Ok(sent)
 }
 
 /// Takes in the notifications that arrived: forgets what changed (`berth_changed`, payload
@@ -419,13 +433,12 @@ fn serve_gate(
         }
         let (gate_request, seen) = take_notes(shared, notes);
         if let Some(g) = seen {
-            let sent = Instant::now();
-            client.execute(
+            last_beat = beat(
+                client,
+                shared,
                 "UPDATE replicas SET seen_seq = GREATEST(seen_seq, $2), heartbeat_at = now() WHERE id = $1",
                 &[&me, &g],
             )?;
-            shared.trust_from(sent);
-            last_beat = sent;
         }
         if let Some(epoch) = gate_request {
             pass_gate(client, me, gate, epoch, shared)?;
@@ -439,14 +452,13 @@ fn serve_gate(
         }
         if last_beat.elapsed() >= HEARTBEAT {
             // A replica deleted as dead (it stalled past a day) registers again.
-            let sent = Instant::now();
-            client.execute(
+            last_beat = beat(
+                client,
+                shared,
                 "INSERT INTO replicas (id, description) VALUES ($1, 'replica') \
                  ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
                 &[&me],
             )?;
-            shared.trust_from(sent);
-            last_beat = sent;
         }
     }
     Ok(())

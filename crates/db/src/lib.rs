@@ -24,4 +24,4 @@ pub use config::{DbConfig, Keys, SslMode};
 pub use coord::{HEARTBEAT, LEASE, PgCoordination};
 pub use error::{DbError, Result};
 pub use pool::Db;
-pub use schema::{MIGRATIONS, Migration, SchemaState};
+pub use schema::{MIGRATIONS, Migration, SchemaState, latest as latest_schema};
