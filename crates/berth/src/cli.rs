@@ -60,6 +60,14 @@ pub enum DbAction {
     Migrate,
     /// Show the schema version and whether it is the one this Berth needs.
     Status,
+    /// Fill the metadata index from the bucket (Distribution's or Berth's), or bring it back
+    /// in line with it. Safe while replicas serve the bucket; until it has run once, GC,
+    /// accounting and the catalog list the bucket.
+    Import {
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `berth copy`
@@ -121,6 +129,11 @@ pub struct GcArgs {
     /// [default: gc.untagged, 24h].
     #[arg(long, value_name = "AGE|keep")]
     pub untagged: Option<String>,
+    /// With a database: list the bucket instead of reading the metadata index, which also
+    /// finds blobs the index never learnt (a replica killed between storing a blob and
+    /// recording it).
+    #[arg(long)]
+    pub list_storage: bool,
     /// Print the result as JSON.
     #[arg(long)]
     pub json: bool,

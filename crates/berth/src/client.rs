@@ -57,6 +57,16 @@ fn next_link(h: &ureq::http::HeaderMap) -> Option<String> {
 impl Admin {
     /// Resolves `--url`/`--root`/environment into a Berth to talk to.
     pub fn open(w: &Where, access: Access) -> anyhow::Result<Admin> {
+        Admin::open_root(w, access, false)
+    }
+
+    /// Like [`Admin::open`] for writing, directly on the root, accepting a store with nothing
+    /// in it yet (`berth db import` of a fresh bucket).
+    pub fn open_maybe_empty(w: &Where) -> anyhow::Result<Admin> {
+        Admin::open_root(w, Access::Write, true)
+    }
+
+    fn open_root(w: &Where, access: Access, empty_ok: bool) -> anyhow::Result<Admin> {
         if w.url.is_some() && w.root.is_some() {
             bail!("give --url or --root, not both");
         }
@@ -77,7 +87,7 @@ impl Admin {
         };
         let root = w.root.clone().or_else(|| env("BERTH_ROOT").map(PathBuf::from));
         let storage = file.storage(root, true)?;
-        if !storage.holds_a_root() {
+        if !empty_ok && !storage.holds_a_root() {
             bail!(
                 "{} is not a registry storage root (give --root DIR, or --url URL for a running Berth)",
                 storage.describe()
@@ -124,7 +134,7 @@ impl Admin {
                 let me = format!("berth command (pid {})", std::process::id());
                 let coord = berth_db::PgCoordination::start(&db, &me)
                     .with_context(|| format!("opening the database {}", db.describe()))?;
-                Registry::with_coordination(backend, config, std::sync::Arc::new(coord))
+                std::sync::Arc::new(coord).registry(backend, config)
             }
             None => Registry::new(backend, config),
         };
@@ -255,6 +265,7 @@ impl Admin {
     pub fn gc(
         &self,
         dry_run: bool,
+        list_storage: bool,
         grace: Option<&str>,
         untagged: Option<&str>,
         progress: &(dyn Fn(berth_registry::GcProgress) + Sync),
@@ -262,6 +273,9 @@ impl Admin {
         match self {
             Admin::Http(_) => {
                 let mut q = vec![("dry_run", dry_run.to_string())];
+                if list_storage {
+                    q.push(("list_storage", "true".to_owned()));
+                }
                 q.extend(grace.map(|g| ("grace", g.to_owned())));
                 q.extend(untagged.map(|u| ("untagged", u.to_owned())));
                 self.one("POST", &format!("/api/gc{}", query(&q)))
@@ -269,6 +283,7 @@ impl Admin {
             Admin::Local { reg, gc, who, .. } => {
                 let mut opts = gc.clone();
                 opts.dry_run = dry_run;
+                opts.listing = list_storage;
                 opts.who = who.clone();
                 if let Some(g) = grace {
                     opts.grace = berth_registry::parse_duration(g).map_err(anyhow::Error::msg).context("--grace")?;

@@ -24,7 +24,7 @@ pub fn parse_target(s: &str) -> anyhow::Result<DeleteTarget> {
     Ok(DeleteTarget::Repository(s.parse()?))
 }
 
-fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+pub(crate) fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
@@ -290,7 +290,7 @@ pub fn gc(a: GcArgs) -> anyhow::Result<()> {
     if tty && matches!(admin, Admin::Http { .. }) {
         eprintln!("collecting on the server (waits for a GC already running)...");
     }
-    let r = admin.gc(a.dry_run, a.grace.as_deref(), a.untagged.as_deref(), &progress)?;
+    let r = admin.gc(a.dry_run, a.list_storage, a.grace.as_deref(), a.untagged.as_deref(), &progress)?;
     if tty {
         eprintln!();
     }
@@ -353,7 +353,11 @@ pub fn fsck(a: FsckArgs) -> anyhow::Result<()> {
             }
             for (kind, (n, bytes, repaired)) in kinds {
                 let fixed = if repaired == n { " (repaired)" } else { "" };
-                println!("debris  {kind}: {n} ({}){fixed}", size(bytes));
+                match r.findings.iter().find(|f| f.kind == kind) {
+                    // One of a kind: what it says is worth more than a count.
+                    Some(f) if n == 1 && bytes == 0 => println!("debris  {kind}: {}{fixed}", f.message),
+                    _ => println!("debris  {kind}: {n} ({}){fixed}", size(bytes)),
+                }
             }
         }
         let debris = r.findings.iter().filter(|f| !f.damage && !f.repaired).count();

@@ -150,7 +150,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             untagged: settings.gc.untagged,
         };
         let registry = Arc::new(match &coord {
-            Some(c) => Registry::with_coordination(backend, config, c.clone()),
+            Some(c) => c.clone().registry(backend, config),
             None => Registry::new(backend, config),
         });
         let state = AppState {

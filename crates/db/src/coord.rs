@@ -71,6 +71,8 @@ pub struct PgCoordination {
     me: uuid::Uuid,
     work: Db,
     locks: Db,
+    /// The metadata index's pool (see `watch` and `index`).
+    index: Db,
     gate: Arc<RwLock<()>>,
     stop: Arc<AtomicBool>,
     listener: Option<JoinHandle<()>>,
@@ -190,9 +192,15 @@ impl PgCoordination {
     /// Registers this process as a replica (`description` names it in the database) and
     /// starts its listener thread. The schema must be current ([`Db::open`] checks).
     pub fn start(config: &DbConfig, description: &str) -> crate::Result<PgCoordination> {
-        let half = (config.max_open / 2).max(2);
-        let work = Db::open(&config.clone().with_max_open(half))?;
-        let locks = Db::connect(&config.clone().with_max_open(half))?;
+        // Three pools, so that no connection is ever held while waiting for another of the
+        // same pool (which a full pool turns into a deadlock): locks hold theirs for as long as
+        // the lock; work (touches, sweeps) holds one while a sweep deletes from the bucket; the
+        // metadata index takes one for a statement, even inside a sweep (its deletes go through
+        // the store it watches).
+        let third = (config.max_open / 3).max(2);
+        let work = Db::open(&config.clone().with_max_open(third))?;
+        let locks = Db::connect(&config.clone().with_max_open(third))?;
+        let index = Db::connect(&config.clone().with_max_open(third))?;
         let me = uuid::Uuid::new_v4();
         let gate = Arc::new(RwLock::new(()));
         let stop = Arc::new(AtomicBool::new(false));
@@ -222,13 +230,36 @@ impl PgCoordination {
                 .spawn(move || listen_loop(listen, &cfg, me, &gate, &stop, &shared))
                 .map_err(|e| DbError::Config(format!("cannot start the listener thread: {e}")))?
         };
+        let commit: String = work.conn()?.query_one("SHOW synchronous_commit", &[])?.get(0);
+        if commit == "off" {
+            // A crash of the server can then lose committed rows: touches, and rows of the
+            // metadata index for links already in the bucket.
+            tracing::warn!(
+                db = %work.describe(),
+                "synchronous_commit is off: a PostgreSQL crash can lose what Berth was told is stored; \
+                 set it to on, and run `berth fsck --repair` after such a crash"
+            );
+        }
         tracing::info!(replica = %me, db = %work.describe(), "coordinating through PostgreSQL");
-        Ok(PgCoordination { me, work, locks, gate, stop, listener: Some(listener), shared })
+        Ok(PgCoordination { me, work, locks, index, gate, stop, listener: Some(listener), shared })
     }
 
     /// This replica's id in the `replicas` table.
     pub fn replica_id(&self) -> uuid::Uuid {
         self.me
+    }
+
+    /// A registry over `backend` coordinated through this database, with its metadata index:
+    /// every write to `backend` is recorded in the index, which GC, accounting and the catalog
+    /// read once it is ready.
+    pub fn registry(
+        self: Arc<Self>,
+        backend: Arc<dyn berth_storage::Backend>,
+        config: berth_registry::Config,
+    ) -> berth_registry::Registry {
+        let backend = Arc::new(crate::watch::Indexed::new(backend, self.index.clone()));
+        let index = Arc::new(crate::index::PgIndex::new(self.index.clone()));
+        berth_registry::Registry::with_coordination(backend, config, self).with_index(index)
     }
 
     fn conn(&self) -> Result<Conn, RegistryError> {

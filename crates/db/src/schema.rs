@@ -24,6 +24,7 @@ pub struct Migration {
 pub const MIGRATIONS: &[Migration] = &[
     Migration { version: 1, name: "coordination", sql: include_str!("../migrations/0001_coordination.sql") },
     Migration { version: 2, name: "invalidation", sql: include_str!("../migrations/0002_invalidation.sql") },
+    Migration { version: 3, name: "index", sql: include_str!("../migrations/0003_index.sql") },
 ];
 
 /// The newest schema this Berth knows.

@@ -81,8 +81,11 @@ impl TestPg {
     }
 
     fn start_server(&self) {
+        // `fsync=off` loses nothing when only the server dies (the kernel keeps what it wrote);
+        // `synchronous_commit=off` would lose the last commits on `stop`, which no production
+        // setting Berth supports does (see `PgCoordination::start`).
         let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=300",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c full_page_writes=off -c max_connections=300",
             self.port,
             self.dir.path().display()
         );

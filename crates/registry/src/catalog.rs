@@ -4,7 +4,8 @@
 //! CNCF Distribution leaves behind and keeps listing) does not count. Walking every folder for
 //! each `_catalog` call is slow on large roots, so the sorted list is cached in memory: built on
 //! first use and updated by this process's own pushes and deletes. It is derived data; the
-//! layout remains the truth.
+//! layout remains the truth. With a ready metadata index, the list is read from it instead of
+//! walking the folders.
 
 use std::collections::BTreeSet;
 use std::sync::Mutex;
@@ -63,7 +64,7 @@ impl Registry {
         Ok(Page::cut(after, Some(n)))
     }
 
-    /// Every repository, walked fresh from storage (sorted).
+    /// Every repository, read fresh from the metadata index or storage (sorted).
     pub fn repositories(&self) -> Result<Vec<RepoName>> {
         let mut repos = self.walk_repositories()?;
         repos.sort();
@@ -118,7 +119,12 @@ impl Registry {
         }
     }
 
+    /// Every repository holding a tag or a manifest: from the metadata index when it is ready,
+    /// else walked from storage.
     fn walk_repositories(&self) -> Result<Vec<RepoName>> {
+        if let Some(index) = self.ready_index() {
+            return Ok(index.repository_names()?.into_iter().filter_map(|n| n.parse().ok()).collect());
+        }
         let mut out = Vec::new();
         let mut stack = vec![String::new()];
         while let Some(path) = stack.pop() {

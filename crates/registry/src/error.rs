@@ -160,5 +160,9 @@ pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 
 /// Wraps a storage failure whose meaning is "the store broke" (or is full), never "not found".
 pub(crate) fn storage(e: StorageError) -> RegistryError {
-    if e.is_out_of_space() { RegistryError::StorageFull(e) } else { RegistryError::Storage(e) }
+    match e {
+        StorageError::Unavailable { reason, .. } => RegistryError::Unavailable { reason },
+        e if e.is_out_of_space() => RegistryError::StorageFull(e),
+        e => RegistryError::Storage(e),
+    }
 }

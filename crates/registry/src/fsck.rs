@@ -6,7 +6,8 @@
 //! match their digest, and **debris** otherwise (harmless leftovers, such as those a crash
 //! leaves). `repair` fixes what can be fixed without losing acknowledged data: it re-creates
 //! links whose targets exist, removes links to nothing, removes stale uploads, rebuilds the
-//! referrers index, and moves corrupt blobs aside to `berth/quarantine/` (so clients see them
+//! referrers index, makes the metadata index (with a database) agree with the store, and moves
+//! corrupt blobs aside to `berth/quarantine/` (so clients see them
 //! as missing and push them again) instead of deleting them.
 
 use std::io::Read;
@@ -19,6 +20,7 @@ use crate::Registry;
 use crate::error::{RegistryError, Result, storage};
 use crate::graph::{Change, Reached, walk};
 use crate::journal::TrashId;
+use crate::reindex;
 
 /// How `fsck` runs.
 #[derive(Debug, Clone)]
@@ -115,11 +117,30 @@ impl Registry {
             self.fsck_content(&mut cx)?;
         }
         self.fsck_trash(&mut cx)?;
+        self.fsck_index(&mut cx)?;
         if opts.repair {
             self.graph.note(Change::Invalidate);
             self.push_times.forget_all();
         }
         Ok(report)
+    }
+
+    /// Compares the metadata index (with a database) with the store, after every repair of
+    /// the store; repairing makes the index agree with the store.
+    fn fsck_index(&self, cx: &mut Ctx<'_>) -> Result<()> {
+        let Some(diff) = self.index_reconcile(cx.repair, &|_| {})? else { return Ok(()) };
+        if diff.total() == 0 {
+            return Ok(());
+        }
+        let consequence = if diff.missing() > 0 {
+            "; until it is repaired, GC, accounting and the catalog list storage instead"
+        } else {
+            "; GC keeps what the extra rows name until it is repaired"
+        };
+        let message = format!("the metadata index disagrees with storage: {}{consequence}", reindex::describe(&diff));
+        // Already applied above when repairing: reconciling is the fix.
+        let done = || Ok(());
+        cx.find("index-out-of-step", false, None, message, Some(&done))
     }
 
     fn fsck_repo(&self, name: &RepoName, opts: &FsckOptions, now: SystemTime, cx: &mut Ctx<'_>) -> Result<()> {

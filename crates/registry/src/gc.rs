@@ -61,6 +61,9 @@ pub struct GcOptions {
     pub dry_run: bool,
     /// Who asked for the run (`None`: the schedule, or nobody signed in), for the history.
     pub who: Option<String>,
+    /// List the store even when a metadata index could be read instead: finds blobs the
+    /// index never learnt (written by a process that died before it could record them).
+    pub listing: bool,
 }
 
 impl Default for GcOptions {
@@ -71,6 +74,7 @@ impl Default for GcOptions {
             upload_max_age: Duration::from_secs(7 * 24 * 3600),
             dry_run: false,
             who: None,
+            listing: false,
         }
     }
 }
@@ -132,6 +136,16 @@ pub struct GcReport {
     pub store_requests: Option<u64>,
 }
 
+/// A blob as its folder was listed: its data's meta when the listing carried it (`Some(None)`:
+/// a folder without data), `None` when it must be asked for.
+pub(crate) type Listed = (Digest, Option<Option<Meta>>);
+
+/// Blobs for one worker of the sweep: one folder of the store, or what the index listed of it.
+enum Group {
+    Folder(Algorithm, Key),
+    Listed(Vec<Listed>),
+}
+
 /// The instants a run measures against.
 struct Clock {
     now: SystemTime,
@@ -189,7 +203,7 @@ impl Registry {
         self.coord.wait_inflight()?;
         let mut report = GcReport { dry_run: opts.dry_run, ..Default::default() };
 
-        let s = self.gc_scan(progress)?;
+        let s = self.gc_scan(opts, progress)?;
         let m = self.gc_mark(&s, opts, &clock)?;
         report.blobs_in_use = m.reached.iter().filter(|&&r| r).count() as u64;
         let run = Run { s, m, opts, clock };
@@ -245,8 +259,9 @@ impl Registry {
 
     /// Phase 1: reads every repository's links, the trash (before and after), and every
     /// manifest they reach.
-    fn gc_scan(&self, progress: &(dyn Fn(GcProgress) + Sync)) -> Result<Scanned> {
-        self.scan(ScanOptions { sizes: false }, &|done, total| progress(GcProgress::Scan { done, total }))
+    fn gc_scan(&self, opts: &GcOptions, progress: &(dyn Fn(GcProgress) + Sync)) -> Result<Scanned> {
+        let scan = ScanOptions { sizes: false, listing: opts.listing };
+        self.scan(scan, &|done, total| progress(GcProgress::Scan { done, total }))
     }
 
     /// Phase 2: marks what the roots reach, per repository (see the module docs). A reached
@@ -295,7 +310,10 @@ impl Registry {
         let indexes: Vec<usize> = (0..s.repos.len()).collect();
         let times: Vec<HashMap<Digest, SystemTime>> = match opts.untagged {
             UntaggedPolicy::OlderThan(age) if !age.is_zero() => {
-                par_map(self.workers(), &indexes, |&i| self.revision_times(&s.repos[i].name, &untagged(&m, i)))?
+                par_map(self.workers(), &indexes, |&i| match &s.repos[i].times {
+                    Some(times) => Ok(times.clone()),
+                    None => self.revision_times(&s.repos[i].name, &untagged(&m, i)),
+                })?
             }
             _ => vec![HashMap::new(); s.repos.len()],
         };
@@ -389,8 +407,9 @@ impl Registry {
         Ok(changed)
     }
 
-    /// Phase 4: lists every blob folder and removes the blobs nothing reached that are older
-    /// than the grace period and were not touched.
+    /// Phase 4: lists every blob folder (or, with a ready index, reads the blobs it holds) and
+    /// removes the blobs nothing reached that are older than the grace period and were not
+    /// touched.
     fn gc_sweep_blobs(
         &self,
         run: &Run<'_>,
@@ -399,11 +418,26 @@ impl Registry {
     ) -> Result<()> {
         let Run { s, m, opts, clock } = run;
         let g = &s.graph;
-        let mut prefixes = Vec::new();
-        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-            for p in self.store().list_all(&layout::blob_algorithm_dir(alg)).map_err(storage)? {
-                if let Some(dir) = layout::blob_prefix_dir(alg, &p) {
-                    prefixes.push((alg, dir));
+        let mut groups = Vec::new();
+        match &s.blobs {
+            // Read from the index: only the blobs nothing reached, grouped by folder.
+            Some(blobs) => {
+                let mut by_folder: HashMap<(Algorithm, &str), Vec<Listed>> = HashMap::new();
+                for b in blobs.iter().filter(|b| !m.reached(g, &b.digest)) {
+                    let modified = clock.now.checked_sub(b.age).unwrap_or(SystemTime::UNIX_EPOCH);
+                    let meta = Meta { size: b.size, modified };
+                    let folder = (b.digest.algorithm(), &b.digest.hex()[..2]);
+                    by_folder.entry(folder).or_default().push((b.digest.clone(), Some(Some(meta))));
+                }
+                groups.extend(by_folder.into_values().map(Group::Listed));
+            }
+            None => {
+                for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+                    for p in self.store().list_all(&layout::blob_algorithm_dir(alg)).map_err(storage)? {
+                        if let Some(dir) = layout::blob_prefix_dir(alg, &p) {
+                            groups.push(Group::Folder(alg, dir));
+                        }
+                    }
                 }
             }
         }
@@ -419,8 +453,11 @@ impl Registry {
         // One group per blob folder: the workers then delete in different folders, and do not
         // queue on one folder's lock as they would taking neighbours from one list. A folder is
         // also one stripe of the touched set, so a batch delete holds one lock.
-        let fates = par_map(self.workers(), &prefixes, |(alg, dir)| {
-            let listed = self.blob_folder(*alg, dir)?;
+        let fates = par_map(self.workers(), &groups, |group| {
+            let listed = match group {
+                Group::Folder(alg, dir) => self.blob_folder(*alg, dir)?,
+                Group::Listed(listed) => listed.clone(),
+            };
             let n = seen.fetch_add(listed.len(), Ordering::Relaxed) + listed.len();
             progress(GcProgress::Sweep { done: n });
             let mut fates = Vec::new();
@@ -597,13 +634,12 @@ impl Registry {
     /// The blobs in one blob folder (`blobs/<algorithm>/<ab>/`), each with its data's meta when
     /// the listing carries it (`Some(None)`: a folder without data), or `None` when it must be
     /// asked for (a filesystem lists names only, and only unreached blobs are worth a stat).
-    #[allow(clippy::type_complexity)]
-    fn blob_folder(&self, alg: Algorithm, dir: &Key) -> Result<Vec<(Digest, Option<Option<Meta>>)>> {
+    pub(crate) fn blob_folder(&self, alg: Algorithm, dir: &Key) -> Result<Vec<Listed>> {
         let Some(objects) = self.store().list_objects(dir).map_err(storage)? else {
             let hexes = self.store().list_all(dir).map_err(storage)?;
             return Ok(hexes.iter().filter_map(|h| Digest::from_parts(alg.as_str(), h)).map(|d| (d, None)).collect());
         };
-        let mut out: Vec<(Digest, Option<Option<Meta>>)> = Vec::new();
+        let mut out: Vec<Listed> = Vec::new();
         for (rel, meta) in objects {
             let Some((hex, rest)) = rel.split_once('/') else { continue };
             let Some(d) = Digest::from_parts(alg.as_str(), hex) else { continue };
@@ -621,7 +657,7 @@ impl Registry {
     }
 
     /// When each of `digests`' revision links in `name` was written, for those that have one.
-    fn revision_times(&self, name: &RepoName, digests: &[Digest]) -> Result<HashMap<Digest, SystemTime>> {
+    pub(crate) fn revision_times(&self, name: &RepoName, digests: &[Digest]) -> Result<HashMap<Digest, SystemTime>> {
         let mut out = HashMap::new();
         if digests.is_empty() {
             return Ok(out);

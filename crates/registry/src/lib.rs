@@ -11,12 +11,14 @@
 //! - foundations: `error`, `config`, `journal` (the record types and their formats), `graph`
 //!   (the pure reachability graph and the one walk over what a manifest reaches), `touched`,
 //!   `coord` (locks, the in-flight gate, the touched set and change generations, in this
-//!   process or shared by several);
+//!   process or shared by several), `index` (the contract of a metadata index kept beside the
+//!   store, which GC, accounting and the catalog read instead of listing it);
 //! - the core: `links`, `blobs`, `uploads`, `catalog`, `manifests`, `cache`, `referrers`, whose
 //!   mutators are crate-private;
 //! - removal and accounting: `trash`, `scan`, `usage`, `delete` (the only public way to remove
 //!   anything: every removal writes a trash entry and an audit line);
-//! - `gc` (the only module that removes blob data), then `fsck`.
+//! - `gc` (the only module that removes blob data), `reindex` (the metadata index filled and
+//!   checked from the store), then `fsck`.
 //!
 //! Architecture invariants: this crate has no HTTP dependency and never builds a storage path
 //! itself (it asks `berth_storage::layout`); a cache here may say a manifest's bytes are
@@ -28,6 +30,7 @@ mod journal;
 mod graph;
 mod touched;
 mod coord;
+mod index;
 mod links;
 mod blobs;
 mod uploads;
@@ -41,6 +44,7 @@ mod usage;
 mod image;
 mod delete;
 mod gc;
+mod reindex;
 mod fsck;
 
 use std::sync::Arc;
@@ -54,10 +58,12 @@ pub use error::{RegistryError, Result};
 pub use fsck::{Finding, FsckOptions, FsckReport};
 pub use gc::{GcOptions, GcProgress, GcReport, GcRun};
 pub use image::{BlobInfo as ImageBlob, Child, ConfigSummary, ImageInfo};
+pub use index::{IndexDiff, IndexedBlob, IndexedManifest, IndexedRepo, MetaIndex, StoreSnapshot};
 pub use journal::{AuditAction, AuditRecord, DeleteKind, TrashEntry, TrashId};
 pub use links::{Page, PushTimes};
 pub use manifests::{PutManifest, StoredManifest};
 pub use referrers::Referrer;
+pub use reindex::ReindexProgress;
 pub use trash::{RestoreTarget, Restored};
 pub use uploads::BlobInfo;
 pub use usage::{GraphStats, RepoSummary, RepoUsage, TagUsage, Usage};
@@ -86,6 +92,8 @@ pub struct Registry {
     /// out once, after it starts recording touches, so no push that touched before the GC began
     /// is still between its check and its writes when GC scans.
     coord: Arc<dyn Coordination>,
+    /// The metadata index, with a database (see `index`); read only once it is ready.
+    index: Option<Arc<dyn MetaIndex>>,
 }
 
 impl Registry {
@@ -105,6 +113,28 @@ impl Registry {
             graph: Default::default(),
             push_times: Default::default(),
             coord,
+            index: None,
+        }
+    }
+
+    /// The same registry, reading `index` (once it is ready) instead of listing the store.
+    /// The store must be the one the index watches.
+    pub fn with_index(mut self, index: Arc<dyn MetaIndex>) -> Registry {
+        self.index = Some(index);
+        self
+    }
+
+    /// The metadata index, if there is one and it is ready. An index that cannot say is not
+    /// used: listing the store is slower, never wrong.
+    fn ready_index(&self) -> Option<&dyn MetaIndex> {
+        let index = self.index.as_deref()?;
+        match index.ready() {
+            Ok(true) => Some(index),
+            Ok(false) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the metadata index; listing storage");
+                None
+            }
         }
     }
 

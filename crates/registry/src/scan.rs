@@ -7,8 +7,9 @@
 //! ([`berth_storage::Backend::parallelism`]), each taking a whole repository or blob folder at
 //! a time ([`par_map`]). Never writes anything.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
 
 use berth_oci::{Digest, RepoName, Tag, UploadId};
 use berth_storage::{BackendExt, layout};
@@ -16,6 +17,7 @@ use berth_storage::{BackendExt, layout};
 use crate::Registry;
 use crate::error::{RegistryError, Result, storage};
 use crate::graph::{Graph, Node, RepoState};
+use crate::index::{IndexedBlob, IndexedManifest, MetaIndex};
 use crate::journal::TrashEntry;
 
 /// `items.iter().map(f).collect()`, on `workers` threads, in order; stops at the first error.
@@ -85,6 +87,9 @@ pub(crate) fn give_back_memory() {
 pub(crate) struct ScanOptions {
     /// Stat every blob reached, for its size (accounting needs them; GC does not).
     pub sizes: bool,
+    /// List the store even when a ready metadata index could be read instead (reconciling
+    /// the index, or a GC asked to find what the index missed).
+    pub listing: bool,
 }
 
 /// What one repository folder holds.
@@ -95,6 +100,9 @@ pub(crate) struct RepoLinks {
     pub revisions: Vec<Digest>,
     pub layers: Vec<Digest>,
     pub uploads: Vec<UploadId>,
+    /// When each revision link was written, when the source said (the index does; a listing
+    /// leaves it to whoever needs it).
+    pub times: Option<HashMap<Digest, SystemTime>>,
 }
 
 /// A scanned root.
@@ -103,6 +111,9 @@ pub(crate) struct Scanned {
     pub graph: Graph,
     /// Every repository folder, content or not, as read (sorted by name).
     pub repos: Vec<RepoLinks>,
+    /// Every blob with data, when read from the index (a listing leaves the blob folders to
+    /// whoever needs them).
+    pub blobs: Option<Vec<IndexedBlob>>,
 }
 
 /// Progress of a scan, for displays.
@@ -113,6 +124,11 @@ impl Registry {
     /// repositories: entries read before catch a restore that relinks what the walk then
     /// misses; those read after catch a delete that unlinks what the walk already passed.
     pub(crate) fn scan(&self, opts: ScanOptions, progress: Progress<'_>) -> Result<Scanned> {
+        if !opts.listing
+            && let Some(index) = self.ready_index()
+        {
+            return self.scan_index(index, opts, progress);
+        }
         let mut trash = self.trash_list()?;
         let names = self.repository_folders()?;
         let total = names.len();
@@ -130,6 +146,7 @@ impl Registry {
                     .into_iter()
                     .filter_map(|s| s.parse().ok())
                     .collect(),
+                times: None,
             };
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             if n.is_multiple_of(64) || n == total {
@@ -142,11 +159,50 @@ impl Registry {
                 trash.push(e);
             }
         }
-        let graph = self.graph_of(&repos, trash, opts)?;
-        Ok(Scanned { graph, repos })
+        let graph = self.graph_of(&repos, trash, opts, None)?;
+        Ok(Scanned { graph, repos, blobs: None })
     }
 
-    fn graph_of(&self, repos: &[RepoLinks], trash: Vec<TrashEntry>, opts: ScanOptions) -> Result<Graph> {
+    /// Reads the root from its metadata index: the same as [`Registry::scan`], without
+    /// listing the store. Only the trash, and manifests the index does not know yet (pushed
+    /// since it last learnt them), are read from the store.
+    fn scan_index(&self, index: &dyn MetaIndex, opts: ScanOptions, progress: Progress<'_>) -> Result<Scanned> {
+        let mut trash = self.trash_list()?;
+        let now = SystemTime::now();
+        let repos: Vec<RepoLinks> = index
+            .repos()?
+            .into_iter()
+            .map(|r| {
+                let at = |age: Duration| now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
+                RepoLinks {
+                    name: r.name,
+                    tags: r.tags,
+                    revisions: r.revisions.iter().map(|(d, _)| d.clone()).collect(),
+                    times: Some(r.revisions.into_iter().map(|(d, age)| (d, at(age))).collect()),
+                    layers: r.layers,
+                    uploads: r.uploads,
+                }
+            })
+            .collect();
+        progress(repos.len(), repos.len());
+        for e in self.trash_list()? {
+            if !trash.iter().any(|t| t.id == e.id) {
+                trash.push(e);
+            }
+        }
+        let blobs = index.blobs()?;
+        let known = Known { index, blobs: &blobs };
+        let graph = self.graph_of(&repos, trash, opts, Some(known))?;
+        Ok(Scanned { graph, repos, blobs: Some(blobs) })
+    }
+
+    fn graph_of(
+        &self,
+        repos: &[RepoLinks],
+        trash: Vec<TrashEntry>,
+        opts: ScanOptions,
+        known: Option<Known<'_>>,
+    ) -> Result<Graph> {
         let mut g = Graph::default();
         let mut frontier: Vec<Digest> = Vec::new();
         for r in repos {
@@ -173,20 +229,36 @@ impl Registry {
             }
             g.trash.insert(e.id.clone(), e);
         }
+        // What the index knows already; a manifest it lacks is read, and it learns it.
+        let mut indexed: HashMap<Digest, Node<Digest>> = match &known {
+            Some(k) => k.index.manifests()?.into_iter().map(|m| (m.digest.clone(), node_of(m))).collect(),
+            None => HashMap::new(),
+        };
+        let mut learnt = Vec::new();
         // Load manifests a round at a time: the roots, then the children they name.
         let mut loaded: HashSet<Digest> = HashSet::new();
         while !frontier.is_empty() {
             frontier.sort();
             frontier.dedup();
             frontier.retain(|d| !loaded.contains(d));
-            let nodes = par_map(self.workers(), &frontier, |d| self.scan_node(d))?;
+            let nodes = par_map(self.workers(), &frontier, |d| match indexed.get(d) {
+                Some(n) => Ok(Loaded::Known(n.clone())),
+                None => self.scan_node(d),
+            })?;
             let mut next = Vec::new();
             for (d, node) in frontier.drain(..).zip(nodes) {
                 loaded.insert(d.clone());
                 match node {
+                    Loaded::Known(n) => {
+                        next.extend(n.children.iter().cloned());
+                        g.set_node(&d, &n);
+                    }
                     Loaded::Node(n) => {
                         next.extend(n.children.iter().cloned());
                         g.set_node(&d, &n);
+                        if known.is_some() {
+                            learnt.push(indexed_of(&d, &n));
+                        }
                     }
                     Loaded::Missing => {}
                     Loaded::Unreadable(reason) => g.set_unreadable(&d, reason),
@@ -194,10 +266,23 @@ impl Registry {
             }
             frontier = next;
         }
+        indexed.clear();
+        if let Some(k) = &known
+            && !learnt.is_empty()
+            && let Err(e) = k.index.add_manifests(&learnt)
+        {
+            // Read again next time; nothing depends on it.
+            tracing::warn!(error = %e, "could not record manifests in the metadata index");
+        }
         if opts.sizes {
             let ids: Vec<u32> = (0..g.len() as u32).filter(|&id| g.node(id).is_none()).collect();
             let digests: Vec<Digest> = ids.iter().map(|&id| g.digest(id)).collect();
-            let sizes = par_map(self.workers(), &digests, |d| self.blob_size(d))?;
+            let from_index: HashMap<&Digest, u64> =
+                known.as_ref().map(|k| k.blobs.iter().map(|b| (&b.digest, b.size)).collect()).unwrap_or_default();
+            let sizes = par_map(self.workers(), &digests, |d| match from_index.get(d) {
+                Some(&size) => Ok(Some(size)),
+                None => self.blob_size(d),
+            })?;
             for (d, size) in digests.iter().zip(sizes) {
                 if let Some(s) = size {
                     g.set_size(d, s);
@@ -225,8 +310,30 @@ impl Registry {
     }
 }
 
+/// What the metadata index gives a scan.
+struct Known<'a> {
+    index: &'a dyn MetaIndex,
+    blobs: &'a [IndexedBlob],
+}
+
+fn node_of(m: IndexedManifest) -> Node<Digest> {
+    Node { size: m.size, blobs: m.blobs.into(), children: m.children.into(), subject: m.subject }
+}
+
+pub(crate) fn indexed_of(d: &Digest, n: &Node<Digest>) -> IndexedManifest {
+    IndexedManifest {
+        digest: d.clone(),
+        size: n.size,
+        blobs: n.blobs.to_vec(),
+        children: n.children.to_vec(),
+        subject: n.subject.clone(),
+    }
+}
+
 /// What reading a manifest found.
 enum Loaded {
+    /// What it references, as the index knew it.
+    Known(Node<Digest>),
     /// What it references.
     Node(Node<Digest>),
     /// No bytes under its digest (or more than any manifest holds).

@@ -132,7 +132,7 @@ impl Registry {
             }
         }
         let guard = Scanning(&self.graph);
-        let scanned = self.scan(ScanOptions { sizes: true }, &|_, _| {});
+        let scanned = self.scan(ScanOptions { sizes: true, listing: false }, &|_, _| {});
         // The scan came back (well or not): the code below ends it under the lock itself.
         std::mem::forget(guard);
         let mut s = self.graph.state.lock().unwrap_or_else(|e| e.into_inner());

@@ -89,8 +89,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// Opens a staged object for appending, creating it empty if absent.
     fn writer(&self, key: &Key) -> Result<Box<dyn ObjectWriter>>;
 
-    /// Moves a (staged) object to `to` atomically, replacing what is there.
-    fn rename(&self, from: &Key, to: &Key) -> Result<()>;
+    /// Moves a (staged) object to `to` atomically, replacing what is there; returns its size
+    /// (known on the way, and a request of its own on an object store if asked for after).
+    fn rename(&self, from: &Key, to: &Key) -> Result<u64>;
 
     /// Deletes one object; returns whether it existed.
     fn delete(&self, key: &Key) -> Result<bool>;

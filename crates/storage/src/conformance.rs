@@ -138,7 +138,7 @@ pub fn staged_writer_appends_and_renames(b: &dyn Backend) {
     w.write_all(b"def").unwrap();
     w.commit().unwrap();
     let target = k("stage/final/data");
-    b.rename(&staged, &target).unwrap();
+    assert_eq!(b.rename(&staged, &target).unwrap(), 6, "rename returns the size it moved");
     assert_eq!(b.get(&target).unwrap(), b"abcdef");
     assert!(b.get(&staged).unwrap_err().is_not_found());
     assert!(b.rename(&staged, &target).unwrap_err().is_not_found());
@@ -209,7 +209,7 @@ pub fn large_staged_objects_assemble_whole(b: &dyn Backend) {
     w.commit().unwrap();
     all.extend_from_slice(b"tail");
     let target = k("assemble/blob-a");
-    b.rename(&big, &target).unwrap();
+    assert_eq!(b.rename(&big, &target).unwrap(), all.len() as u64);
     assert!(b.get(&target).unwrap() == all, "the big staged object moved whole");
     assert!(b.get(&big).unwrap_err().is_not_found());
     // Many small appends (each a request of a chunked upload) adding up to 6 MiB.
@@ -223,7 +223,7 @@ pub fn large_staged_objects_assemble_whole(b: &dyn Backend) {
         all.extend(chunk);
     }
     let target = k("assemble/blob-b");
-    b.rename(&small, &target).unwrap();
+    assert_eq!(b.rename(&small, &target).unwrap(), all.len() as u64);
     assert!(b.get(&target).unwrap() == all, "small appends moved whole");
     assert!(b.list(&k("assemble/small"), None, 10).unwrap().is_empty(), "nothing left behind");
 }
@@ -232,7 +232,7 @@ pub fn large_staged_objects_assemble_whole(b: &dyn Backend) {
 pub fn large_objects_rename_whole(b: &dyn Backend) {
     let data = pattern(6 << 20 | 123, 9);
     b.put(&k("mv/a"), &data).unwrap();
-    b.rename(&k("mv/a"), &k("mv/b")).unwrap();
+    assert_eq!(b.rename(&k("mv/a"), &k("mv/b")).unwrap(), data.len() as u64);
     assert!(b.get(&k("mv/b")).unwrap() == data);
     assert!(b.get(&k("mv/a")).unwrap_err().is_not_found());
 }

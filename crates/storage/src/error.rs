@@ -28,6 +28,15 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
+    /// Something the store cannot work without is unreachable (the database that indexes it):
+    /// nothing was changed that a retry would not redo.
+    #[error("{key}: {reason}")]
+    Unavailable {
+        /// The key.
+        key: Key,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl StorageError {

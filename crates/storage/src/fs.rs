@@ -265,13 +265,15 @@ impl Backend for FsBackend {
         Ok(Box::new(FsWriter { file, size, flushed: size, key: key.clone(), fsync: self.opts.fsync }))
     }
 
-    fn rename(&self, from: &Key, to: &Key) -> Result<()> {
+    fn rename(&self, from: &Key, to: &Key) -> Result<u64> {
         let src = self.path(from);
-        if !src.is_file() {
-            return Err(StorageError::NotFound { key: from.clone() });
-        }
+        let size = match fs::metadata(&src) {
+            Ok(m) if m.is_file() => m.len(),
+            _ => return Err(StorageError::NotFound { key: from.clone() }),
+        };
         let target = self.path(to);
-        self.move_into_place(to, &target, || fs::rename(&src, &target))
+        self.move_into_place(to, &target, || fs::rename(&src, &target))?;
+        Ok(size)
     }
 
     fn delete(&self, key: &Key) -> Result<bool> {

@@ -233,6 +233,108 @@ pub fn parse_link(bytes: &[u8]) -> Option<Digest> {
     std::str::from_utf8(bytes).ok().and_then(|s| s.trim().parse().ok())
 }
 
+/// What an index of the layout kept beside the store (see `berth-db`) records about a key, or
+/// about everything at or below a prefix. Only what GC, accounting and the catalog read is
+/// indexed: tags' current links, revision links, layer links, uploads (by their `startedat`)
+/// and blob data. A tag's history, an upload's data and Berth's own state are [`Scope::None`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Nothing indexed.
+    None,
+    /// One blob (its `data`, or its folder).
+    Blob(Digest),
+    /// Every blob whose digest starts with this (`sha256:ab`, `sha256:`, or `` for all).
+    Blobs(String),
+    /// Every repository named this or below it (`team` covers `team/app`; `` covers all).
+    Repositories(String),
+    /// Every tag and revision link of a repository (its `_manifests` folder).
+    Manifests(RepoName),
+    /// Every tag of a repository.
+    Tags(RepoName),
+    /// One tag's current link (its `current/link`, its `current` folder or the tag's folder).
+    Tag(RepoName, Tag),
+    /// Every revision link of a repository whose digest starts with this (`sha256:` or ``).
+    Revisions(RepoName, String),
+    /// One revision link.
+    Revision(RepoName, Digest),
+    /// Every layer link of a repository whose digest starts with this.
+    Layers(RepoName, String),
+    /// One layer link.
+    Layer(RepoName, Digest),
+    /// Every upload of a repository.
+    Uploads(RepoName),
+    /// One upload (its `startedat`, or its folder).
+    Upload(RepoName, UploadId),
+}
+
+/// What `key` (an object or a folder) covers in an index of the layout (see [`Scope`]).
+pub fn scope(key: &Key) -> Scope {
+    let Some(rest) = key.as_str().strip_prefix(V2).and_then(|r| r.strip_prefix('/')) else {
+        return Scope::None;
+    };
+    let parts: Vec<&str> = rest.split('/').collect();
+    match parts[..] {
+        ["blobs"] => Scope::Blobs(String::new()),
+        ["blobs", alg, ref more @ ..] => blob_scope(alg, more),
+        ["repositories"] => Scope::Repositories(String::new()),
+        ["repositories", ref more @ ..] => repo_scope(more),
+        _ => Scope::None,
+    }
+}
+
+fn is_algorithm(s: &str) -> bool {
+    [Algorithm::Sha256, Algorithm::Sha512].iter().any(|a| a.as_str() == s)
+}
+
+fn digest_of(alg: &str, hex: &str) -> Option<Digest> {
+    Digest::from_parts(alg, hex)
+}
+
+fn blob_scope(alg: &str, more: &[&str]) -> Scope {
+    if !is_algorithm(alg) {
+        return Scope::None;
+    }
+    match more {
+        [] => Scope::Blobs(format!("{alg}:")),
+        [ab] if ab.len() == 2 => Scope::Blobs(format!("{alg}:{ab}")),
+        [ab, hex] | [ab, hex, "data"] if hex.starts_with(ab) => digest_of(alg, hex).map_or(Scope::None, Scope::Blob),
+        _ => Scope::None,
+    }
+}
+
+fn repo_scope(parts: &[&str]) -> Scope {
+    // Components of a repository name never start with `_`; the first that does ends the name.
+    let split = parts.iter().position(|p| p.starts_with('_')).unwrap_or(parts.len());
+    let path = parts[..split].join("/");
+    if split == parts.len() {
+        return Scope::Repositories(path);
+    }
+    let Ok(name) = path.parse::<RepoName>() else { return Scope::None };
+    let prefix = |alg: &str| if is_algorithm(alg) { Some(format!("{alg}:")) } else { None };
+    match parts[split..] {
+        ["_manifests"] => Scope::Manifests(name),
+        ["_manifests", "tags"] => Scope::Tags(name),
+        ["_manifests", "tags", tag]
+        | ["_manifests", "tags", tag, "current"]
+        | ["_manifests", "tags", tag, "current", "link"] => tag.parse().map_or(Scope::None, |t| Scope::Tag(name, t)),
+        ["_manifests", "revisions"] => Scope::Revisions(name, String::new()),
+        ["_manifests", "revisions", alg] => prefix(alg).map_or(Scope::None, |p| Scope::Revisions(name, p)),
+        ["_manifests", "revisions", alg, hex] | ["_manifests", "revisions", alg, hex, "link"] => {
+            digest_of(alg, hex).map_or(Scope::None, |d| Scope::Revision(name, d))
+        }
+        ["_layers"] => Scope::Layers(name, String::new()),
+        ["_layers", alg] => prefix(alg).map_or(Scope::None, |p| Scope::Layers(name, p)),
+        ["_layers", alg, hex] | ["_layers", alg, hex, "link"] => {
+            digest_of(alg, hex).map_or(Scope::None, |d| Scope::Layer(name, d))
+        }
+        ["_uploads"] => Scope::Uploads(name),
+        ["_uploads", id] | ["_uploads", id, "startedat"] => {
+            id.parse().map_or(Scope::None, |id| Scope::Upload(name, id))
+        }
+        _ => Scope::None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,5 +364,37 @@ mod tests {
         assert_eq!(parse_link(&link_content(&d)), Some(d.clone()));
         assert_eq!(parse_link(format!("{d}\n").as_bytes()), Some(d));
         assert_eq!(parse_link(b"garbage"), None);
+    }
+
+    #[test]
+    fn scopes_name_what_an_index_records() {
+        let name: RepoName = "team/app".parse().unwrap();
+        let tag: Tag = "v1".parse().unwrap();
+        let d = Digest::sha256_of(b"x");
+        let id: UploadId = "3f5e1a2b-0000-4000-8000-000000000000".parse().unwrap();
+        assert_eq!(scope(&blob_data(&d)), Scope::Blob(d.clone()));
+        assert_eq!(scope(&blob_dir(&d)), Scope::Blob(d.clone()));
+        assert_eq!(scope(&blob_prefix_dir(Algorithm::Sha256, "ab").unwrap()), Scope::Blobs("sha256:ab".into()));
+        assert_eq!(scope(&blobs_root()), Scope::Blobs(String::new()));
+        assert_eq!(scope(&tag_current_link(&name, &tag)), Scope::Tag(name.clone(), tag.clone()));
+        assert_eq!(scope(&tag_dir(&name, &tag)), Scope::Tag(name.clone(), tag.clone()));
+        assert_eq!(scope(&tag_index_link(&name, &tag, &d)), Scope::None, "a tag's history is not indexed");
+        assert_eq!(scope(&tags_dir(&name)), Scope::Tags(name.clone()));
+        assert_eq!(scope(&revision_link(&name, &d)), Scope::Revision(name.clone(), d.clone()));
+        assert_eq!(scope(&revision_dir(&name, &d)), Scope::Revision(name.clone(), d.clone()));
+        assert_eq!(scope(&revisions_dir(&name, Algorithm::Sha256)), Scope::Revisions(name.clone(), "sha256:".into()));
+        assert_eq!(scope(&manifests_dir(&name)), Scope::Manifests(name.clone()));
+        assert_eq!(scope(&layer_link(&name, &d)), Scope::Layer(name.clone(), d.clone()));
+        assert_eq!(scope(&layer_link_dir(&name, &d)), Scope::Layer(name.clone(), d.clone()));
+        assert_eq!(scope(&layers_root(&name)), Scope::Layers(name.clone(), String::new()));
+        assert_eq!(scope(&upload_started(&name, &id)), Scope::Upload(name.clone(), id.clone()));
+        assert_eq!(scope(&upload_dir(&name, &id)), Scope::Upload(name.clone(), id.clone()));
+        assert_eq!(scope(&upload_data(&name, &id)), Scope::None, "an upload's data is not indexed");
+        assert_eq!(scope(&uploads_dir(&name)), Scope::Uploads(name.clone()));
+        assert_eq!(scope(&repo_dir(&name)), Scope::Repositories("team/app".into()));
+        assert_eq!(scope(&repositories_child("team").unwrap()), Scope::Repositories("team".into()));
+        assert_eq!(scope(&repositories_root()), Scope::Repositories(String::new()));
+        assert_eq!(scope(&trash_entry("abc")), Scope::None);
+        assert_eq!(scope(&Key::new("docker/registry/v2/blobs/sha256/zz/nothex/data").unwrap()), Scope::None);
     }
 }

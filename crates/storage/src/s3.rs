@@ -841,12 +841,13 @@ impl Backend for S3Backend {
         Ok(Box::new(S3Writer { inner: i.clone(), key: key.clone(), flushed, buf: Vec::new() }))
     }
 
-    fn rename(&self, from: &Key, to: &Key) -> Result<()> {
+    fn rename(&self, from: &Key, to: &Key) -> Result<u64> {
         let i = &self.inner;
         let (src, dst) = (i.object(from), i.object(to));
         if let Some(m) = i.head_raw(from, &src)? {
             i.copy(from, &src, m.size, &dst)?;
-            return i.delete_raw(from, &src);
+            i.delete_raw(from, &src)?;
+            return Ok(m.size);
         }
         let parts = i.parts(from)?;
         let Some(((_, last), rest)) = parts.split_last() else {
@@ -873,7 +874,8 @@ impl Backend for S3Backend {
             i.multipart_through(from, &dst, &parts)?;
         }
         let raws: Vec<String> = parts.into_iter().map(|(_, p)| p.raw).collect();
-        i.delete_many(from, &raws)
+        i.delete_many(from, &raws)?;
+        Ok(total)
     }
 
     fn delete(&self, key: &Key) -> Result<bool> {

@@ -159,13 +159,33 @@ impl S3Server {
     /// A single-node Garage 2.5.0 with the bucket `berth-test`.
     pub fn garage() -> S3Server {
         let bin = tool("garage");
-        let dir = tempfile::tempdir().unwrap();
-        let w = dir.path();
-        let ports = (free_port(), free_port(), free_port());
-        let secret: String = (0..32).map(|i| format!("{:02x}", (i * 37 + ports.0 as usize) % 256)).collect();
-        let config = garage_config(w, ports, &secret, 1);
-        let log = w.join("garage.log");
-        let mut child = spawn_garage(&bin, &config, &log);
+        // A port found free can be taken by a server another test starts before Garage binds
+        // it; Garage then exits at once, and a fresh set of ports is tried.
+        let mut attempt = 0;
+        let (dir, ports, config, log, mut child) = loop {
+            attempt += 1;
+            let dir = tempfile::tempdir().unwrap();
+            let ports = (free_port(), free_port(), free_port());
+            let secret: String = (0..32).map(|i| format!("{:02x}", (i * 37 + ports.0 as usize) % 256)).collect();
+            let config = garage_config(dir.path(), ports, &secret, 1);
+            let log = dir.path().join("garage.log");
+            let mut child = spawn_garage(&bin, &config, &log);
+            let started = Instant::now();
+            let exited = loop {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break true;
+                }
+                if garage_cli(&bin, &config).arg("status").output().is_ok_and(|o| o.status.success())
+                    || started.elapsed() > Duration::from_secs(30)
+                {
+                    break false;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            };
+            if !exited || attempt == 3 {
+                break (dir, ports, config, log, child);
+            }
+        };
         wait_for("garage", &mut child, &log, || {
             garage_cli(&bin, &config).arg("status").output().is_ok_and(|o| o.status.success())
         });

@@ -11,8 +11,9 @@ use berth_db::testserver::TestPg;
 use berth_oci::Digest;
 use berth_storage::testservers::S3Server;
 
-use crate::harness::{Berth, cli, cli_ok, serve_refused};
-use crate::image::noise;
+use crate::clients::{copy, pull, served_digest};
+use crate::harness::{Berth, Distribution, cli, cli_ok, serve_refused};
+use crate::image::{Layout, noise, standard};
 use crate::protocol::Reg;
 use crate::s3::storage_yaml;
 use crate::stress::{STRESS_GC, fsck_finds_no_damage, stress_load};
@@ -32,8 +33,22 @@ fn replica_config(dir: &Path, s3: &S3Server, url: &str, sections: &str, migrate:
     if migrate {
         let out = cli_ok(&["db", "migrate", "--config", &cfg.display().to_string()]);
         assert!(out.stdout.contains("applied migration 1") || out.stdout.contains("current"), "{}", out.stdout);
+        // An empty bucket: the index is filled at once, and GC, accounting and the catalog
+        // read it from here on.
+        let out = cli_ok(&["db", "import", "--config", &cfg.display().to_string()]);
+        assert!(out.stdout.contains("the metadata index is ready"), "{}", out.stdout);
     }
     cfg
+}
+
+/// Runs `berth fsck` through the database: no damage, and the metadata index lacks nothing
+/// the bucket has (rows it has in excess count only once older than the reconcile margin).
+fn fsck_finds_index_in_step(cfg: &Path) {
+    fsck_finds_no_damage(&["--config", &cfg.display().to_string()]);
+    let fsck = cli_ok(&["fsck", "--json", "--config", &cfg.display().to_string()]).json();
+    let out_of_step: Vec<_> =
+        fsck["findings"].as_array().unwrap().iter().filter(|f| f["kind"] == "index-out-of-step").collect();
+    assert!(out_of_step.is_empty(), "the index disagrees with the bucket: {out_of_step:?}");
 }
 
 /// A PostgreSQL, a Garage and a migrated replica config on them (GC as `sections` says).
@@ -237,7 +252,7 @@ fn two_replicas_serve_one_bucket_as_one_registry() {
     for r in &mut reps {
         r.stop();
     }
-    fsck_finds_no_damage(&["--config", &cfg.display().to_string()]);
+    fsck_finds_index_in_step(cfg);
 }
 
 #[test]
@@ -250,7 +265,7 @@ fn stress_over_three_replicas_never_breaks_an_image_nor_shows_a_deleted_tag() {
     for r in &mut reps {
         r.stop();
     }
-    fsck_finds_no_damage(&["--config", &cfg.display().to_string()]);
+    fsck_finds_index_in_step(cfg);
 }
 
 #[test]
@@ -305,6 +320,9 @@ fn a_replica_killed_mid_upload_and_mid_gc_leaves_the_others_to_finish() {
             });
         }
     });
+    // Garbage written behind Berth's back is unknown to the index until it is reconciled.
+    let imported = cli_ok(&["db", "import", "--config", &cfg.display().to_string()]);
+    assert!(imported.stdout.contains("blobs: 3000 added"), "{}", imported.stdout);
     // GC through replica 1, killed once its sweep has begun; GC through replica 2 takes over
     // at once (the dead replica's GC lock went with its connection) and finishes.
     let sample: Vec<&Digest> = orphans.iter().step_by(125).collect();
@@ -358,6 +376,7 @@ fn postgresql_stopped_mid_pushes_fails_writes_clearly_and_they_resume() {
     )
     .unwrap();
     cli_ok(&["db", "migrate", "--config", &cfg.display().to_string()]);
+    cli_ok(&["db", "import", "--config", &cfg.display().to_string()]);
     let mut reps = replicas(&cfg, 2);
     let regs: Vec<Reg> = reps.iter().map(|r| Reg::new(&r.addr, "replica")).collect();
     regs[0].push_image("pg/app", "before", 1);
@@ -444,5 +463,112 @@ fn postgresql_stopped_mid_pushes_fails_writes_clearly_and_they_resume() {
     for r in &mut reps {
         r.stop();
     }
+    // Whatever the outage interrupted, the index lacks no tag or manifest the bucket has (it
+    // would no longer be read if it did); a blob stored just before the database went is at
+    // worst unknown to it, which a repair mends.
     fsck_finds_no_damage(&["--config", &cfg.display().to_string()]);
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    assert!(index_ready(&mut admin), "{}", cli_ok(&["fsck", "--json", "--config", &cfg.display().to_string()]).stdout);
+    cli_ok(&["fsck", "--repair", "--config", &cfg.display().to_string()]);
+    fsck_finds_index_in_step(&cfg);
+}
+
+fn index_ready(admin: &mut postgres::Client) -> bool {
+    admin.query_one("SELECT ready FROM index_state", &[]).unwrap().get(0)
+}
+
+/// `berth db import` fills the metadata index from a bucket Distribution wrote; a replica
+/// serves it, and GC through the index removes what a listing would, without listing. Then
+/// an index that disagrees with the bucket: `fsck` finds it and stops GC from trusting it (GC
+/// lists the bucket and breaks nothing), and `fsck --repair` brings it back in step.
+#[test]
+fn berth_db_import_of_a_distribution_bucket_then_gc_and_fsck_through_the_index() {
+    let pg = TestPg::start();
+    let s3 = S3Server::garage();
+    let work = tempfile::tempdir().unwrap();
+    let src = standard(&work.path().join("src"), 712);
+    let orphan = {
+        let dist = Distribution::start_storage(&storage_yaml(&s3, "  delete:\n    enabled: true\n"), "");
+        let da = &dist.addr;
+        let oci = |name: &str| format!("oci:{}:{name}", src.layout.dir.display());
+        copy(&oci("img"), &format!("docker://{da}/dist/app:v1"), &[]);
+        copy(&oci("multi"), &format!("docker://{da}/dist/app:multi"), &["--all"]);
+        copy(&oci("img"), &format!("docker://{da}/dist/other:old"), &[]);
+        assert_eq!(served_digest(&format!("{da}/dist/app:multi")), src.index.digest, "{}", dist.log());
+        Reg::new(da, "distribution").push_blob("dist/app", &noise(9, 4000))
+    };
+    let url = pg.url(&pg.database());
+    let cfg = replica_config(work.path(), &s3, &url, "gc:\n  interval: off\n", false);
+    let c = cfg.display().to_string();
+    cli_ok(&["db", "migrate", "--config", &c]);
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    assert!(!index_ready(&mut admin), "an index never imported is not read");
+
+    let imported = cli_ok(&["db", "import", "--config", &c]);
+    // 3 layers and 1 config per platform (the base layer shared), 3 manifests, the orphan.
+    assert!(
+        imported.stdout.contains("listed: 2 repositories, 3 tags, 4 revisions"),
+        "{}\n{}",
+        imported.stdout,
+        imported.stderr
+    );
+    assert!(imported.stdout.contains("10 blobs"), "{}", imported.stdout);
+    assert!(imported.stdout.contains("tags: 3 added, 0 removed"), "{}", imported.stdout);
+    assert!(imported.stderr.contains("import: blob folders:"), "progress is reported: {}", imported.stderr);
+    assert!(index_ready(&mut admin));
+    let again = cli_ok(&["db", "import", "--config", &c]);
+    assert!(again.stdout.contains("tags: 0 added, 0 removed, 0 re-pointed"), "{}", again.stdout);
+    assert!(again.stdout.contains("blobs: 0 added, 0 removed"), "{}", again.stdout);
+
+    let mut reps = replicas(&cfg, 1);
+    let a = &reps[0].addr.clone();
+    let r = Reg::new(a, "replica");
+    assert_eq!(catalog(&r), ["dist/app", "dist/other"]);
+    assert_eq!(served_digest(&format!("{a}/dist/app:multi")), src.index.digest);
+    assert_eq!(pull(a, "dist/app:v1", &Layout::new(&work.path().join("out")), "v1"), src.image.digest);
+
+    // GC through the index: only the orphan goes, with fewer requests than a listing needs.
+    let gc = r.req("POST", "/api/gc?grace=0s&untagged=0s", &[], b"").json();
+    assert_eq!((gc["blobs"].as_u64(), gc["bytes_freed"].as_u64()), (Some(1), Some(4000)), "{gc}");
+    assert_eq!(r.req("HEAD", &format!("/v2/dist/app/blobs/{orphan}"), &[], b"").status, 404);
+    let listing = r.req("POST", "/api/gc?grace=0s&untagged=0s&list_storage=true", &[], b"").json();
+    assert_eq!(listing["blobs"], 0, "the index missed nothing a listing finds: {listing}");
+    let (by_index, by_listing) = (gc["store_requests"].as_u64().unwrap(), listing["store_requests"].as_u64().unwrap());
+    assert!(by_index < by_listing, "GC through the index sent {by_index} requests, a listing {by_listing}");
+    eprintln!("gc requests to the bucket: {by_index} through the index, {by_listing} listing it");
+
+    // An index out of step: dist/other's tag is missing from it (GC through it would collect
+    // the tagged manifest), it names a manifest the bucket lacks, and lacks a blob.
+    admin.execute("DELETE FROM index_tags WHERE repo = 'dist/other'", &[]).unwrap();
+    let ghost = Digest::sha256_of(b"never pushed").to_string();
+    admin
+        .execute(
+            "INSERT INTO index_revisions (repo, digest, at) VALUES ('dist/app', $1, now() - interval '1 hour')",
+            &[&ghost],
+        )
+        .unwrap();
+    let version = src.layers[2].digest.to_string();
+    assert_eq!(admin.execute("DELETE FROM index_blobs WHERE digest = $1", &[&version]).unwrap(), 1);
+    let found = cli_ok(&["fsck", "--json", "--config", &c]).json();
+    let finding = found["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "index-out-of-step").cloned();
+    let message = finding.as_ref().map(|f| f["message"].as_str().unwrap().to_owned()).unwrap_or_default();
+    for part in ["tags: 1 missing", "revisions: 1 extra", "blobs: 1 missing"] {
+        assert!(message.contains(part), "fsck says {part}: {found}");
+    }
+    assert!(!index_ready(&mut admin), "an index lacking a tag is no longer read");
+    let gc = r.req("POST", "/api/gc?grace=0s&untagged=0s", &[], b"").json();
+    assert_eq!(gc["manifests"], serde_json::json!([]), "GC listed the bucket, and kept the tagged manifest: {gc}");
+    assert_eq!(crate::stress::pull(&r, "dist/other", "old"), Ok(true));
+
+    let repaired = cli_ok(&["fsck", "--repair", "--json", "--config", &c]).json();
+    let finding = repaired["findings"].as_array().unwrap().iter().find(|f| f["kind"] == "index-out-of-step").cloned();
+    assert_eq!(finding.map(|f| f["repaired"].clone()), Some(serde_json::json!(true)), "{repaired}");
+    assert!(index_ready(&mut admin));
+    let tag: String = admin.query_one("SELECT digest FROM index_tags WHERE repo = 'dist/other'", &[]).unwrap().get(0);
+    assert_eq!(tag, src.image.digest.to_string());
+    let gc = r.req("POST", "/api/gc?grace=0s&untagged=0s", &[], b"").json();
+    assert_eq!((gc["blobs"].as_u64(), gc["manifests"].clone()), (Some(0), serde_json::json!([])), "{gc}");
+    assert_eq!(crate::stress::pull(&r, "dist/other", "old"), Ok(true));
+    reps[0].stop();
+    fsck_finds_index_in_step(&cfg);
 }

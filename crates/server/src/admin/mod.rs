@@ -11,7 +11,7 @@
 //! | `POST /api/restore?repository=<name>[&tag=<tag>][&force=true]` | restore the newest entry holding a tag or a repository |
 //! | `DELETE /api/trash[/<id>]` | purge entries for good |
 //! | `GET /api/audit[?repository=&who=&action=]` | the audit log, newest first (a listing) |
-//! | `POST /api/gc[?dry_run=true][&grace=1h][&untagged=24h\|keep]` | run GC (after any GC already running) and report |
+//! | `POST /api/gc[?dry_run=true][&grace=1h][&untagged=24h\|keep][&list_storage=true]` | run GC (after any GC already running) and report; `list_storage` lists the bucket even with a metadata index |
 //! | `GET /api/gc` | the last runs (not dry runs), newest first |
 //!
 //! A listing answers one page (`listing`): `n`, `last`, `sort`, `prefix` and `match`, and a
@@ -172,6 +172,7 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller
             let mut opts = st.gc.clone();
             opts.who = who;
             opts.dry_run = flag(&q, "dry_run")?;
+            opts.listing = flag(&q, "list_storage")?;
             if let Some(g) = q.get("grace") {
                 opts.grace = parse_duration(g).map_err(|e| ApiError::BadRequest(format!("grace: {e}")))?;
             }
