@@ -225,8 +225,16 @@ async fn scheduled_gc(registry: Arc<Registry>, opts: berth_registry::GcOptions, 
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (reg, o) = (registry.clone(), opts.clone());
-        match tokio::task::spawn_blocking(move || reg.gc(&o, &|_| {})).await {
+        let reg = registry.clone();
+        // Several replicas each keep this schedule; the GC lock makes their runs one at a time,
+        // and a run that finds one finished within half an interval (on any replica: the
+        // history is in the bucket) does nothing.
+        let o = berth_registry::GcOptions { unless_ran_within: Some(every / 2), ..opts.clone() };
+        let run = move || reg.gc(&o, &|_| {});
+        match tokio::task::spawn_blocking(run).await {
+            Ok(Ok(r)) if r.skipped => {
+                tracing::info!("scheduled GC skipped: a GC finished recently (on this or another replica)")
+            }
             Ok(Ok(r)) => tracing::info!(
                 blobs = r.blobs,
                 bytes = r.bytes_freed,

@@ -208,6 +208,7 @@ impl PgCoordination {
         // Listen before registering: a gate request made after the row exists must reach us.
         let mut listen = listener_config(config, me).connect(postgres::NoTls)?;
         listen.batch_execute(LISTEN)?;
+        listen.batch_execute(&format!("LISTEN {}", stop_channel(me)))?;
         {
             let mut c = work.conn()?;
             c.execute("DELETE FROM replicas WHERE heartbeat_at < now() - interval '1 day'", &[])?;
@@ -312,6 +313,7 @@ impl Drop for PgCoordination {
         self.stop.store(true, Ordering::SeqCst);
         if let Ok(mut c) = self.work.conn() {
             let _ = c.execute("DELETE FROM replicas WHERE id = $1", &[&self.me]);
+            let _ = c.execute("SELECT pg_notify($1, '')", &[&stop_channel(self.me)]);
         }
         if let Some(t) = self.listener.take() {
             let _ = t.join();
@@ -320,6 +322,12 @@ impl Drop for PgCoordination {
 }
 
 const LISTEN: &str = "LISTEN berth_gate; LISTEN berth_changed";
+
+/// The channel that wakes this replica's listener when it is to stop (instead of letting it
+/// wait out a heartbeat, which every command that opens the database would pay on exit).
+fn stop_channel(me: uuid::Uuid) -> String {
+    format!("berth_stop_{}", me.simple())
+}
 
 /// The listener's connection names the replica: while it is open the replica is alive, and
 /// the moment its process dies the server drops it (see `wait_inflight`).
@@ -357,6 +365,7 @@ fn listen_loop(
                 std::thread::sleep(HEARTBEAT / 2);
                 if let Ok(mut c) = listener_config(config, me).connect(postgres::NoTls)
                     && c.batch_execute(LISTEN).is_ok()
+                    && c.batch_execute(&format!("LISTEN {}", stop_channel(me))).is_ok()
                 {
                     break c;
                 }
@@ -678,6 +687,22 @@ impl Coordination for PgCoordination {
         self.wait_seen(g)
     }
 
+    fn changed_many(&self, changes: &[(RepoName, bool)]) -> Result<(), RegistryError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<(&str, bool)> = changes.iter().map(|(n, e)| (n.as_str(), *e)).collect();
+        let g = match self.conn().and_then(|mut c| bump_many(&mut c, &names).map_err(pg)) {
+            Ok(g) => g,
+            Err(e) => {
+                let mut pending = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
+                pending.extend(names.iter().map(|&(n, e)| (n.to_owned(), e)));
+                return Err(e);
+            }
+        };
+        self.wait_seen(g)
+    }
+
     fn catalog_generation(&self) -> Result<Option<i64>, RegistryError> {
         self.generation_of("")
     }
@@ -727,8 +752,22 @@ impl PgCoordination {
 /// committed under the barrier lock, so they are notified in increasing order. Returns the
 /// newest generation it notified.
 fn bump(c: &mut postgres::Client, name: &str, exists: bool) -> Result<i64, postgres::Error> {
+    bump_many(c, &[(name, exists)])
+}
+
+/// New generations for `changes`, in one transaction under the barrier; the newest.
+fn bump_many(c: &mut postgres::Client, changes: &[(&str, bool)]) -> Result<i64, postgres::Error> {
     let mut tx = c.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&CLASS_BARRIER])?;
+    let mut newest = 0;
+    for &(name, exists) in changes {
+        newest = newest.max(bump_in(&mut tx, name, exists)?);
+    }
+    tx.commit()?;
+    Ok(newest)
+}
+
+fn bump_in(tx: &mut postgres::Transaction<'_>, name: &str, exists: bool) -> Result<i64, postgres::Error> {
     let row = tx.query_one(
         "WITH old AS (SELECT present FROM generations WHERE name = $1), \
          up AS (INSERT INTO generations (name, generation, present) \
@@ -750,6 +789,5 @@ fn bump(c: &mut postgres::Client, name: &str, exists: bool) -> Result<i64, postg
             .get(0);
         tx.execute("SELECT pg_notify('berth_changed', $1)", &[&format!("{g} ")])?;
     }
-    tx.commit()?;
     Ok(g)
 }

@@ -132,6 +132,17 @@ impl MetaIndex for PgIndex {
         })())
     }
 
+    fn holding(&self, names: &[RepoName]) -> Result<Vec<bool>> {
+        pg((|| {
+            let wanted: Vec<&str> = names.iter().map(|n| n.as_str()).collect();
+            let sql = "SELECT repo FROM index_tags WHERE repo = ANY($1) \
+                       UNION SELECT repo FROM index_revisions WHERE repo = ANY($1)";
+            let rows = self.db.conn()?.query(sql, &[&wanted])?;
+            let held: std::collections::HashSet<String> = rows.iter().map(|r| r.get(0)).collect();
+            Ok(wanted.iter().map(|n| held.contains(*n)).collect())
+        })())
+    }
+
     fn manifests(&self) -> Result<Vec<IndexedManifest>> {
         pg((|| {
             let sql = "SELECT digest, size, blobs, children, subject FROM index_manifests";

@@ -113,6 +113,22 @@ impl Registry {
         Ok(out)
     }
 
+    /// [`Registry::catalog_refresh`] for many repositories whose existence the caller read
+    /// (`repo_exists`): the change is announced to other processes once for all.
+    pub(crate) fn catalog_refresh_many(&self, changes: &[(RepoName, bool)]) -> Result<()> {
+        self.repos_changed(changes)?;
+        if let Some(set) = self.catalog.repos.lock().expect("catalog lock").as_mut() {
+            for (name, exists) in changes {
+                if *exists {
+                    set.insert(name.as_str().to_owned());
+                } else {
+                    set.remove(name.as_str());
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn catalog_added(&self, name: &RepoName) {
         if let Some(set) = self.catalog.repos.lock().expect("catalog lock").as_mut() {
             set.insert(name.as_str().to_owned());

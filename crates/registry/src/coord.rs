@@ -87,6 +87,11 @@ pub trait Coordination: Send + Sync + Debug {
     /// Says that `name`'s tags or manifests changed (after the change is stored), and whether
     /// the repository exists now.
     fn changed(&self, name: &RepoName, exists: bool) -> Result<()>;
+    /// `changed` for many repositories at once (a GC's), in one round where the
+    /// implementation can.
+    fn changed_many(&self, changes: &[(RepoName, bool)]) -> Result<()> {
+        changes.iter().try_for_each(|(name, exists)| self.changed(name, *exists))
+    }
     /// Like `generation`, for the set of repositories.
     fn catalog_generation(&self) -> Result<Option<i64>>;
 }

@@ -171,9 +171,31 @@ impl Registry {
                 }
             }
         }
+        // A tag's history names manifests the repository still holds (GC through a metadata
+        // index leaves the entries of manifests it removes, as it leaves layer links).
+        let revisions = self.revisions(name)?;
+        let held: std::collections::HashSet<&Digest> = revisions.iter().collect();
+        for t in self.store().list_all(&layout::tags_dir(name)).map_err(storage)? {
+            let Ok(tag) = t.parse::<Tag>() else { continue };
+            for alg in [berth_oci::Algorithm::Sha256, berth_oci::Algorithm::Sha512] {
+                let hexes = self.store().list_all(&layout::tag_index_alg_dir(name, &tag, alg)).map_err(storage)?;
+                for d in hexes.iter().filter_map(|h| Digest::from_parts(alg.as_str(), h)) {
+                    if !held.contains(&d) {
+                        let fix = || {
+                            self.store()
+                                .delete_prefix(&layout::tag_index_dir(name, &tag, &d))
+                                .map(|_| ())
+                                .map_err(storage)
+                        };
+                        let message = format!("{name}:{tag}'s history names {d}, which the repository no longer holds");
+                        cx.find("tag-history-to-nothing", false, n, message, Some(&fix))?;
+                    }
+                }
+            }
+        }
         // Manifests are whole.
         let layers: std::collections::HashSet<Digest> = self.layer_links(name)?.into_iter().collect();
-        for d in self.revisions(name)? {
+        for d in revisions {
             cx.report.manifests += 1;
             let m = match self.load_manifest(&d) {
                 Ok(Some(m)) => m,

@@ -17,7 +17,9 @@
 //! and that is older than the grace period; uploads older than their maximum age; and the
 //! folders of repositories left with nothing (their layer links with them). Layer links in
 //! repositories that keep content stay, even when their blob is gone: harmless, and cheaper to
-//! leave than to remove one by one (`fsck --repair` tidies them). Each manifest and blob is
+//! leave than to remove one by one (`fsck --repair` tidies them); so do the entries of tags'
+//! histories that name removed manifests when the run read a metadata index (a listing of
+//! each changed repository's tags would cost more than the rest of the run). Each manifest and blob is
 //! removed inside `Coordination::sweep`, which closes the race with a push (see
 //! `touched`).
 //!
@@ -32,7 +34,7 @@
 //! afresh; only manifest bytes, immutable by digest, may come from the cache); delete a folder
 //! that is not empty.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -64,6 +66,9 @@ pub struct GcOptions {
     /// List the store even when a metadata index could be read instead: finds blobs the
     /// index never learnt (written by a process that died before it could record them).
     pub listing: bool,
+    /// Do nothing if a run (by any process serving the root) finished this recently: for
+    /// schedules kept by several replicas, checked once this run holds the GC lock.
+    pub unless_ran_within: Option<Duration>,
 }
 
 impl Default for GcOptions {
@@ -75,6 +80,7 @@ impl Default for GcOptions {
             dry_run: false,
             who: None,
             listing: false,
+            unless_ran_within: None,
         }
     }
 }
@@ -134,6 +140,8 @@ pub struct GcReport {
     pub duration: Duration,
     /// Requests the run sent to the store, when the store counts them (an object store).
     pub store_requests: Option<u64>,
+    /// Nothing was done: a run finished within `GcOptions::unless_ran_within`.
+    pub skipped: bool,
 }
 
 /// A blob as its folder was listed: its data's meta when the listing carried it (`Some(None)`:
@@ -183,6 +191,13 @@ impl Registry {
     /// Runs one GC. Waits for a GC already running to finish first (one at a time).
     pub fn gc(&self, opts: &GcOptions, progress: &(dyn Fn(GcProgress) + Sync)) -> Result<GcReport> {
         let _one = self.coord.lock_gc()?;
+        if let Some(within) = opts.unless_ran_within
+            && let Some(last) = self.gc_history(1)?.first()
+            && humantime::parse_rfc3339_weak(&last.time)
+                .is_ok_and(|t| SystemTime::now().duration_since(t).is_ok_and(|ago| ago < within))
+        {
+            return Ok(GcReport { skipped: true, dry_run: opts.dry_run, ..Default::default() });
+        }
         let started = Instant::now();
         let requests_before = self.store().requests();
         let now = SystemTime::now();
@@ -204,16 +219,31 @@ impl Registry {
         let mut report = GcReport { dry_run: opts.dry_run, ..Default::default() };
 
         let s = self.gc_scan(opts, progress)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "GC scanned");
         let m = self.gc_mark(&s, opts, &clock)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "GC marked");
         report.blobs_in_use = m.reached.iter().filter(|&&r| r).count() as u64;
         let run = Run { s, m, opts, clock };
         let mut changed = self.gc_sweep_manifests(&run, &mut report)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "GC swept manifests");
         self.gc_sweep_blobs(&run, progress, &mut report)?;
+        tracing::debug!(elapsed = ?started.elapsed(), "GC swept blobs");
         changed.extend(self.gc_tidy(&run, &mut report)?);
         if !opts.dry_run {
-            for i in changed {
-                self.catalog_refresh(&run.s.repos[i].name)?;
-            }
+            // A few requests each, on many threads, and the changes announced to other
+            // replicas in one round: one by one, a GC that touched many repositories spent
+            // seconds here.
+            changed.sort_unstable();
+            changed.dedup();
+            let names: Vec<RepoName> = changed.iter().map(|&i| run.s.repos[i].name.clone()).collect();
+            // Read from the index when the run did (it holds every link the store holds).
+            let exists = match self.index.as_deref().filter(|_| run.s.blobs.is_some()) {
+                Some(index) => index.holding(&names)?,
+                None => par_map(self.workers(), &names, |n| self.repo_exists(n))?,
+            };
+            let changes: Vec<(RepoName, bool)> = names.into_iter().zip(exists).collect();
+            self.catalog_refresh_many(&changes)?;
+            tracing::debug!(elapsed = ?started.elapsed(), repositories = changed.len(), "GC refreshed the catalog");
         }
         drop(run);
         crate::scan::give_back_memory();
@@ -362,41 +392,38 @@ impl Registry {
             .filter(|(_, v)| !v.is_empty())
             .collect();
         let subject_of = |d: &Digest| g.id(d).and_then(|id| g.node(id)).and_then(|n| n.subject).map(|s| g.digest(s));
-        let removed = par_map(self.workers(), &doomed, |(i, digests)| {
-            let r = &s.repos[*i];
-            let mut gone = Vec::new();
-            if opts.dry_run {
+        let removed: Vec<(usize, Vec<Digest>)> = if opts.dry_run || self.store().has_folders() {
+            par_map(self.workers(), &doomed, |(i, digests)| {
+                let r = &s.repos[*i];
+                let mut gone = Vec::new();
                 for d in digests {
-                    if !self.coord.protected(d, clock.cutoff)? {
-                        gone.push(d.clone());
+                    if opts.dry_run {
+                        if !self.coord.protected(d, clock.cutoff)? {
+                            gone.push(d.clone());
+                        }
+                        continue;
                     }
-                }
-            } else if self.store().has_folders() {
-                for d in digests {
                     let remove = || self.gc_remove_manifest(&r.name, d, subject_of(d).as_ref());
                     if self.sweep_one(d, clock.cutoff, remove)?.transpose()?.is_some() {
                         gone.push(d.clone());
                     }
                 }
-            } else {
-                // One request for the repository's links, under the locks of the stripes
-                // they span.
-                let (swept, done) = self.sweep_many(digests, clock.cutoff, |doomed| {
-                    let mut keys = Vec::with_capacity(doomed.len());
-                    for d in doomed {
-                        keys.push(layout::revision_link(&r.name, d));
-                        keys.extend(subject_of(d).map(|s| layout::referrer_entry(&r.name, &s, d)));
-                    }
-                    self.store().delete_objects(&keys).map_err(storage)
-                })?;
-                done?;
-                gone = swept;
-            }
-            if !opts.dry_run && !gone.is_empty() {
-                self.gc_clean_tag_histories(r, &gone)?;
-            }
-            Ok((*i, gone))
-        })?;
+                Ok((*i, gone))
+            })?
+        } else {
+            self.gc_sweep_manifest_batches(s, &doomed, &subject_of, clock)?
+        };
+        // The history entries naming what went are removed after a listing of each tag
+        // folder: with an index, a request per repository the run changed, to tidy entries that
+        // harm nothing, so they are left (as layer links are; `fsck --repair` tidies them).
+        if !opts.dry_run && s.blobs.is_none() {
+            par_map(self.workers(), &removed, |(i, gone)| {
+                if !gone.is_empty() {
+                    self.gc_clean_tag_histories(&s.repos[*i], gone)?;
+                }
+                Ok(())
+            })?;
+        }
         let mut changed = Vec::new();
         for (i, gone) in removed {
             if !gone.is_empty() {
@@ -420,16 +447,23 @@ impl Registry {
         let g = &s.graph;
         let mut groups = Vec::new();
         match &s.blobs {
-            // Read from the index: only the blobs nothing reached, grouped by folder.
+            // Read from the index: only the blobs nothing reached, grouped by folder where
+            // the store has folders, else in batches of one delete request each (a batch holds
+            // the stripes it spans at once).
             Some(blobs) => {
-                let mut by_folder: HashMap<(Algorithm, &str), Vec<Listed>> = HashMap::new();
+                let mut by_folder: BTreeMap<(Algorithm, &str), Vec<Listed>> = BTreeMap::new();
                 for b in blobs.iter().filter(|b| !m.reached(g, &b.digest)) {
                     let modified = clock.now.checked_sub(b.age).unwrap_or(SystemTime::UNIX_EPOCH);
                     let meta = Meta { size: b.size, modified };
                     let folder = (b.digest.algorithm(), &b.digest.hex()[..2]);
                     by_folder.entry(folder).or_default().push((b.digest.clone(), Some(Some(meta))));
                 }
-                groups.extend(by_folder.into_values().map(Group::Listed));
+                if self.store().has_folders() {
+                    groups.extend(by_folder.into_values().map(Group::Listed));
+                } else {
+                    let all: Vec<Listed> = by_folder.into_values().flatten().collect();
+                    groups.extend(all.chunks(DELETE_BATCH).map(|c| Group::Listed(c.to_vec())));
+                }
             }
             None => {
                 for alg in [Algorithm::Sha256, Algorithm::Sha512] {
@@ -571,6 +605,49 @@ impl Registry {
             }
         }
         Ok(changed)
+    }
+
+    /// Phase 3 on a store without folders: the revision links (and referrers index entries)
+    /// of every repository in batches of up to [`DELETE_BATCH`] digests, one request and one
+    /// hold of their stripes each, instead of a request per repository. A digest doomed in
+    /// several repositories is one entry of a batch. Returns what went, by repository.
+    fn gc_sweep_manifest_batches(
+        &self,
+        s: &Scanned,
+        doomed: &[(usize, Vec<Digest>)],
+        subject_of: &(dyn Fn(&Digest) -> Option<Digest> + Sync),
+        clock: &Clock,
+    ) -> Result<Vec<(usize, Vec<Digest>)>> {
+        let mut repos_of: BTreeMap<&Digest, Vec<usize>> = BTreeMap::new();
+        for (i, digests) in doomed {
+            for d in digests {
+                repos_of.entry(d).or_default().push(*i);
+            }
+        }
+        let digests: Vec<Digest> = repos_of.keys().map(|d| (*d).clone()).collect();
+        let batches: Vec<&[Digest]> = digests.chunks(DELETE_BATCH / 2).collect();
+        let swept = par_map(self.workers(), &batches, |batch| {
+            let (swept, done) = self.sweep_many(batch, clock.cutoff, |doomed| {
+                let mut keys = Vec::with_capacity(doomed.len());
+                for d in doomed {
+                    for &i in &repos_of[d] {
+                        let name = &s.repos[i].name;
+                        keys.push(layout::revision_link(name, d));
+                        keys.extend(subject_of(d).map(|sub| layout::referrer_entry(name, &sub, d)));
+                    }
+                }
+                self.store().delete_objects(&keys).map_err(storage)
+            })?;
+            done?;
+            Ok(swept)
+        })?;
+        let mut gone: BTreeMap<usize, Vec<Digest>> = BTreeMap::new();
+        for d in swept.into_iter().flatten() {
+            for &i in &repos_of[&d] {
+                gone.entry(i).or_default().push(d.clone());
+            }
+        }
+        Ok(gone.into_iter().collect())
     }
 
     /// Removes the layer links of a repository left with nothing; returns how many went. Each

@@ -109,6 +109,8 @@ pub trait MetaIndex: Send + Sync + Debug {
     fn repos(&self) -> Result<Vec<IndexedRepo>>;
     /// Repositories holding a tag or a manifest, sorted (the catalog).
     fn repository_names(&self) -> Result<Vec<String>>;
+    /// Which of `names` hold a tag or a manifest (in the order given).
+    fn holding(&self, names: &[RepoName]) -> Result<Vec<bool>>;
     /// Every manifest whose references the index knows.
     fn manifests(&self) -> Result<Vec<IndexedManifest>>;
     /// Records what manifests reference (read from the store where the index lacked them).

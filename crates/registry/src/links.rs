@@ -122,6 +122,14 @@ impl Registry {
         self.coord.changed(name, exists)
     }
 
+    /// [`Registry::repo_changed`] for many repositories, announced in one round.
+    pub(crate) fn repos_changed(&self, changes: &[(RepoName, bool)]) -> Result<()> {
+        for (name, _) in changes {
+            self.push_times.forget(name);
+        }
+        self.coord.changed_many(changes)
+    }
+
     /// Runs `write`, a change of `name` in storage; when it fails midway (part of it may be
     /// stored), still tells every process that `name` changed, so none goes on trusting what
     /// it remembers. The success path tells them itself, once it knows whether `name` exists.

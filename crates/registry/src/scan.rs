@@ -167,10 +167,18 @@ impl Registry {
     /// listing the store. Only the trash, and manifests the index does not know yet (pushed
     /// since it last learnt them), are read from the store.
     fn scan_index(&self, index: &dyn MetaIndex, opts: ScanOptions, progress: Progress<'_>) -> Result<Scanned> {
+        let started = std::time::Instant::now();
         let mut trash = self.trash_list()?;
         let now = SystemTime::now();
-        let repos: Vec<RepoLinks> = index
-            .repos()?
+        // Three reads of the database at once: each is mostly waiting on it or decoding rows.
+        let (repos, blobs, manifests) = std::thread::scope(|s| {
+            let blobs = s.spawn(|| index.blobs());
+            let manifests = s.spawn(|| index.manifests());
+            let repos = index.repos();
+            (repos, blobs.join().expect("index reader panicked"), manifests.join().expect("index reader panicked"))
+        });
+        let (blobs, manifests) = (blobs?, manifests?);
+        let repos: Vec<RepoLinks> = repos?
             .into_iter()
             .map(|r| {
                 let at = |age: Duration| now.checked_sub(age).unwrap_or(SystemTime::UNIX_EPOCH);
@@ -190,9 +198,10 @@ impl Registry {
                 trash.push(e);
             }
         }
-        let blobs = index.blobs()?;
-        let known = Known { index, blobs: &blobs };
+        let read = started.elapsed();
+        let known = Known { index, blobs: &blobs, manifests };
         let graph = self.graph_of(&repos, trash, opts, Some(known))?;
+        tracing::debug!(?read, graph = ?started.elapsed(), "scanned the metadata index");
         Ok(Scanned { graph, repos, blobs: Some(blobs) })
     }
 
@@ -230,8 +239,9 @@ impl Registry {
             g.trash.insert(e.id.clone(), e);
         }
         // What the index knows already; a manifest it lacks is read, and it learns it.
-        let mut indexed: HashMap<Digest, Node<Digest>> = match &known {
-            Some(k) => k.index.manifests()?.into_iter().map(|m| (m.digest.clone(), node_of(m))).collect(),
+        let mut known = known;
+        let mut indexed: HashMap<Digest, Node<Digest>> = match &mut known {
+            Some(k) => std::mem::take(&mut k.manifests).into_iter().map(|m| (m.digest.clone(), node_of(m))).collect(),
             None => HashMap::new(),
         };
         let mut learnt = Vec::new();
@@ -314,6 +324,7 @@ impl Registry {
 struct Known<'a> {
     index: &'a dyn MetaIndex,
     blobs: &'a [IndexedBlob],
+    manifests: Vec<IndexedManifest>,
 }
 
 fn node_of(m: IndexedManifest) -> Node<Digest> {

@@ -46,11 +46,17 @@ impl StorageConfig {
     /// someone else holds it.
     pub fn lock(&self, holder: &str) -> io::Result<Result<RootLock, String>> {
         // Replicas that coordinate through a database take no root lock; their lease stands
-        // for them.
+        // for them. Looked at once the lock is held: a replica writes its lease before it
+        // looks at the lock, so of two starting at once, at least one sees the other.
+        let lock = match self.lock_root(holder)? {
+            Ok(lock) => lock,
+            Err(who) => return Ok(Err(who)),
+        };
         if let Some(replicas) = RootLock::replicas_holder(&*self.open()?)? {
+            drop(lock);
             return Ok(Err(replicas));
         }
-        self.lock_root(holder)
+        Ok(Ok(lock))
     }
 
     fn lock_root(&self, holder: &str) -> io::Result<Result<RootLock, String>> {
@@ -66,12 +72,23 @@ impl StorageConfig {
     /// then refuses (`Ok(Err(who))`) if one of them holds the root already.
     pub fn replicas_lease(&self, holder: &str) -> io::Result<Result<ReplicasLease, String>> {
         const PROBE: &str = "a replica checking the root lock";
-        let lease = ReplicasLease::hold(self.open()?, holder)?;
-        match self.lock_root(PROBE)? {
-            Ok(lock) => drop(lock),
-            // Another replica starting at the same moment.
-            Err(who) if who.starts_with(PROBE) => {}
-            Err(who) => return Ok(Err(who)),
+        let store = self.open()?;
+        let lease = ReplicasLease::hold(store.clone(), holder)?;
+        match self {
+            StorageConfig::Filesystem { .. } => match self.lock_root(PROBE)? {
+                Ok(lock) => drop(lock),
+                // Another replica starting at the same moment.
+                Err(who) if who.starts_with(PROBE) => {}
+                Err(who) => return Ok(Err(who)),
+            },
+            // Reading the root's lease is enough: a process without the database takes it
+            // before it looks at this one (see `lock`). Taking it would cost its settling
+            // time on every start of a replica or a command.
+            StorageConfig::S3(_) => {
+                if let Some(who) = RootLock::lease_holder(&*store)? {
+                    return Ok(Err(who));
+                }
+            }
         }
         Ok(Ok(lease))
     }

@@ -189,6 +189,14 @@ impl RootLock {
         Ok(Ok(RootLock { _held: Held::Lease { _lease: lease } }))
     }
 
+    /// Who holds the root's lease on an object store, while it lasts and its holder runs.
+    pub fn lease_holder(store: &dyn Backend) -> io::Result<Option<String>> {
+        let key = Key::new(layout::LEASE).map_err(io::Error::other)?;
+        let Some(text) = store.get_opt(&key).map_err(io::Error::other)? else { return Ok(None) };
+        let text = String::from_utf8_lossy(&text);
+        Ok(parse_lease(&text).filter(|(until, _)| *until > unix_now() && !holder_is_gone(&text)).map(|(_, who)| who))
+    }
+
     /// Who holds the replicas' lease (see [`ReplicasLease`]), while it lasts.
     pub fn replicas_holder(store: &dyn Backend) -> io::Result<Option<String>> {
         let key = Key::new(layout::REPLICAS_LEASE).map_err(io::Error::other)?;

@@ -142,6 +142,16 @@ fn berth_db_migrate_is_needed_once_and_every_start_checks_the_schema() {
     .unwrap();
     let refused = serve_refused(&dead);
     assert!(refused.contains("PostgreSQL"), "{refused}");
+
+    // A replica refuses to start beside a Berth serving the bucket without the database.
+    let other = crate::s3::s3_yaml(&s3.options, "/other", "");
+    let lone = crate::s3::serve_config(&work.path().join("lone.yml"), &other, "gc:\n  interval: off\n");
+    let fresh = work.path().join("fresh.yml");
+    std::fs::write(&fresh, format!("storage:\n{other}{}", database_yaml(&pg.url(&pg.database())))).unwrap();
+    cli_ok(&["db", "migrate", "--config", &fresh.display().to_string()]);
+    let refused = serve_refused(&fresh);
+    assert!(refused.contains("without the database; refusing"), "{refused}");
+    drop(lone);
 }
 
 #[test]

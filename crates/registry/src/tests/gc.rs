@@ -354,3 +354,22 @@ fn every_run_but_a_dry_run_is_kept_in_the_history_newest_first() {
     assert!(r.blobs > 0 && h[0].blobs == 0 && h[0].who.is_none(), "newest first");
     assert_eq!(f.reg.gc_history(1).unwrap().len(), 1);
 }
+
+#[test]
+fn a_scheduled_run_does_nothing_when_a_run_finished_within_its_window() {
+    let f = fixture();
+    let (gone, _) = push_image(&f.reg, "gc/sched", "v1", b"scheduled");
+    delete_tags_for_good(&f.reg, "gc/sched", &["v1"]);
+    let mut opts = now_opts();
+    opts.unless_ran_within = Some(Duration::from_secs(3600));
+    // No run in the history yet: it runs.
+    let first = gc(&f.reg, &opts);
+    assert!(!first.skipped && first.manifests == vec![(name("gc/sched"), gone)], "{first:?}");
+    push_image(&f.reg, "gc/sched", "v2", b"more");
+    delete_tags_for_good(&f.reg, "gc/sched", &["v2"]);
+    let second = gc(&f.reg, &opts);
+    assert!(second.skipped && second.manifests.is_empty(), "a run finished a moment ago: {second:?}");
+    assert_eq!(f.reg.gc_history(10).unwrap().len(), 1, "a skipped run is not recorded");
+    opts.unless_ran_within = None;
+    assert_eq!(gc(&f.reg, &opts).manifests.len(), 1, "asked for without a window, it runs");
+}
