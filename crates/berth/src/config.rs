@@ -995,4 +995,18 @@ health:
         assert_eq!(cert.refused.len(), 1, "{:?}", cert.refused);
         assert!(cert.refuse_restrictions().is_err());
     }
+
+    /// Fuzz target `config`: any config file is read or refused with a reason, never a panic;
+    /// one that reads gives settings (or a refusal) without a panic either.
+    #[test]
+    fn fuzz_config() {
+        berth_fuzz::fuzz("config", |input| {
+            let Ok(text) = std::str::from_utf8(input) else { return };
+            if let Ok(file) = FileConfig::parse(text) {
+                let _ = file.database();
+                let _ = file.gc();
+                let _ = file.trash_retention();
+            }
+        });
+    }
 }

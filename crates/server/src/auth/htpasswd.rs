@@ -241,4 +241,22 @@ mod tests {
     fn the_dummy_hash_is_bcrypt() {
         assert!(!bcrypt::verify("anything", DUMMY).unwrap());
     }
+
+    /// Fuzz target `htpasswd`: any file is read or refused with the line at fault, never a
+    /// panic; every user read comes from a `user:hash` line with a bcrypt hash.
+    #[test]
+    fn fuzz_htpasswd() {
+        berth_fuzz::fuzz("htpasswd", |input| {
+            let Ok(text) = std::str::from_utf8(input) else { return };
+            match parse(text, Path::new("users.htpasswd")) {
+                Ok(users) => {
+                    for (user, hash) in &users {
+                        assert!(!user.is_empty() && hash.starts_with("$2"), "{user:?}: {hash:?}");
+                        assert!(text.lines().any(|l| l.trim_end_matches('\r') == format!("{user}:{hash}")));
+                    }
+                }
+                Err(e) => assert!(e.contains("users.htpasswd line "), "{e}"),
+            }
+        });
+    }
 }

@@ -544,17 +544,9 @@ mod tests {
         (pair, jwk)
     }
 
-    fn mint(key: &EcdsaKeyPair, header: serde_json::Value, claims: serde_json::Value) -> String {
-        let input =
-            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
-        let sig = key.sign(&ring::rand::SystemRandom::new(), input.as_bytes()).unwrap();
-        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
-    }
-
-    #[test]
-    fn es256_tokens_from_a_jwks_are_verified_claim_by_claim() {
-        let (key, jwk) = ec_key("k1");
-        let (other, _) = ec_key("k2");
+    /// Token auth for service `reg` and issuer `iss`, trusting `jwk` (from a JWKS file in the
+    /// folder returned with it).
+    fn trusting(jwk: serde_json::Value) -> (TokenAuth, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("jwks.json");
         std::fs::write(&path, serde_json::json!({"keys": [jwk]}).to_string()).unwrap();
@@ -566,6 +558,21 @@ mod tests {
             ..Default::default()
         })
         .unwrap();
+        (auth, dir)
+    }
+
+    fn mint(key: &EcdsaKeyPair, header: serde_json::Value, claims: serde_json::Value) -> String {
+        let input =
+            format!("{}.{}", URL_SAFE_NO_PAD.encode(header.to_string()), URL_SAFE_NO_PAD.encode(claims.to_string()));
+        let sig = key.sign(&ring::rand::SystemRandom::new(), input.as_bytes()).unwrap();
+        format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+    }
+
+    #[test]
+    fn es256_tokens_from_a_jwks_are_verified_claim_by_claim() {
+        let (key, jwk) = ec_key("k1");
+        let (other, _) = ec_key("k2");
+        let (auth, _dir) = trusting(jwk);
         let now = SystemTime::now();
         let t = now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
         let claims = |over: serde_json::Value| {
@@ -665,5 +672,40 @@ mod tests {
         std::fs::write(&j, r#"{"keys":[{"kty":"RSA","n":"AQAB","e":"AQAB","use":"enc"}]}"#).unwrap();
         let e = TokenAuth::load(&TokenSettings { jwks: Some(j), ..s }).unwrap_err();
         assert!(e.contains("no RSA or EC signing key"), "{e}");
+    }
+
+    /// Fuzz target `jwt`: any string is refused as a token (no key of ours signed it), and
+    /// any header and claims (the input's two JSON lines) signed with the trusted key are
+    /// verified claim by claim; never a panic, and nothing passes that should not.
+    #[test]
+    fn fuzz_jwt() {
+        let (key, jwk) = ec_key("k1");
+        let (auth, _dir) = trusting(jwk);
+        let now = SystemTime::now();
+        let t = now.duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+        berth_fuzz::fuzz("jwt", |input| {
+            let Ok(text) = std::str::from_utf8(input) else { return };
+            assert!(auth.verify(text.trim(), now).is_err(), "an unsigned token passed: {text:?}");
+            let Some((h, c)) = text.split_once('\n') else { return };
+            let (Ok(h), Ok(c)) =
+                (serde_json::from_str::<serde_json::Value>(h), serde_json::from_str::<serde_json::Value>(c))
+            else {
+                return;
+            };
+            if let Ok(g) = auth.verify(&mint(&key, h.clone(), c.clone()), now) {
+                assert_eq!(h["alg"], "ES256", "{h}");
+                assert_eq!(c["iss"], "iss", "{c}");
+                let aud_ok = c["aud"] == "reg" || c["aud"].as_array().is_some_and(|a| a.iter().any(|x| x == "reg"));
+                assert!(aud_ok, "{c}");
+                assert!(c["exp"].as_i64().is_some_and(|e| e > t - 61), "{c}");
+                assert!(c["nbf"].as_i64().is_none_or(|n| n <= t + 61), "{c}");
+                for (name, action) in [("team/app", Action::Pull), ("team/app", Action::Delete)] {
+                    if g.allows(name, action) {
+                        let granted = c["access"].as_array().is_some_and(|a| a.iter().any(|e| e["name"] == name));
+                        assert!(granted, "{name} allowed without an access entry naming it: {c}");
+                    }
+                }
+            }
+        });
     }
 }

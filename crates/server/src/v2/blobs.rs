@@ -203,4 +203,20 @@ mod tests {
             assert_eq!(&parse_range(*h, *size), want, "{h:?} of {size}");
         }
     }
+
+    /// Fuzz target `range`: any `Range` header, against blobs of several sizes, gives a range
+    /// inside the blob or none, never a panic.
+    #[test]
+    fn fuzz_range() {
+        berth_fuzz::fuzz("range", |input| {
+            let Ok(h) = std::str::from_utf8(input) else { return };
+            for size in [0, 1, 2, 1000, u64::MAX] {
+                match parse_range(Some(h), size) {
+                    RangeReq::Part(a, b) => assert!(a <= b && b < size, "{h:?} on {size} bytes gave {a}-{b}"),
+                    RangeReq::Unsatisfiable => assert!(h.contains("bytes="), "{h:?}"),
+                    RangeReq::Whole => {}
+                }
+            }
+        });
+    }
 }

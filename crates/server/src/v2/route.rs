@@ -123,4 +123,20 @@ mod tests {
             assert!(parse(&p).is_err(), "{p}");
         }
     }
+
+    /// Fuzz target `route`: any path after `/v2/` is an endpoint whose names are valid, a
+    /// refusal, or no endpoint; never a panic. An endpoint's repository is spelled in the path.
+    #[test]
+    fn fuzz_route() {
+        berth_fuzz::fuzz("route", |input| {
+            let Ok(path) = std::str::from_utf8(input) else { return };
+            if let Ok(Some(Endpoint::Tags(name))) = parse(path) {
+                assert_eq!(format!("{name}/tags/list"), path);
+            }
+            if let Ok(Some(ep)) = parse(path) {
+                let shown = format!("{ep:?}");
+                assert!(!shown.is_empty());
+            }
+        });
+    }
 }
