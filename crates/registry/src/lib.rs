@@ -8,7 +8,8 @@
 //! Modules are declared in layer order, and a module names (`use crate::…`) only modules
 //! declared before it; `tests::tidy` checks it:
 //!
-//! - foundations: `error`, `config`, `journal` (the record types and their formats), `graph`
+//! - foundations: `error`, `config`, `retention` (what a retention policy keeps, as a pure
+//!   function of tags' push and pull times), `journal` (the record types and their formats), `graph`
 //!   (the pure reachability graph and the one walk over what a manifest reaches), `touched`,
 //!   `coord` (locks, the in-flight gate, the touched set and change generations, in this
 //!   process or shared by several), `index` (the contract of a metadata index kept beside the
@@ -26,6 +27,7 @@
 
 mod error;
 mod config;
+mod retention;
 mod journal;
 mod graph;
 mod touched;
@@ -64,6 +66,7 @@ pub use links::{Page, PushTimes};
 pub use manifests::{PutManifest, StoredManifest};
 pub use referrers::Referrer;
 pub use reindex::ReindexProgress;
+pub use retention::{Fate, KeepRule, RetentionPolicy, TagFacts, judge_tags, policy_for};
 pub use trash::{RestoreTarget, Restored};
 pub use uploads::BlobInfo;
 pub use usage::{GraphStats, RepoSummary, RepoUsage, TagUsage, Usage};
