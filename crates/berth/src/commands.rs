@@ -70,10 +70,11 @@ pub fn ls(a: LsArgs) -> anyhow::Result<()> {
                         short(&t.digest),
                         size(t.size),
                         t.pushed.as_deref().map(relative).unwrap_or_default(),
+                        t.pulled.as_deref().map(relative).unwrap_or_else(|| "never".to_owned()),
                     ]
                 })
                 .collect::<Vec<_>>();
-            table(&["TAG", "DIGEST", "SIZE", "PUSHED"], &rows);
+            table(&["TAG", "DIGEST", "SIZE", "PUSHED", "PULLED"], &rows);
         }
     }
     Ok(())

@@ -171,6 +171,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
         tokio::spawn(expire_trash(registry.clone(), settings.trash_retention));
+        tokio::spawn(flush_pulls(registry.clone()));
         if let Some(every) = settings.gc_interval {
             tokio::spawn(scheduled_gc(registry, settings.gc.clone(), every));
         }
@@ -181,7 +182,12 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         if let Some(tls) = tls.clone() {
             tokio::spawn(reload_tls_on_sighup(tls));
         }
+        let registry = state.registry.clone();
         berth_server::serve(listener, state, tls, shutdown_signal()).await?;
+        // What was pulled since the last flush survives the stop.
+        if let Err(e) = tokio::task::spawn_blocking(move || registry.flush_pulls()).await? {
+            tracing::warn!(error = %e, "could not store the last pull times");
+        }
         tracing::info!("berth stopped");
         Ok(())
     });
@@ -189,6 +195,24 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
     drop(runtime);
     drop(coordination);
     served
+}
+
+/// How often recorded pulls are stored: a crash loses at most this much of them.
+const PULLS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Stores recorded pull times every [`PULLS_EVERY`].
+async fn flush_pulls(registry: Arc<Registry>) {
+    let mut tick = tokio::time::interval(PULLS_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let reg = registry.clone();
+        match tokio::task::spawn_blocking(move || reg.flush_pulls()).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "storing pull times failed; retried at the next flush"),
+            Err(e) => tracing::error!(error = %e, "the pull-times task failed"),
+        }
+    }
 }
 
 /// This machine's name, for the replicas table.

@@ -15,7 +15,7 @@
 //!   process or shared by several), `index` (the contract of a metadata index kept beside the
 //!   store, which GC, accounting and the catalog read instead of listing it);
 //! - the core: `links`, `blobs`, `uploads`, `catalog`, `manifests`, `cache`, `referrers`, whose
-//!   mutators are crate-private;
+//!   mutators are crate-private, and `pulls` (when tags and manifests were last pulled);
 //! - removal and accounting: `trash`, `scan`, `usage`, `delete` (the only public way to remove
 //!   anything: every removal writes a trash entry and an audit line);
 //! - `gc` (the only module that removes blob data), `reindex` (the metadata index filled and
@@ -40,6 +40,7 @@ mod catalog;
 mod manifests;
 mod cache;
 mod referrers;
+mod pulls;
 mod trash;
 mod scan;
 mod usage;
@@ -64,6 +65,7 @@ pub use index::{IndexDiff, IndexedBlob, IndexedManifest, IndexedRepo, MetaIndex,
 pub use journal::{AuditAction, AuditRecord, DeleteKind, TrashEntry, TrashId};
 pub use links::{Page, PushTimes};
 pub use manifests::{PutManifest, StoredManifest};
+pub use pulls::PullTimes;
 pub use referrers::Referrer;
 pub use reindex::ReindexProgress;
 pub use retention::{Fate, KeepRule, RetentionPolicy, TagFacts, judge_tags, policy_for};
@@ -84,6 +86,7 @@ pub struct Registry {
     catalog: catalog::CatalogCache,
     graph: graph::GraphCache,
     push_times: links::PushTimesCache,
+    pulls: pulls::Pulls,
     /// Locks, the in-flight gate and the touched set (see `coord`). Changes of a repository's
     /// tags and manifests (a manifest push, a delete, a restore) hold its lock exclusively, so
     /// a delete never interleaves with a push re-pointing the tag it removes. Creating a layer
@@ -115,6 +118,7 @@ impl Registry {
             catalog: Default::default(),
             graph: Default::default(),
             push_times: Default::default(),
+            pulls: Default::default(),
             coord,
             index: None,
         }

@@ -203,6 +203,11 @@ pub fn referrer_entry(name: &RepoName, subject: &Digest, referrer: &Digest) -> K
     key(format!("berth/referrers/{name}/_subjects/{subject}/{referrer}"))
 }
 
+/// `berth/pulls/<name>/_pulls.json`: when a repository's tags and manifests were last pulled.
+pub fn pull_times(name: &RepoName) -> Key {
+    key(format!("berth/pulls/{name}/_pulls.json"))
+}
+
 /// `berth/trash`: one file per trash entry.
 pub fn trash_dir() -> Key {
     key("berth/trash".to_owned())

@@ -194,3 +194,40 @@ fn listings_page_sort_and_filter_over_http_and_the_cli_reads_every_page() {
     assert_eq!(gauge("berth_graph_digests"), 1 + 3 * names.len() as u64, "shared layer, own layer, config, manifest");
     assert!(gauge(r#"berth_graph_bytes{part="digests"}"#) > 40 * names.len() as u64);
 }
+
+/// Pull times: a GET of a manifest by tag (skopeo's pull) records when the tag was pulled, a
+/// HEAD does not; the listing and `berth ls` show it, and it survives a restart.
+#[test]
+fn pull_times_are_recorded_shown_and_kept_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let mut berth = Berth::start_on(&root, Some("gc:\n  interval: off\n"));
+    let r = Reg::new(&berth.addr, "berth");
+    r.push_image("pull/app", "v1", 1);
+    r.push_image("pull/app", "v2", 2);
+    let pulled = |r: &Reg| -> Vec<(String, Option<String>)> {
+        let detail = r.req("GET", "/api/repositories/pull/app", &[], b"").json();
+        let tags = detail["tags"].as_array().unwrap().clone();
+        tags.iter().map(|t| (t["tag"].as_str().unwrap().to_owned(), t["pulled"].as_str().map(str::to_owned))).collect()
+    };
+    assert_eq!(pulled(&r), [("v1".to_owned(), None), ("v2".to_owned(), None)], "nothing pulled yet");
+    let before = std::time::SystemTime::now();
+    let out = crate::image::Layout::new(&dir.path().join("out"));
+    crate::clients::pull(&berth.addr, "pull/app:v1", &out, "v1");
+    assert_eq!(r.req("HEAD", "/v2/pull/app/manifests/v2", &[("Accept", OCI)], b"").status, 200);
+    let now = pulled(&r);
+    let v1 = now[0].1.clone().expect("v1 was pulled");
+    let at = humantime::parse_rfc3339_weak(&v1).unwrap();
+    assert!(at + std::time::Duration::from_secs(1) >= before, "{v1} is the pull's time");
+    assert_eq!(now[1].1, None, "a HEAD is not a pull");
+
+    // SIGTERM stores what was recorded; the next server on the root reads it.
+    assert!(berth.stop().success());
+    let ls = cli_ok(&["ls", "pull/app", "--root", &root.display().to_string()]);
+    let line = |tag: &str| ls.stdout.lines().find(|l| l.starts_with(tag)).unwrap_or_default().to_owned();
+    assert!(ls.stdout.contains("PULLED") && line("v2").ends_with("never"), "{}", ls.stdout);
+    assert!(!line("v1").ends_with("never"), "{}", ls.stdout);
+    let berth = Berth::start_on(&root, Some("gc:\n  interval: off\n"));
+    let r = Reg::new(&berth.addr, "berth");
+    assert_eq!(pulled(&r)[0].1.as_deref(), Some(v1.as_str()), "the time survived the restart");
+}

@@ -93,9 +93,10 @@ pub fn repositories(reg: &Registry, l: &Listing, visible: Visible<'_>) -> Result
 /// `GET /api/repositories/<name>`: one repository's tags.
 pub fn repository(reg: &Registry, name: &RepoName, l: &Listing) -> Result<Paged<RepositoryDetail>, RegistryError> {
     let (_, page) = tag_page(reg, name, l)?;
+    let pulled = reg.pull_times(name)?;
     Ok(page.map(|tags| RepositoryDetail {
         name: name.to_string(),
-        tags: tags.iter().map(|(t, p)| TagInfo::new(t, *p)).collect(),
+        tags: tags.iter().map(|(t, p)| TagInfo::new(t, *p, pulled.tags.get(&t.tag).copied())).collect(),
     }))
 }
 

@@ -66,6 +66,10 @@ pub struct TagInfo {
     pub size: u64,
     /// When the tag was last pushed (RFC 3339).
     pub pushed: Option<String>,
+    /// When the tag was last pulled (RFC 3339; recorded on manifest GETs by tag, stored every
+    /// few seconds), if ever.
+    #[serde(default)]
+    pub pulled: Option<String>,
     /// The part something else also reaches.
     #[serde(default)]
     pub shared: u64,
@@ -78,13 +82,14 @@ pub struct TagInfo {
 }
 
 impl TagInfo {
-    /// The wire form of a tag's accounting, pushed at `pushed`.
-    pub fn new(t: &TagUsage, pushed: Option<SystemTime>) -> TagInfo {
+    /// The wire form of a tag's accounting, pushed at `pushed`, last pulled at `pulled`.
+    pub fn new(t: &TagUsage, pushed: Option<SystemTime>, pulled: Option<SystemTime>) -> TagInfo {
         TagInfo {
             tag: t.tag.to_string(),
             digest: t.digest.to_string(),
             size: t.usage.total,
             pushed: pushed.map(time),
+            pulled: pulled.map(time),
             shared: t.usage.shared,
             unique: t.usage.unique,
             image_unique: t.image_unique,
@@ -499,6 +504,7 @@ mod tests {
             digest: D.into(),
             size: 30,
             pushed: Some("2026-11-23T15:01:02Z".into()),
+            pulled: Some("2026-11-24T08:00:00Z".into()),
             shared: 5,
             unique: 0,
             image_unique: 25,

@@ -15,14 +15,35 @@ use crate::error::ApiError;
 use crate::headers::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, hv};
 
 /// GET or HEAD of a manifest by tag or digest (HEAD bodies are stripped by the middleware).
-pub async fn get(st: AppState, name: RepoName, reference: Reference, h: &HeaderMap) -> Result<Response, ApiError> {
+/// A GET (`pull`) is recorded as a pull of the tag and of the manifests served; a HEAD, which
+/// clients send to check what a tag points at, is not.
+pub async fn get(
+    st: AppState,
+    name: RepoName,
+    reference: Reference,
+    h: &HeaderMap,
+    pull: bool,
+) -> Result<Response, ApiError> {
     let accept = negotiate::accepted(h);
     let reg = st.registry.clone();
     let stored: Arc<StoredManifest> = blocking(move || -> Result<_, RegistryError> {
         let m = reg.manifest_get(&name, &reference)?;
+        let tag = match &reference {
+            Reference::Tag(t) => Some(t),
+            Reference::Digest(_) => None,
+        };
+        if pull {
+            reg.record_pull(&name, tag, &m.digest);
+        }
         match negotiate::choose(&m, &accept) {
             Choice::Serve => Ok(m),
-            Choice::Child(d) => reg.manifest_get(&name, &Reference::Digest(d)),
+            Choice::Child(d) => {
+                let child = reg.manifest_get(&name, &Reference::Digest(d))?;
+                if pull {
+                    reg.record_pull(&name, None, &child.digest);
+                }
+                Ok(child)
+            }
         }
     })
     .await??;

@@ -71,8 +71,8 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, req: Req, body: Body
         (Endpoint::Upload(n, id), Method::PATCH) => uploads::patch(st, n, id, &h, body).await,
         (Endpoint::Upload(n, id), Method::PUT) => uploads::put(st, n, id, q, &h, body).await,
         (Endpoint::Upload(n, id), Method::DELETE) => uploads::cancel(st, n, id).await,
-        (Endpoint::Manifest(n, r), Method::GET) => manifests::get(st, n, r, &h).await,
-        (Endpoint::Manifest(n, r), Method::HEAD) => manifests::get(st, n, r, &h).await,
+        (Endpoint::Manifest(n, r), Method::GET) => manifests::get(st, n, r, &h, true).await,
+        (Endpoint::Manifest(n, r), Method::HEAD) => manifests::get(st, n, r, &h, false).await,
         (Endpoint::Manifest(n, r), Method::PUT) => manifests::put(st, n, r, &h, body).await,
         (Endpoint::Manifest(n, r), Method::DELETE) => manifests::delete(st, n, r, who).await,
         (Endpoint::ManifestInvalid(name, e), Method::GET | Method::HEAD) => {
