@@ -7,13 +7,16 @@
 -- row, whether a reconciliation may remove it (only rows older than the listing it compares).
 -- Names and digests are stored as text, as the bucket spells them.
 
--- Tags: a tag's current link, and the manifest it points at.
+-- Tags: a tag's current link, and the manifest it points at. While a tag is being moved, it
+-- has a row for its new manifest (written before the link) and one for its old one (removed
+-- once the link is written): if the write fails, both stay roots, and GC keeps too much
+-- rather than collect the manifest the tag still points at.
 CREATE TABLE index_tags (
     repo   text NOT NULL,
     tag    text NOT NULL,
     digest text NOT NULL,
     at     timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (repo, tag)
+    PRIMARY KEY (repo, tag, digest)
 );
 
 -- Revision links: the manifests a repository holds.

@@ -315,7 +315,7 @@ impl Rows {
 
 /// (kind, index table, listing table, columns that name a row).
 const KINDS: [(&str, &str, &str, &str); 4] = [
-    ("tags", "index_tags", "snap_tags", "repo, tag"),
+    ("tags", "index_tags", "snap_tags", "repo, tag, digest"),
     ("revisions", "index_revisions", "snap_revisions", "repo, digest"),
     ("layers", "index_layers", "snap_layers", "repo, digest"),
     ("uploads", "index_uploads", "snap_uploads", "repo, id"),
@@ -343,16 +343,20 @@ fn compare(t: &mut impl GenericClient, cutoff: SystemTime) -> std::result::Resul
             ),
             cutoff,
         )?;
+        // A tag pointing elsewhere counts as a missing row (the one it points at) and an extra
+        // one (where it pointed); `changed` says how many of the missing are such tags.
         let changed = if kind == "tags" {
             count(
                 t,
-                "SELECT count(*) FROM index_tags i JOIN snap_tags s USING (repo, tag) WHERE i.digest <> s.digest AND i.at < $1",
+                "SELECT count(*) FROM snap_tags s WHERE EXISTS (SELECT 1 FROM index_tags i \
+                 WHERE i.repo = s.repo AND i.tag = s.tag) AND NOT EXISTS (SELECT 1 FROM index_tags i \
+                 WHERE i.repo = s.repo AND i.tag = s.tag AND i.digest = s.digest)",
                 cutoff,
             )?
         } else {
             0
         };
-        diff.kinds.push((kind.to_owned(), missing, extra, changed));
+        diff.kinds.push((kind.to_owned(), missing - changed, extra, changed));
     }
     let missing = count(
         t,
@@ -371,9 +375,8 @@ fn compare(t: &mut impl GenericClient, cutoff: SystemTime) -> std::result::Resul
 /// Makes the index agree with the listing, leaving rows written since `cutoff` alone.
 fn repair(t: &mut impl GenericClient, cutoff: SystemTime) -> std::result::Result<(), DbError> {
     t.execute(
-        "INSERT INTO index_tags (repo, tag, digest) SELECT repo, tag, digest FROM snap_tags
-         ON CONFLICT (repo, tag) DO UPDATE SET digest = EXCLUDED.digest, at = now() WHERE index_tags.at < $1",
-        &[&cutoff],
+        "INSERT INTO index_tags (repo, tag, digest) SELECT repo, tag, digest FROM snap_tags ON CONFLICT DO NOTHING",
+        &[],
     )?;
     // A revision's time is its link's: GC's untagged policy counts from it.
     t.execute(

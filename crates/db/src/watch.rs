@@ -69,6 +69,23 @@ impl Indexed {
         })
     }
 
+    /// After a tag's link was written: the rows of what it pointed at before go (they were
+    /// kept while the write could still fail, so the old manifest stayed a root).
+    fn link_written(&self, key: &Key, content: &[u8]) {
+        let Scope::Tag(repo, tag) = layout::scope(key) else { return };
+        let Some(d) = layout::parse_link(content) else { return };
+        let run = || -> std::result::Result<(), DbError> {
+            self.db.conn()?.execute(
+                "DELETE FROM index_tags WHERE repo = $1 AND tag = $2 AND digest <> $3",
+                &[&repo.as_str(), &tag.as_str(), &d.to_string()],
+            )?;
+            Ok(())
+        };
+        if let Err(e) = run() {
+            tracing::warn!(repository = %repo, tag = %tag, error = %e, "a tag's old row stays in the metadata index; GC keeps its manifest until the index is reconciled");
+        }
+    }
+
     /// Records blob data written at `key` (if it is blob data).
     fn blob_written(&self, key: &Key, size: u64) {
         if let Scope::Blob(d) = layout::scope(key) {
@@ -102,7 +119,7 @@ impl Indexed {
 }
 
 const TAG_UPSERT: &str = "INSERT INTO index_tags (repo, tag, digest) VALUES ($1, $2, $3)
-     ON CONFLICT (repo, tag) DO UPDATE SET digest = EXCLUDED.digest, at = now()";
+     ON CONFLICT (repo, tag, digest) DO UPDATE SET at = now()";
 const REVISION_UPSERT: &str = "INSERT INTO index_revisions (repo, digest) VALUES ($1, $2)
      ON CONFLICT (repo, digest) DO UPDATE SET at = now()";
 const LAYER_UPSERT: &str = "INSERT INTO index_layers (repo, digest) VALUES ($1, $2)
@@ -203,6 +220,7 @@ impl Backend for Indexed {
     fn put(&self, key: &Key, data: &[u8]) -> Result<()> {
         self.before(key, data)?;
         self.inner.put(key, data)?;
+        self.link_written(key, data);
         self.blob_written(key, data.len() as u64);
         Ok(())
     }
@@ -210,24 +228,37 @@ impl Backend for Indexed {
     fn put_if_absent(&self, key: &Key, data: &[u8]) -> Result<bool> {
         self.before(key, data)?;
         let wrote = self.inner.put_if_absent(key, data)?;
+        if wrote {
+            self.link_written(key, data);
+        }
         self.blob_written(key, data.len() as u64);
         Ok(wrote)
     }
 
     fn writer(&self, key: &Key) -> Result<Box<dyn ObjectWriter>> {
+        // A staged link would be visible before its row could be written; links are put whole.
+        if is_link(key) {
+            return Err(StorageError::InvalidKey {
+                key: key.to_string(),
+                reason: "a link is written whole (put), never staged, where a metadata index watches the store",
+            });
+        }
         let inner = self.inner.writer(key)?;
-        if !is_link(key) && !matches!(layout::scope(key), Scope::Blob(_)) {
+        if !matches!(layout::scope(key), Scope::Blob(_)) {
             return Ok(inner);
         }
-        Ok(Box::new(IndexedWriter { inner, key: key.clone(), owner: self.clone(), link: Vec::new() }))
+        Ok(Box::new(IndexedWriter { inner, key: key.clone(), owner: self.clone() }))
     }
 
     fn rename(&self, from: &Key, to: &Key) -> Result<u64> {
-        if is_link(to) {
-            let content = self.inner.get(from)?;
-            self.before(to, &content)?;
+        let content = if is_link(to) { Some(self.inner.get(from)?) } else { None };
+        if let Some(c) = &content {
+            self.before(to, c)?;
         }
         let size = self.inner.rename(from, to)?;
+        if let Some(c) = &content {
+            self.link_written(to, c);
+        }
         self.blob_written(to, size);
         self.removed(&[from]);
         Ok(size)
@@ -284,21 +315,15 @@ impl Backend for Indexed {
     }
 }
 
-/// A staged write to blob data (recorded once committed) or to a link (whose row is written
-/// before the commit makes it visible).
+/// A staged write to blob data, recorded once committed.
 struct IndexedWriter {
     inner: Box<dyn ObjectWriter>,
     key: Key,
     owner: Indexed,
-    /// What was written to a link, for its row.
-    link: Vec<u8>,
 }
 
 impl ObjectWriter for IndexedWriter {
     fn write_all(&mut self, buf: &[u8]) -> Result<()> {
-        if is_link(&self.key) {
-            self.link.extend_from_slice(buf);
-        }
         self.inner.write_all(buf)
     }
 
@@ -307,9 +332,6 @@ impl ObjectWriter for IndexedWriter {
     }
 
     fn commit(self: Box<Self>) -> Result<u64> {
-        if is_link(&self.key) {
-            self.owner.before(&self.key, &self.link)?;
-        }
         let size = self.inner.commit()?;
         self.owner.blob_written(&self.key, size);
         Ok(size)

@@ -110,6 +110,9 @@ impl Registry {
         let mut cx = Ctx { report: &mut report, repair: opts.repair };
         let now = SystemTime::now();
         for name in self.repository_folders()? {
+            // A repair writes links; with other processes serving the root, a push or delete
+            // of this repository must not interleave with it.
+            let _lock = if opts.repair { Some(self.repo_lock(&name)?) } else { None };
             cx.report.repositories += 1;
             self.fsck_repo(&name, opts, now, &mut cx)?;
         }
@@ -129,6 +132,13 @@ impl Registry {
     /// the store; repairing makes the index agree with the store.
     fn fsck_index(&self, cx: &mut Ctx<'_>) -> Result<()> {
         let Some(diff) = self.index_reconcile(cx.repair, &|_| {})? else { return Ok(()) };
+        if diff.stale {
+            let message = "a process without the database wrote to the root since the metadata index was last \
+                           reconciled; GC, accounting and the catalog list storage until it is repaired"
+                .to_owned();
+            let done = || Ok(());
+            cx.find("index-stale", false, None, message, Some(&done))?;
+        }
         if diff.total() == 0 {
             return Ok(());
         }

@@ -237,9 +237,11 @@ impl Registry {
             changed.dedup();
             let names: Vec<RepoName> = changed.iter().map(|&i| run.s.repos[i].name.clone()).collect();
             // Read from the index when the run did (it holds every link the store holds).
-            let exists = match self.index.as_deref().filter(|_| run.s.blobs.is_some()) {
-                Some(index) => index.holding(&names)?,
-                None => par_map(self.workers(), &names, |n| self.repo_exists(n))?,
+            let from_index = self.index.as_deref().filter(|_| run.s.blobs.is_some()).map(|i| i.holding(&names));
+            let exists = match from_index {
+                Some(Ok(held)) => held,
+                // The deletes are done: tell the others from storage rather than not at all.
+                _ => par_map(self.workers(), &names, |n| self.repo_exists(n))?,
             };
             let changes: Vec<(RepoName, bool)> = names.into_iter().zip(exists).collect();
             self.catalog_refresh_many(&changes)?;

@@ -86,6 +86,9 @@ pub struct IndexDiff {
     pub kinds: Vec<(String, u64, u64, u64)>,
     /// How many of each kind the listing of the store found.
     pub listed: Vec<(String, u64)>,
+    /// A process without the database had written to the root since the last reconciliation
+    /// (the index was not read meanwhile).
+    pub stale: bool,
 }
 
 impl IndexDiff {

@@ -135,11 +135,24 @@ impl Registry {
     /// used: listing the store is slower, never wrong.
     fn ready_index(&self) -> Option<&dyn MetaIndex> {
         let index = self.index.as_deref()?;
-        match index.ready() {
-            Ok(true) => Some(index),
-            Ok(false) => None,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read the metadata index; listing storage");
+        // Ready in the database, and no process without the database wrote since (it marks
+        // the root when it takes it).
+        let stale = || berth_storage::BackendExt::exists(self.store(), &berth_storage::layout::index_stale());
+        match (index.ready(), stale()) {
+            (Ok(true), Ok(false)) => Some(index),
+            (Ok(true), Ok(true)) => {
+                tracing::warn!(
+                    "a process without the database wrote to the root since the metadata index was last reconciled; listing storage until `berth db import` or `berth fsck --repair`"
+                );
+                None
+            }
+            (Ok(false), _) => None,
+            (Err(e), _) => {
+                tracing::warn!(error = %e, "cannot tell whether the metadata index is current; listing storage");
+                None
+            }
+            (_, Err(e)) => {
+                tracing::warn!(error = %e, "cannot tell whether the metadata index is current; listing storage");
                 None
             }
         }

@@ -36,10 +36,21 @@ impl Registry {
         progress: &(dyn Fn(ReindexProgress) + Sync),
     ) -> Result<Option<IndexDiff>> {
         let Some(index) = self.index.as_deref() else { return Ok(None) };
+        if apply {
+            // From now on a process that writes the root without the database marks it stale.
+            self.store().put(&layout::index_marker(), b"a metadata index is kept of this root\n").map_err(storage)?;
+        }
+        let stale = self.store().exists(&layout::index_stale()).map_err(storage)?;
         let since = index.now()?;
         let snapshot = self.store_snapshot(progress)?;
         progress(ReindexProgress::Index);
         let mut diff = index.reconcile(&snapshot, since, apply)?;
+        if apply && stale {
+            // Reconciled with a listing taken after the last such write (none can happen while
+            // this process holds the replicas' lease).
+            self.store().delete(&layout::index_stale()).map_err(storage)?;
+        }
+        diff.stale = stale;
         let sum = |f: fn(&IndexedRepo) -> usize| snapshot.repos.iter().map(f).sum::<usize>() as u64;
         diff.listed = vec![
             ("repositories".to_owned(), snapshot.repos.len() as u64),

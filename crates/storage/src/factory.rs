@@ -9,6 +9,7 @@ use crate::backend::Backend;
 use crate::ext::BackendExt;
 use crate::fs::{FsBackend, FsOptions};
 use crate::key::Key;
+use crate::layout;
 use crate::lock::{ReplicasLease, RootLock};
 use crate::s3::{S3Backend, S3Options};
 
@@ -52,9 +53,15 @@ impl StorageConfig {
             Ok(lock) => lock,
             Err(who) => return Ok(Err(who)),
         };
-        if let Some(replicas) = RootLock::replicas_holder(&*self.open()?)? {
+        let store = self.open()?;
+        if let Some(replicas) = RootLock::replicas_holder(&*store)? {
             drop(lock);
             return Ok(Err(replicas));
+        }
+        // Replicas keep a metadata index of this root in their database; what this process
+        // writes will not be in it, so it is not to be trusted until reconciled.
+        if store.exists(&layout::index_marker()).map_err(io::Error::other)? {
+            store.put(&layout::index_stale(), holder.as_bytes()).map_err(io::Error::other)?;
         }
         Ok(Ok(lock))
     }

@@ -203,6 +203,18 @@ pub fn referrer_entry(name: &RepoName, subject: &Digest, referrer: &Digest) -> K
     key(format!("berth/referrers/{name}/_subjects/{subject}/{referrer}"))
 }
 
+/// `berth/index/indexed`: present once a metadata index was filled from this root (`berth db
+/// import`); a process that writes the root without the database then marks it stale.
+pub fn index_marker() -> Key {
+    key("berth/index/indexed".to_owned())
+}
+
+/// `berth/index/stale`: a process without the database wrote to this root since the metadata
+/// index was last reconciled with it; the index is not read until it is again.
+pub fn index_stale() -> Key {
+    key("berth/index/stale".to_owned())
+}
+
 /// `berth/pulls/<name>/_pulls.json`: when a repository's tags and manifests were last pulled.
 pub fn pull_times(name: &RepoName) -> Key {
     key(format!("berth/pulls/{name}/_pulls.json"))

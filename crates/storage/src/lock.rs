@@ -323,4 +323,19 @@ mod tests {
         // Stopping does not end it (another replica may run); it lasts out its term.
         assert!(root.lock("berth serve (alone)").unwrap().is_err());
     }
+
+    #[test]
+    fn a_process_without_the_database_marks_an_indexed_root_stale() {
+        use crate::factory::StorageConfig;
+        let dir = tempfile::tempdir().unwrap();
+        let root = StorageConfig::Filesystem { root: dir.path().to_owned(), fsync: false };
+        let stale = dir.path().join(layout::index_stale().as_str());
+        drop(root.lock("berth serve (alone)").unwrap().unwrap());
+        assert!(!stale.exists(), "a root no index was filled from is left alone");
+        let marker = dir.path().join(layout::index_marker().as_str());
+        std::fs::create_dir_all(marker.parent().unwrap()).unwrap();
+        std::fs::write(&marker, b"indexed").unwrap();
+        drop(root.lock("berth serve (alone)").unwrap().unwrap());
+        assert_eq!(std::fs::read_to_string(&stale).unwrap(), "berth serve (alone)");
+    }
 }

@@ -634,9 +634,15 @@ impl Inner {
                 .send("POST", url.as_str(), &[("content-md5", md5)], Some(body.as_bytes()))
                 .map_err(|e| self.io(key, e))?;
             let text = self.expect_xml_ok(key, "DeleteObjects", resp)?;
-            if let Ok(parsed) = DeleteObjectsResponse::parse(&text)
-                && let Some(e) = parsed.errors.first()
-            {
+            if text.trim().is_empty() {
+                continue;
+            }
+            // An answer that cannot be read may hide per-key failures: not a success (the
+            // metadata index drops the rows of what a delete reports done).
+            let parsed = DeleteObjectsResponse::parse(&text).map_err(|e| {
+                self.io(key, io::Error::other(format!("DeleteObjects: unreadable answer ({e:?}): {}", shorten(&text))))
+            })?;
+            if let Some(e) = parsed.errors.first() {
                 return Err(
                     self.io(key, io::Error::other(format!("DeleteObjects: {}: {} {}", e.key, e.code, e.message)))
                 );
@@ -1105,4 +1111,9 @@ mod conformance_tests {
         let err = S3Backend::open(&o).unwrap().check().unwrap_err();
         assert!(err.to_string().contains("403"), "{err}");
     }
+}
+
+/// At most 200 characters of an answer, for an error message.
+fn shorten(text: &str) -> String {
+    text.chars().take(200).collect()
 }

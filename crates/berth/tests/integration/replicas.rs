@@ -579,6 +579,19 @@ fn berth_db_import_of_a_distribution_bucket_then_gc_and_fsck_through_the_index()
     let gc = r.req("POST", "/api/gc?grace=0s&untagged=0s", &[], b"").json();
     assert_eq!((gc["blobs"].as_u64(), gc["manifests"].clone()), (Some(0), serde_json::json!([])), "{gc}");
     assert_eq!(crate::stress::pull(&r, "dist/other", "old"), Ok(true));
+    let by_index = gc["store_requests"].as_u64().unwrap();
+
+    // A process without the database wrote to the bucket (it leaves this mark, as a Berth
+    // that takes the root alone does): the index is not read until reconciled.
+    use berth_storage::{Backend, BackendExt};
+    let bucket = crate::s3::bucket(&s3);
+    assert!(bucket.exists(&berth_storage::layout::index_marker()).unwrap(), "the import marked the root");
+    bucket.put(&berth_storage::layout::index_stale(), b"berth serve (alone)").unwrap();
+    let gc = r.req("POST", "/api/gc?grace=0s&untagged=0s", &[], b"").json();
+    assert!(gc["store_requests"].as_u64().unwrap() > by_index, "GC listed the bucket: {gc}");
+    let found = cli_ok(&["fsck", "--repair", "--json", "--config", &c]).json();
+    assert!(found["findings"].as_array().unwrap().iter().any(|f| f["kind"] == "index-stale"), "{found}");
+    assert!(!bucket.exists(&berth_storage::layout::index_stale()).unwrap(), "the repair cleared the mark");
     reps[0].stop();
     fsck_finds_index_in_step(&cfg);
 }
