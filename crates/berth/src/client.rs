@@ -233,6 +233,9 @@ impl Admin {
                     DeleteTarget::Manifest(n, d) => (n, vec![("digest", d.to_string())]),
                     DeleteTarget::Blob(n, d) => (n, vec![("blob", d.to_string())]),
                     DeleteTarget::Repository(n) => (n, vec![]),
+                    DeleteTarget::Tags(..) => {
+                        bail!("the admin API deletes one tag at a time; several go through a retention run")
+                    }
                 };
                 q.extend([("force", force.to_string()), ("dry_run", dry_run.to_string())]);
                 self.one("DELETE", &format!("/api/repositories/{name}{}", query(&q)))

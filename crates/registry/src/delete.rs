@@ -32,6 +32,9 @@ pub enum DeleteTarget {
     Blob(RepoName, Digest),
     /// Everything in a repository.
     Repository(RepoName),
+    /// Several tags of one repository, in one trash entry (a retention run: one restore
+    /// undoes it). Each tag only, as a tag delete does.
+    Tags(RepoName, Vec<Tag>),
 }
 
 impl DeleteTarget {
@@ -41,7 +44,8 @@ impl DeleteTarget {
             DeleteTarget::Tag(n, _)
             | DeleteTarget::Manifest(n, _)
             | DeleteTarget::Blob(n, _)
-            | DeleteTarget::Repository(n) => n,
+            | DeleteTarget::Repository(n)
+            | DeleteTarget::Tags(n, _) => n,
         }
     }
 }
@@ -102,6 +106,15 @@ impl Registry {
                 }
                 layers.push(d.clone());
                 DeleteKind::Blob
+            }
+            DeleteTarget::Tags(_, ts) => {
+                for t in ts {
+                    let d = self
+                        .tag_get(&name, t)?
+                        .ok_or_else(|| self.manifest_unknown(&name, &Reference::Tag(t.clone())))?;
+                    tags.insert(t.clone(), d);
+                }
+                DeleteKind::Tags
             }
             DeleteTarget::Repository(_) => {
                 tags.extend(self.tag_links(&name)?);

@@ -27,6 +27,8 @@ pub enum DeleteKind {
     Blob,
     /// A whole repository.
     Repository,
+    /// Several tags of one repository at once (a retention run).
+    Tags,
 }
 
 /// A trash entry id: `<UTC time>-<8 hex>`, so ids sort by time (see [`TrashId::new`]).
@@ -130,6 +132,7 @@ fn kind_str(k: DeleteKind) -> &'static str {
         DeleteKind::Manifest => "manifest",
         DeleteKind::Blob => "blob",
         DeleteKind::Repository => "repository",
+        DeleteKind::Tags => "tags",
     }
 }
 
@@ -139,6 +142,7 @@ fn kind_of(s: &str) -> Result<DeleteKind, String> {
         "manifest" => DeleteKind::Manifest,
         "blob" => DeleteKind::Blob,
         "repository" => DeleteKind::Repository,
+        "tags" => DeleteKind::Tags,
         other => return Err(format!("unknown delete kind {other:?}")),
     })
 }

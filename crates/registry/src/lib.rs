@@ -17,7 +17,8 @@
 //! - the core: `links`, `blobs`, `uploads`, `catalog`, `manifests`, `cache`, `referrers`, whose
 //!   mutators are crate-private, and `pulls` (when tags and manifests were last pulled);
 //! - removal and accounting: `trash`, `scan`, `usage`, `delete` (the only public way to remove
-//!   anything: every removal writes a trash entry and an audit line);
+//!   anything: every removal writes a trash entry and an audit line), `retain` (a retention
+//!   run, carried out through `delete`);
 //! - `gc` (the only module that removes blob data), `reindex` (the metadata index filled and
 //!   checked from the store), then `fsck`.
 //!
@@ -46,6 +47,7 @@ mod scan;
 mod usage;
 mod image;
 mod delete;
+mod retain;
 mod gc;
 mod reindex;
 mod fsck;
@@ -68,6 +70,7 @@ pub use manifests::{PutManifest, StoredManifest};
 pub use pulls::PullTimes;
 pub use referrers::Referrer;
 pub use reindex::ReindexProgress;
+pub use retain::RetainedRepo;
 pub use retention::{Fate, KeepRule, RetentionPolicy, TagFacts, judge_tags, policy_for};
 pub use trash::{RestoreTarget, Restored};
 pub use uploads::BlobInfo;

@@ -373,3 +373,58 @@ fn a_scheduled_run_does_nothing_when_a_run_finished_within_its_window() {
     opts.unless_ran_within = None;
     assert_eq!(gc(&f.reg, &opts).manifests.len(), 1, "asked for without a window, it runs");
 }
+
+#[test]
+fn a_retention_run_deletes_through_the_trash_in_one_entry_and_gc_frees_what_it_reported() {
+    let f = fixture();
+    for (i, t) in ["a", "b", "c", "d"].iter().enumerate() {
+        push_image(&f.reg, "keep/app", t, format!("layer of {t}").as_bytes());
+        // Pushed 4, 3, 2 and 1 hours ago.
+        age(
+            &f,
+            &layout::tag_current_link(&name("keep/app"), &t.parse().unwrap()),
+            Duration::from_secs(3600 * (4 - i as u64)),
+        );
+    }
+    push_image(&f.reg, "other/app", "x", b"no policy applies here");
+    let policy = crate::RetentionPolicy {
+        name: "ci".into(),
+        repositories: vec!["keep/**".parse().unwrap()],
+        delete_untagged: None,
+        delete_referrers: false,
+        keep_tags: vec![crate::KeepRule { most_recently_pushed: Some(2), ..Default::default() }],
+    };
+    let now = SystemTime::now();
+    let dry = f.reg.retention(std::slice::from_ref(&policy), None, true, now).unwrap();
+    assert_eq!(dry.len(), 1, "a repository no policy matches is never touched: {dry:?}");
+    let dropped = |r: &crate::RetainedRepo| -> Vec<String> {
+        r.tags.iter().filter(|(_, f)| !f.kept()).map(|(t, _)| t.to_string()).collect()
+    };
+    assert_eq!(dropped(&dry[0]), ["a", "b"]);
+    assert!(dry[0].bytes_freed > 0 && dry[0].trash_id.is_none());
+    assert_eq!(f.reg.tags(&name("keep/app")).unwrap().len(), 4, "a dry run changes nothing");
+
+    let run = f.reg.retention(std::slice::from_ref(&policy), None, false, now).unwrap();
+    assert_eq!((dropped(&run[0]), run[0].bytes_freed), (dropped(&dry[0]), dry[0].bytes_freed), "as the dry run said");
+    let id = run[0].trash_id.clone().expect("went to the trash");
+    let entry = f.reg.trash_get(&id).unwrap();
+    assert_eq!((entry.tags.len(), entry.who.as_deref()), (2, Some("retention:ci")), "one entry for the run");
+    assert_eq!(f.reg.tags(&name("keep/app")).unwrap().len(), 2);
+
+    // One restore undoes the run for the repository.
+    f.reg.restore(&RestoreTarget::Id(id), false, None).unwrap();
+    assert_eq!(f.reg.tags(&name("keep/app")).unwrap().len(), 4);
+    assert!(whole(&f.reg, "keep/app", "a"));
+
+    // Again, for good: GC frees exactly what the run reported, and what it kept stays whole.
+    // (The restore re-pointed a and b, so they count as pushed last now.)
+    let run = f.reg.retention(std::slice::from_ref(&policy), None, false, SystemTime::now()).unwrap();
+    assert_eq!(dropped(&run[0]).len(), 2);
+    f.reg.trash_purge(run[0].trash_id.as_ref(), None).unwrap();
+    let r = gc(&f.reg, &now_opts());
+    assert_eq!(r.bytes_freed, run[0].bytes_freed, "{r:?}");
+    for (t, fate) in &run[0].tags {
+        assert_eq!(whole(&f.reg, "keep/app", t.as_str()), fate.kept(), "{t}: {fate:?}");
+    }
+    assert!(whole(&f.reg, "other/app", "x"));
+}

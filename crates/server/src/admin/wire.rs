@@ -330,6 +330,7 @@ fn kind(k: DeleteKind) -> &'static str {
         DeleteKind::Manifest => "manifest",
         DeleteKind::Blob => "blob",
         DeleteKind::Repository => "repository",
+        DeleteKind::Tags => "tags",
     }
 }
 
