@@ -670,21 +670,7 @@ impl Coordination for PgCoordination {
     }
 
     fn changed(&self, name: &RepoName, exists: bool) -> Result<(), RegistryError> {
-        let result = self.conn().and_then(|mut c| bump(&mut c, name.as_str(), exists).map_err(pg));
-        let g = match result {
-            Ok(g) => g,
-            Err(e) => {
-                // The change is in the bucket: other replicas must hear of it once the
-                // database answers again.
-                self.shared
-                    .pending
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert((name.as_str().to_owned(), exists));
-                return Err(e);
-            }
-        };
-        self.wait_seen(g)
+        self.changed_many(&[(name.clone(), exists)])
     }
 
     fn changed_many(&self, changes: &[(RepoName, bool)]) -> Result<(), RegistryError> {
@@ -695,6 +681,8 @@ impl Coordination for PgCoordination {
         let g = match self.conn().and_then(|mut c| bump_many(&mut c, &names).map_err(pg)) {
             Ok(g) => g,
             Err(e) => {
+                // The changes are in the bucket: other replicas must hear of them once the
+                // database answers again.
                 let mut pending = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner());
                 pending.extend(names.iter().map(|&(n, e)| (n.to_owned(), e)));
                 return Err(e);

@@ -71,53 +71,49 @@ impl MetaIndex for PgIndex {
             // show its tag without its manifest.
             let mut t = c.build_transaction().isolation_level(postgres::IsolationLevel::RepeatableRead).start()?;
             let mut repos: BTreeMap<String, IndexedRepo> = BTreeMap::new();
-            let get = |repos: &mut BTreeMap<String, IndexedRepo>, name: &str| -> Option<()> {
+            // The repository a row names, added on its first row; `None` (row skipped) for a
+            // name that does not parse.
+            fn repo<'a>(repos: &'a mut BTreeMap<String, IndexedRepo>, name: &str) -> Option<&'a mut IndexedRepo> {
                 if !repos.contains_key(name) {
                     let parsed: RepoName = parse(name)?;
-                    repos.insert(
-                        name.to_owned(),
-                        IndexedRepo {
-                            name: parsed,
-                            tags: Vec::new(),
-                            revisions: Vec::new(),
-                            layers: Vec::new(),
-                            uploads: Vec::new(),
-                        },
-                    );
+                    let empty = IndexedRepo {
+                        name: parsed,
+                        tags: Vec::new(),
+                        revisions: Vec::new(),
+                        layers: Vec::new(),
+                        uploads: Vec::new(),
+                    };
+                    repos.insert(name.to_owned(), empty);
                 }
-                Some(())
-            };
+                repos.get_mut(name)
+            }
             for row in t.query("SELECT repo, tag, digest FROM index_tags ORDER BY repo, tag", &[])? {
-                let name: &str = row.get(0);
-                if get(&mut repos, name).is_some()
-                    && let (Some(tag), Some(d)) = (parse(row.get(1)), parse::<Digest>(row.get(2)))
+                if let (Some(tag), Some(d)) = (parse(row.get(1)), parse::<Digest>(row.get(2)))
+                    && let Some(r) = repo(&mut repos, row.get(0))
                 {
-                    repos.get_mut(name).expect("inserted").tags.push((tag, d));
+                    r.tags.push((tag, d));
                 }
             }
             let sql = "SELECT repo, digest, extract(epoch FROM now() - at)::float8 FROM index_revisions";
             for row in t.query(sql, &[])? {
-                let name: &str = row.get(0);
-                if get(&mut repos, name).is_some()
-                    && let Some(d) = parse::<Digest>(row.get(1))
+                if let Some(d) = parse::<Digest>(row.get(1))
+                    && let Some(r) = repo(&mut repos, row.get(0))
                 {
-                    repos.get_mut(name).expect("inserted").revisions.push((d, age(row.get(2))));
+                    r.revisions.push((d, age(row.get(2))));
                 }
             }
             for row in t.query("SELECT repo, digest FROM index_layers", &[])? {
-                let name: &str = row.get(0);
-                if get(&mut repos, name).is_some()
-                    && let Some(d) = parse::<Digest>(row.get(1))
+                if let Some(d) = parse::<Digest>(row.get(1))
+                    && let Some(r) = repo(&mut repos, row.get(0))
                 {
-                    repos.get_mut(name).expect("inserted").layers.push(d);
+                    r.layers.push(d);
                 }
             }
             for row in t.query("SELECT repo, id FROM index_uploads", &[])? {
-                let name: &str = row.get(0);
-                if get(&mut repos, name).is_some()
-                    && let Some(id) = parse(row.get(1))
+                if let Some(id) = parse(row.get(1))
+                    && let Some(r) = repo(&mut repos, row.get(0))
                 {
-                    repos.get_mut(name).expect("inserted").uploads.push(id);
+                    r.uploads.push(id);
                 }
             }
             t.commit()?;

@@ -82,15 +82,7 @@ impl Registry {
     /// Brings the cached catalog in line with storage for one repository.
     pub(crate) fn catalog_refresh(&self, name: &RepoName) -> Result<()> {
         let exists = self.repo_exists(name)?;
-        self.repo_changed(name, exists)?;
-        if let Some(set) = self.catalog.repos.lock().expect("catalog lock").as_mut() {
-            if exists {
-                set.insert(name.as_str().to_owned());
-            } else {
-                set.remove(name.as_str());
-            }
-        }
-        Ok(())
+        self.catalog_refresh_many(&[(name.clone(), exists)])
     }
 
     /// Every repository folder, with content or not (GC and accounting look at all of them).

@@ -303,10 +303,6 @@ fn is_algorithm(s: &str) -> bool {
     [Algorithm::Sha256, Algorithm::Sha512].iter().any(|a| a.as_str() == s)
 }
 
-fn digest_of(alg: &str, hex: &str) -> Option<Digest> {
-    Digest::from_parts(alg, hex)
-}
-
 fn blob_scope(alg: &str, more: &[&str]) -> Scope {
     if !is_algorithm(alg) {
         return Scope::None;
@@ -314,7 +310,9 @@ fn blob_scope(alg: &str, more: &[&str]) -> Scope {
     match more {
         [] => Scope::Blobs(format!("{alg}:")),
         [ab] if ab.len() == 2 => Scope::Blobs(format!("{alg}:{ab}")),
-        [ab, hex] | [ab, hex, "data"] if hex.starts_with(ab) => digest_of(alg, hex).map_or(Scope::None, Scope::Blob),
+        [ab, hex] | [ab, hex, "data"] if hex.starts_with(ab) => {
+            Digest::from_parts(alg, hex).map_or(Scope::None, Scope::Blob)
+        }
         _ => Scope::None,
     }
 }
@@ -337,12 +335,12 @@ fn repo_scope(parts: &[&str]) -> Scope {
         ["_manifests", "revisions"] => Scope::Revisions(name, String::new()),
         ["_manifests", "revisions", alg] => prefix(alg).map_or(Scope::None, |p| Scope::Revisions(name, p)),
         ["_manifests", "revisions", alg, hex] | ["_manifests", "revisions", alg, hex, "link"] => {
-            digest_of(alg, hex).map_or(Scope::None, |d| Scope::Revision(name, d))
+            Digest::from_parts(alg, hex).map_or(Scope::None, |d| Scope::Revision(name, d))
         }
         ["_layers"] => Scope::Layers(name, String::new()),
         ["_layers", alg] => prefix(alg).map_or(Scope::None, |p| Scope::Layers(name, p)),
         ["_layers", alg, hex] | ["_layers", alg, hex, "link"] => {
-            digest_of(alg, hex).map_or(Scope::None, |d| Scope::Layer(name, d))
+            Digest::from_parts(alg, hex).map_or(Scope::None, |d| Scope::Layer(name, d))
         }
         ["_uploads"] => Scope::Uploads(name),
         ["_uploads", id] | ["_uploads", id, "startedat"] => {

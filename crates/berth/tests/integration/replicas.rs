@@ -366,7 +366,7 @@ fn a_replica_killed_mid_upload_and_mid_gc_leaves_the_others_to_finish() {
     );
     eprintln!("gc takeover: the second GC answered {waited:?} after the first GC's replica was killed");
     reps[2].stop();
-    fsck_finds_no_damage(&["--config", &cfg.display().to_string()]);
+    fsck_finds_index_in_step(cfg);
 }
 
 #[test]
