@@ -31,6 +31,10 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Collect garbage: remove what no tag, trash entry or recent push reaches, and report it.
     Gc(GcArgs),
+    /// Run the retention policies (`retention:` in the config): which tags go, per repository,
+    /// with the rule that kept or dropped each, and what it frees. One trash entry per
+    /// repository, so one restore undoes a run there.
+    Retention(RetentionArgs),
     /// Check a storage root: broken images, dangling links, corrupt content, stale uploads.
     Fsck(FsckArgs),
     /// Add, change or remove users of an htpasswd file (bcrypt), as auth.htpasswd reads it.
@@ -114,6 +118,22 @@ pub enum UserAction {
         /// The user name.
         name: String,
     },
+}
+
+/// `berth retention`
+#[derive(Debug, Args)]
+pub struct RetentionArgs {
+    /// Report what would go; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+    /// Only repositories this glob matches (`team/**`); all by default.
+    #[arg(value_name = "REPO-PATTERN")]
+    pub repository: Option<String>,
+    #[command(flatten)]
+    pub r#where: Where,
 }
 
 /// `berth gc`

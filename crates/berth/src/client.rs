@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use anyhow::{Context, anyhow, bail};
-use berth_oci::RepoName;
+use berth_oci::{RepoName, RepoPattern};
 use berth_registry::{DeleteRequest, DeleteTarget, Registry, RegistryError, RestoreTarget, TrashId};
 use berth_server::admin::listing::{Listing, MAX_N, Paged};
 use berth_server::admin::{ops, wire};
@@ -28,6 +28,7 @@ pub enum Admin {
         reg: Box<Registry>,
         who: Option<String>,
         gc: berth_registry::GcOptions,
+        retention: Box<berth_registry::Retention>,
         _lock: Option<RootLock>,
         _replicas: Option<berth_storage::ReplicasLease>,
     },
@@ -138,7 +139,15 @@ impl Admin {
             }
             None => Registry::new(backend, config),
         };
-        Ok(Admin::Local { reg: Box::new(reg), who, gc, _lock: lock, _replicas: replicas })
+        let retention = file.retention()?.0;
+        Ok(Admin::Local {
+            reg: Box::new(reg),
+            who,
+            gc,
+            retention: Box::new(retention),
+            _lock: lock,
+            _replicas: replicas,
+        })
     }
 
     /// One request; the JSON answer and the `Link` to the next page, if any.
@@ -314,6 +323,24 @@ impl Admin {
         match self {
             Admin::Local { gc, .. } => gc.clone(),
             Admin::Http(_) => berth_registry::GcOptions::default(),
+        }
+    }
+
+    /// A retention run (or its dry run) over the repositories `only` matches. On a server the
+    /// server's policies apply; on a root, those of `--config`.
+    pub fn retention(&self, only: Option<&RepoPattern>, dry_run: bool) -> anyhow::Result<wire::RetentionResult> {
+        match self {
+            Admin::Http(_) => {
+                let mut q = vec![("dry_run", dry_run.to_string())];
+                q.extend(only.map(|p| ("repository", p.to_string())));
+                self.one("POST", &format!("/api/retention{}", query(&q)))
+            }
+            Admin::Local { reg, retention, .. } => {
+                if retention.policies.is_empty() {
+                    bail!("no retention policies: give --config with a retention: section");
+                }
+                Ok(ops::retention(reg, retention, only, dry_run || retention.dry_run)?)
+            }
         }
     }
 

@@ -8,7 +8,9 @@ use berth_oci::{Digest, RepoName, Tag};
 use berth_registry::{DeleteTarget, RestoreTarget, TrashId};
 use berth_server::admin::wire;
 
-use crate::cli::{DuArgs, FsckArgs, GcArgs, LsArgs, RestoreArgs, RmArgs, SortBy, TrashAction, TrashArgs};
+use crate::cli::{
+    DuArgs, FsckArgs, GcArgs, LsArgs, RestoreArgs, RetentionArgs, RmArgs, SortBy, TrashAction, TrashArgs,
+};
 use crate::client::{Access, Admin};
 use crate::format::{relative, short, size, table};
 
@@ -322,6 +324,46 @@ pub fn gc(a: GcArgs) -> anyhow::Result<()> {
     for repo in &r.repositories {
         println!("  repository {repo}");
     }
+    Ok(())
+}
+
+/// `berth retention`
+pub fn retention(a: RetentionArgs) -> anyhow::Result<()> {
+    let only = a.repository.as_deref().map(|p| p.parse::<berth_oci::RepoPattern>()).transpose()?;
+    let admin = Admin::open(&a.r#where, if a.dry_run { Access::Read } else { Access::Write })?;
+    let r = admin.retention(only.as_ref(), a.dry_run)?;
+    if a.json {
+        return print_json(&r);
+    }
+    let verb = if r.dry_run { "would go" } else { "went" };
+    let (mut tags, mut manifests) = (0, 0);
+    for repo in &r.repositories {
+        let dropped = repo.tags.iter().filter(|t| !t.kept).count();
+        tags += dropped;
+        manifests += repo.manifests.len();
+        println!(
+            "{} (policy {}): {dropped} of {} tags and {} untagged manifests {verb}, freeing {}{}",
+            repo.repository,
+            repo.policy,
+            repo.tags.len(),
+            repo.manifests.len(),
+            size(repo.bytes_freed),
+            repo.trash_id.as_ref().map(|id| format!(" (trash {id})")).unwrap_or_default()
+        );
+        let width = repo.tags.iter().map(|t| t.tag.len()).max().unwrap_or(0);
+        for t in &repo.tags {
+            println!("  {:<width$}  {:<4}  {}", t.tag, if t.kept { "keep" } else { "drop" }, t.reason);
+        }
+        for m in &repo.manifests {
+            println!("  {}  drop  {}", short(&m.digest), m.reason);
+        }
+    }
+    println!(
+        "{}{tags} tags and {manifests} untagged manifests in {} repositories {verb}, freeing {}",
+        if r.dry_run { "dry run: " } else { "" },
+        r.repositories.len(),
+        size(r.bytes_freed)
+    );
     Ok(())
 }
 

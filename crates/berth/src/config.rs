@@ -50,6 +50,8 @@ pub struct FileConfig {
     pub ui: UiSection,
     /// `database:` (GitLab container registry's keys): PostgreSQL, for several replicas.
     pub database: DatabaseSection,
+    /// `retention:` (Berth's own, modelled on zot's): which tags go automatically.
+    pub retention: RetentionSection,
     /// Keys of the file that Berth does not use, dotted (`notifications`, `http.secret`).
     #[serde(skip)]
     pub ignored: Vec<String>,
@@ -196,6 +198,51 @@ pub struct TrashSection {
     pub retention: Option<String>,
 }
 
+/// `retention:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionSection {
+    /// `retention.interval`: how often the server runs the policies (default 24h); `off`: only
+    /// on demand (`berth retention`, `POST /api/retention`).
+    pub interval: Option<String>,
+    /// `retention.dryrun`: report and log what would go, delete nothing.
+    pub dryrun: Option<bool>,
+    /// `retention.policies`: the first whose `repositories` match a repository applies to it.
+    pub policies: Vec<PolicySection>,
+}
+
+/// One of `retention.policies`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicySection {
+    /// `name`: what the audit log calls it (`retention:<name>`); its index when absent.
+    pub name: Option<String>,
+    /// `repositories`: globs, as in `access:`.
+    pub repositories: Vec<String>,
+    /// `deleteuntagged`: a duration (untagged for longer than this), or `false`.
+    pub deleteuntagged: Option<serde_yaml_ng::Value>,
+    /// `deletereferrers`: referrers whose subject is gone go.
+    pub deletereferrers: Option<bool>,
+    /// `keeptags`: a tag is kept if any rule keeps it.
+    pub keeptags: Vec<KeepTagsSection>,
+}
+
+/// One of a policy's `keeptags` rules.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KeepTagsSection {
+    /// `patterns`: regular expressions; the rule looks at tags matching any (all when absent).
+    pub patterns: Vec<String>,
+    /// `mostrecentlypushedcount`
+    pub mostrecentlypushedcount: Option<usize>,
+    /// `mostrecentlypulledcount`
+    pub mostrecentlypulledcount: Option<usize>,
+    /// `pulledwithin`
+    pub pulledwithin: Option<String>,
+    /// `pushedwithin`
+    pub pushedwithin: Option<String>,
+}
+
 /// `ui:`
 #[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -255,6 +302,16 @@ fn aws_credentials() -> anyhow::Result<(String, String, Option<String>)> {
 /// Parses a duration such as `7d`, `24h`, `90s` or `0` (the registry's one parser).
 pub fn parse_duration(s: &str) -> anyhow::Result<std::time::Duration> {
     berth_registry::parse_duration(s).map_err(anyhow::Error::msg)
+}
+
+/// A schedule (`gc.interval`, `retention.interval`): `None` when `off`, `never` or zero; daily
+/// when absent.
+fn schedule(v: Option<&str>, key: &str) -> anyhow::Result<Option<std::time::Duration>> {
+    Ok(match v.map(str::trim) {
+        None => Some(std::time::Duration::from_secs(24 * 3600)),
+        Some("off") | Some("never") => None,
+        Some(i) => Some(parse_duration(i).with_context(|| key.to_owned())?).filter(|d| !d.is_zero()),
+    })
 }
 
 /// `log:`
@@ -395,7 +452,8 @@ fn classify(path: &str, v: &serde_yaml_ng::Value) -> Disposition {
         | "berth"
         | "trash"
         | "gc"
-        | "ui" => Used,
+        | "ui"
+        | "retention" => Used,
         // Berth's Location headers are always relative.
         "http.relativeurls" => Used,
         "log"
@@ -539,12 +597,7 @@ impl FileConfig {
         if let Some(a) = self.gc.uploads.maxage.clone().or(purging_age) {
             o.upload_max_age = parse_duration(&a).context("gc.uploads.maxage")?;
         }
-        let interval = match self.gc.interval.as_deref().map(str::trim) {
-            None => Some(std::time::Duration::from_secs(24 * 3600)),
-            Some("off") | Some("never") => None,
-            Some(i) => Some(parse_duration(i).context("gc.interval")?).filter(|d| !d.is_zero()),
-        };
-        Ok((o, interval))
+        Ok((o, schedule(self.gc.interval.as_deref(), "gc.interval")?))
     }
 
     /// Where to store: `storage.s3` when the file has it, else the filesystem root from
@@ -644,6 +697,58 @@ impl FileConfig {
             .and_then(|r| r.get("disable"))
             .is_some_and(|d| d.as_bool() == Some(true) || d.as_str().is_some_and(|s| s.trim() == "true"));
         !disabled
+    }
+
+    /// The retention policies (`retention:`) and how often to run them (`None`: on demand
+    /// only). No section: no policies, and nothing is ever removed by retention.
+    pub fn retention(&self) -> anyhow::Result<(berth_registry::Retention, Option<std::time::Duration>)> {
+        let r = &self.retention;
+        let mut policies = Vec::new();
+        for (i, p) in r.policies.iter().enumerate() {
+            let at = format!("retention.policies[{i}]");
+            if p.repositories.is_empty() {
+                bail!("{at}.repositories: a policy must say which repositories it applies to (\"**\" for all)");
+            }
+            let repositories = p
+                .repositories
+                .iter()
+                .map(|g| g.parse().map_err(|e| anyhow::anyhow!("{at}.repositories: {g:?}: {e}")))
+                .collect::<anyhow::Result<_>>()?;
+            let delete_untagged = match &p.deleteuntagged {
+                None | Some(serde_yaml_ng::Value::Null) | Some(serde_yaml_ng::Value::Bool(false)) => None,
+                Some(serde_yaml_ng::Value::String(d)) => {
+                    Some(parse_duration(d).with_context(|| format!("{at}.deleteuntagged"))?)
+                }
+                Some(other) => bail!("{at}.deleteuntagged: {other:?} is neither a duration (24h) nor false"),
+            };
+            let mut keep_tags = Vec::new();
+            for (j, k) in p.keeptags.iter().enumerate() {
+                let at = format!("{at}.keeptags[{j}]");
+                let within = |v: &Option<String>, key: &str| -> anyhow::Result<Option<std::time::Duration>> {
+                    v.as_deref().map(parse_duration).transpose().with_context(|| format!("{at}.{key}"))
+                };
+                keep_tags.push(berth_registry::KeepRule {
+                    patterns: k
+                        .patterns
+                        .iter()
+                        .map(|re| regex::Regex::new(re).with_context(|| format!("{at}.patterns: {re:?}")))
+                        .collect::<anyhow::Result<_>>()?,
+                    most_recently_pushed: k.mostrecentlypushedcount,
+                    most_recently_pulled: k.mostrecentlypulledcount,
+                    pulled_within: within(&k.pulledwithin, "pulledwithin")?,
+                    pushed_within: within(&k.pushedwithin, "pushedwithin")?,
+                });
+            }
+            policies.push(berth_registry::RetentionPolicy {
+                name: p.name.clone().unwrap_or_else(|| i.to_string()),
+                repositories,
+                delete_untagged,
+                delete_referrers: p.deletereferrers.unwrap_or(false),
+                keep_tags,
+            });
+        }
+        let interval = schedule(r.interval.as_deref(), "retention.interval")?.filter(|_| !policies.is_empty());
+        Ok((berth_registry::Retention { policies, dry_run: r.dryrun.unwrap_or(false) }, interval))
     }
 
     /// `trash.retention`, or the default of 7 days.
@@ -936,6 +1041,59 @@ health:
         let fine = FileConfig::parse("storage:\n  s3:\n    bucket: reg\n    encrypt: false\n    objectacl: private\n")
             .unwrap();
         assert!(fine.refused.is_empty(), "{:?}", fine.refused);
+    }
+
+    #[test]
+    fn retention_section_builds_policies_and_names_what_is_wrong() {
+        let text = r#"
+retention:
+  interval: 12h
+  dryrun: true
+  policies:
+    - repositories: ["team/**"]
+      deleteuntagged: 24h
+      deletereferrers: true
+      keeptags:
+        - patterns: ['^v[0-9]+$']
+          mostrecentlypushedcount: 3
+        - pulledwithin: 720h
+    - name: rest
+      repositories: ["**"]
+      deleteuntagged: false
+"#;
+        let (r, every) = FileConfig::parse(text).unwrap().retention().unwrap();
+        assert_eq!(every, Some(std::time::Duration::from_secs(12 * 3600)));
+        assert!(r.dry_run);
+        let (p0, p1) = (&r.policies[0], &r.policies[1]);
+        assert_eq!((p0.name.as_str(), p1.name.as_str()), ("0", "rest"), "unnamed: its index");
+        assert_eq!(p0.delete_untagged, Some(std::time::Duration::from_secs(86400)));
+        assert!(p0.delete_referrers && p1.delete_untagged.is_none());
+        assert_eq!(p0.keep_tags[0].most_recently_pushed, Some(3));
+        assert!(p0.keep_tags[0].patterns[0].is_match("v12") && !p0.keep_tags[0].patterns[0].is_match("v1.2"));
+        assert_eq!(p0.keep_tags[1].pulled_within, Some(std::time::Duration::from_secs(720 * 3600)));
+        // No section: no policies and no schedule; `off`: on demand only.
+        let (none, every) = FileConfig::parse("").unwrap().retention().unwrap();
+        assert!(none.policies.is_empty() && every.is_none());
+        let off = "retention:\n  interval: off\n  policies:\n    - repositories: [a]\n";
+        assert_eq!(FileConfig::parse(off).unwrap().retention().unwrap().1, None);
+        let err = |t: &str| match FileConfig::parse(t).and_then(|c| c.retention()) {
+            Ok(_) => panic!("accepted {t}"),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err("retention:\n  policies:\n    - keeptags: []\n").contains("repositories"));
+        assert!(
+            err("retention:\n  policies:\n    - repositories: [a]\n      keeptags:\n        - patterns: ['(']\n")
+                .contains("keeptags[0].patterns")
+        );
+        assert!(
+            err("retention:\n  policies:\n    - repositories: [a]\n      keeptags:\n        - mostrecentlypushed: 3\n")
+                .contains("unknown field")
+        );
+        assert!(
+            err("retention:\n  policies:\n    - repositories: [a]\n      deleteuntagged: 3\n")
+                .contains("deleteuntagged")
+        );
+        assert!(err("retention:\n  policies:\n    - repositories: ['A/**']\n").contains("repositories"));
     }
 
     #[test]

@@ -40,6 +40,7 @@ fn main() -> std::process::ExitCode {
                 cli::Command::Trash(a) => commands::trash(a),
                 cli::Command::Restore(a) => commands::restore(a),
                 cli::Command::Gc(a) => commands::gc(a),
+                cli::Command::Retention(a) => commands::retention(a),
                 cli::Command::Fsck(a) => commands::fsck(a),
                 cli::Command::User(a) => user::run(a),
                 cli::Command::Copy(a) => copy::run(a),

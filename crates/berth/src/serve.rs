@@ -38,6 +38,10 @@ pub struct Settings {
     pub ui: bool,
     /// `database:`: several replicas coordinated through PostgreSQL.
     pub database: Option<berth_db::DbConfig>,
+    /// `retention:`: the policies.
+    pub retention: berth_registry::Retention,
+    /// How often the server runs them (`None`: on demand only, or no policies).
+    pub retention_interval: Option<std::time::Duration>,
 }
 
 impl Settings {
@@ -69,6 +73,8 @@ impl Settings {
             auth: file.auth()?.map(Arc::new),
             ui: file.ui.enabled.unwrap_or(true),
             database: file.database()?,
+            retention: file.retention()?.0,
+            retention_interval: file.retention()?.1,
             ignored: file.ignored,
         })
     }
@@ -162,6 +168,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             auth: settings.auth.clone(),
             ui: settings.ui.then(|| Arc::new(berth_server::ui::Ui::new(tls.is_some()))),
             redirect: settings.redirect && matches!(storage, StorageConfig::S3(_)),
+            retention: Arc::new(settings.retention.clone()),
         };
         if let Some(probe) = storage.probe_conditional_writes() {
             match probe {
@@ -172,6 +179,13 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         }
         tokio::spawn(expire_trash(registry.clone(), settings.trash_retention));
         tokio::spawn(flush_pulls(registry.clone()));
+        if let Some(every) = settings.retention_interval {
+            if settings.delete_enabled {
+                tokio::spawn(scheduled_retention(registry.clone(), state.retention.clone(), every));
+            } else {
+                tracing::warn!("retention policies are configured but deletes are disabled (storage.delete.enabled: false); they will not run");
+            }
+        }
         if let Some(every) = settings.gc_interval {
             tokio::spawn(scheduled_gc(registry, settings.gc.clone(), every));
         }
@@ -270,6 +284,46 @@ async fn scheduled_gc(registry: Arc<Registry>, opts: berth_registry::GcOptions, 
             ),
             Ok(Err(e)) => tracing::error!(error = %e, "scheduled GC failed"),
             Err(e) => tracing::error!(error = %e, "scheduled GC task failed"),
+        }
+    }
+}
+
+/// Runs the retention policies every `every`, the first time one interval after start. Each
+/// run is logged per repository with what went and what it frees; a dry run logs the same and
+/// deletes nothing.
+async fn scheduled_retention(
+    registry: Arc<Registry>,
+    policies: Arc<berth_registry::Retention>,
+    every: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (reg, p) = (registry.clone(), policies.clone());
+        let run = move || reg.retention(&p.policies, None, p.dry_run, std::time::SystemTime::now());
+        match tokio::task::spawn_blocking(run).await {
+            Ok(Ok(repos)) => {
+                for r in repos {
+                    let dropped: Vec<String> =
+                        r.tags.iter().filter(|(_, f)| !f.kept()).map(|(t, _)| t.to_string()).collect();
+                    if dropped.is_empty() && r.manifests.is_empty() {
+                        continue;
+                    }
+                    tracing::info!(
+                        repository = %r.repository,
+                        policy = %r.policy,
+                        dry_run = policies.dry_run,
+                        tags = %dropped.join(","),
+                        manifests = r.manifests.len(),
+                        bytes = r.bytes_freed,
+                        trash_id = r.trash_id.as_ref().map(|i| i.to_string()).unwrap_or_default(),
+                        "retention"
+                    );
+                }
+            }
+            Ok(Err(e)) => tracing::error!(error = %e, "scheduled retention failed"),
+            Err(e) => tracing::error!(error = %e, "scheduled retention task failed"),
         }
     }
 }

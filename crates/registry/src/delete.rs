@@ -32,9 +32,10 @@ pub enum DeleteTarget {
     Blob(RepoName, Digest),
     /// Everything in a repository.
     Repository(RepoName),
-    /// Several tags of one repository, in one trash entry (a retention run: one restore
-    /// undoes it). Each tag only, as a tag delete does.
-    Tags(RepoName, Vec<Tag>),
+    /// Several tags and untagged manifests of one repository, in one trash entry (a retention
+    /// run: one restore undoes it). Each tag only, as a tag delete does; each manifest as a
+    /// manifest delete does.
+    Tags(RepoName, Vec<Tag>, Vec<Digest>),
 }
 
 impl DeleteTarget {
@@ -45,7 +46,7 @@ impl DeleteTarget {
             | DeleteTarget::Manifest(n, _)
             | DeleteTarget::Blob(n, _)
             | DeleteTarget::Repository(n)
-            | DeleteTarget::Tags(n, _) => n,
+            | DeleteTarget::Tags(n, _, _) => n,
         }
     }
 }
@@ -87,14 +88,7 @@ impl Registry {
                 DeleteKind::Tag
             }
             DeleteTarget::Manifest(_, d) => {
-                if !self.revision_exists(&name, d)? {
-                    return Err(self.manifest_unknown(&name, &Reference::Digest(d.clone())));
-                }
-                if !req.force {
-                    self.refuse_if_child_of_tagged_index(&name, d)?;
-                }
-                tags.extend(self.tag_links(&name)?.into_iter().filter(|(_, td)| td == d));
-                manifests.push(d.clone());
+                self.plan_manifest(&name, d, req.force, &mut tags, &mut manifests)?;
                 DeleteKind::Manifest
             }
             DeleteTarget::Blob(_, d) => {
@@ -107,12 +101,15 @@ impl Registry {
                 layers.push(d.clone());
                 DeleteKind::Blob
             }
-            DeleteTarget::Tags(_, ts) => {
+            DeleteTarget::Tags(_, ts, ms) => {
                 for t in ts {
                     let d = self
                         .tag_get(&name, t)?
                         .ok_or_else(|| self.manifest_unknown(&name, &Reference::Tag(t.clone())))?;
                     tags.insert(t.clone(), d);
+                }
+                for d in ms {
+                    self.plan_manifest(&name, d, req.force, &mut tags, &mut manifests)?;
                 }
                 DeleteKind::Tags
             }
@@ -139,6 +136,26 @@ impl Registry {
             layers,
             bytes_freed,
         })
+    }
+
+    /// Plans removing manifest `d` and every tag on it.
+    fn plan_manifest(
+        &self,
+        name: &RepoName,
+        d: &Digest,
+        force: bool,
+        tags: &mut BTreeMap<Tag, Digest>,
+        manifests: &mut Vec<Digest>,
+    ) -> Result<()> {
+        if !self.revision_exists(name, d)? {
+            return Err(self.manifest_unknown(name, &Reference::Digest(d.clone())));
+        }
+        if !force {
+            self.refuse_if_child_of_tagged_index(name, d)?;
+        }
+        tags.extend(self.tag_links(name)?.into_iter().filter(|(_, td)| td == d));
+        manifests.push(d.clone());
+        Ok(())
     }
 
     /// Deletes: plans, records (trash entry and audit line), then removes the links.

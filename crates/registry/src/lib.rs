@@ -71,7 +71,7 @@ pub use pulls::PullTimes;
 pub use referrers::Referrer;
 pub use reindex::ReindexProgress;
 pub use retain::RetainedRepo;
-pub use retention::{Fate, KeepRule, RetentionPolicy, TagFacts, judge_tags, policy_for};
+pub use retention::{Fate, KeepRule, Retention, RetentionPolicy, TagFacts, judge_tags, policy_for};
 pub use trash::{RestoreTarget, Restored};
 pub use uploads::BlobInfo;
 pub use usage::{GraphStats, RepoSummary, RepoUsage, TagUsage, Usage};

@@ -20,6 +20,15 @@ use std::time::{Duration, SystemTime};
 
 use berth_oci::{Digest, RepoName, RepoPattern, Tag};
 
+/// The `retention:` settings a server runs with.
+#[derive(Debug, Clone, Default)]
+pub struct Retention {
+    /// In order: the first whose patterns match a repository applies to it.
+    pub policies: Vec<RetentionPolicy>,
+    /// Report what would go; delete nothing (`retention.dryrun`).
+    pub dry_run: bool,
+}
+
 /// One retention policy.
 #[derive(Debug, Clone)]
 pub struct RetentionPolicy {

@@ -53,6 +53,8 @@ pub struct AppState {
     pub ui: Option<Arc<ui::Ui>>,
     /// Blob GETs answer 307 to the object store (S3 without `storage.redirect.disable`).
     pub redirect: bool,
+    /// The retention policies (`retention:`), which `POST /api/retention` runs.
+    pub retention: Arc<berth_registry::Retention>,
 }
 
 impl AppState {

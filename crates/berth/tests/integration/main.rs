@@ -50,6 +50,8 @@ mod s3_faults;
 /// Several replicas on one Garage bucket coordinated through one PostgreSQL: `berth db`,
 /// requests spread over replicas, deletes seen everywhere at once, the stress load.
 mod replicas;
+/// Retention policies with real pulls: dry run, the run, restore, GC after.
+mod retention;
 /// `berth serve` itself: config, flags, metrics, health, shutdown.
 mod serve;
 /// Concurrent pushes, pulls, deletes and GC, bounded in time.

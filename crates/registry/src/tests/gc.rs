@@ -428,3 +428,65 @@ fn a_retention_run_deletes_through_the_trash_in_one_entry_and_gc_frees_what_it_r
     }
     assert!(whole(&f.reg, "other/app", "x"));
 }
+
+#[test]
+fn retention_drops_old_untagged_manifests_and_orphan_referrers_but_never_what_stays_needs() {
+    let f = fixture();
+    let repo = "ret/multi";
+    let (amd, _) = push_image(&f.reg, repo, "amd", b"amd");
+    let (arm, _) = push_image(&f.reg, repo, "arm", b"arm");
+    f.reg
+        .manifest_put(&name(repo), &tag("both"), None, Bytes::from(index_json(&[(&amd, "amd64"), (&arm, "arm64")])))
+        .unwrap();
+    let (orphan, _) = push_image(&f.reg, repo, "tmp", b"orphan");
+    push_image(&f.reg, repo, "young", b"young");
+    let (signed, _) = push_image(&f.reg, repo, "signed", b"signed");
+    // A signature on `signed`, untagged, as cosign and notation push them.
+    let sig = upload(&f.reg, repo, b"signature");
+    let empty = upload(&f.reg, repo, b"{}");
+    let referrer = format!(
+        r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/x.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/x.sig","digest":"{sig}","size":9}}],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{signed}","size":1}}}}"#
+    );
+    let sig_m = Digest::sha256_of(referrer.as_bytes());
+    f.reg.manifest_put(&name(repo), &Reference::Digest(sig_m.clone()), None, Bytes::from(referrer)).unwrap();
+    delete_tags_for_good(&f.reg, repo, &["amd", "arm", "tmp", "young"]);
+    for d in [&amd, &arm, &orphan, &sig_m] {
+        age(&f, &layout::revision_link(&name(repo), d), Duration::from_secs(7200));
+    }
+    let mut policy = crate::RetentionPolicy {
+        name: "0".into(),
+        repositories: vec!["ret/**".parse().unwrap()],
+        delete_untagged: Some(Duration::from_secs(3600)),
+        delete_referrers: true,
+        keep_tags: vec![],
+    };
+    let going = |p: &crate::RetentionPolicy| -> Vec<Digest> {
+        let r = f.reg.retention(std::slice::from_ref(p), None, true, SystemTime::now()).unwrap();
+        r[0].manifests.iter().map(|(d, _)| d.clone()).collect()
+    };
+    // The platform images are old and untagged but the tagged index needs them; the referrer's
+    // subject stays; `young` is untagged for less than the hour.
+    assert_eq!(going(&policy), vec![orphan.clone()]);
+    // With `signed` gone, its signature is an orphan referrer.
+    delete_tags_for_good(&f.reg, repo, &["signed"]);
+    f.reg
+        .delete(&crate::DeleteRequest {
+            target: crate::DeleteTarget::Manifest(name(repo), signed.clone()),
+            force: false,
+            who: None,
+        })
+        .unwrap();
+    let mut expect = vec![orphan.clone(), sig_m.clone()];
+    expect.sort();
+    assert_eq!(going(&policy), expect);
+    policy.delete_referrers = false;
+    assert_eq!(going(&policy), vec![orphan.clone()], "referrers stay unless deletereferrers");
+    policy.delete_referrers = true;
+    let run = f.reg.retention(std::slice::from_ref(&policy), None, false, SystemTime::now()).unwrap();
+    let entry = f.reg.trash_get(run[0].trash_id.as_ref().unwrap()).unwrap();
+    let mut got = entry.manifests.clone();
+    got.sort();
+    assert_eq!(got, expect, "one trash entry holds the run's manifests");
+    assert!(whole(&f.reg, repo, "both"));
+    assert!(going(&policy).is_empty());
+}

@@ -13,6 +13,7 @@
 //! | `GET /api/audit[?repository=&who=&action=]` | the audit log, newest first (a listing) |
 //! | `POST /api/gc[?dry_run=true][&grace=1h][&untagged=24h\|keep][&list_storage=true]` | run GC (after any GC already running) and report; `list_storage` lists the bucket even with a metadata index |
 //! | `GET /api/gc` | the last runs (not dry runs), newest first |
+//! | `POST /api/retention[?dry_run=true][&repository=<glob>]` | run the retention policies (all repositories, or those the glob matches) and report each tag's fate |
 //!
 //! A listing answers one page (`listing`): `n`, `last`, `sort`, `prefix` and `match`, and a
 //! `Link` header naming the next page. The paths are parsed once (`route`); the operations are
@@ -181,6 +182,15 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller
                     u.parse::<UntaggedPolicy>().map_err(|e| ApiError::BadRequest(format!("untagged: {e}")))?;
             }
             Ok(json(StatusCode::OK, &blocking(move || ops::gc(&reg, &opts, &|_| {})).await??))
+        }
+        (Endpoint::Retention, Method::POST) => {
+            st.check_deletes_enabled()?;
+            let only = q.get("repository").map(|p| p.parse::<berth_oci::RepoPattern>()).transpose()?;
+            // The configured dry run cannot be overridden by a request: a registry set to
+            // report only deletes nothing.
+            let dry_run = flag(&q, "dry_run")? || st.retention.dry_run;
+            let policies = st.retention.clone();
+            Ok(json(StatusCode::OK, &blocking(move || ops::retention(&reg, &policies, only.as_ref(), dry_run)).await??))
         }
         _ => Err(ApiError::MethodNotAllowed),
     }

@@ -174,6 +174,17 @@ pub fn gc(reg: &Registry, opts: &GcOptions, progress: &(dyn Fn(GcProgress) + Syn
     Ok(GcResult::new(&reg.gc(opts, progress)?))
 }
 
+/// Runs the retention `policies` over the repositories `only` matches (all when `None`).
+pub fn retention(
+    reg: &Registry,
+    policies: &berth_registry::Retention,
+    only: Option<&RepoPattern>,
+    dry_run: bool,
+) -> Result<RetentionResult, RegistryError> {
+    let run = reg.retention(&policies.policies, only, dry_run, std::time::SystemTime::now())?;
+    Ok(RetentionResult::new(dry_run, &run))
+}
+
 /// Restores an entry for `who`.
 pub fn restore(
     reg: &Registry,

@@ -25,6 +25,8 @@ pub enum Endpoint {
     Restore,
     /// `gc`
     Gc,
+    /// `retention`
+    Retention,
     /// `audit`
     Audit,
 }
@@ -40,6 +42,7 @@ pub fn parse(path: &str) -> Result<Option<Endpoint>, RegistryError> {
         "trash" => Endpoint::Trash,
         "restore" => Endpoint::Restore,
         "gc" => Endpoint::Gc,
+        "retention" => Endpoint::Retention,
         "audit" => Endpoint::Audit,
         _ => {
             if let Some(name) = path.strip_prefix("repositories/") {
@@ -76,6 +79,7 @@ mod tests {
             (format!("trash/{id}/restore"), Endpoint::TrashRestore(id.parse().unwrap())),
             ("restore".into(), Endpoint::Restore),
             ("gc".into(), Endpoint::Gc),
+            ("retention".into(), Endpoint::Retention),
             ("audit".into(), Endpoint::Audit),
         ];
         for (path, want) in ok {

@@ -341,6 +341,88 @@ pub struct GcHistory {
     pub runs: Vec<berth_registry::GcRun>,
 }
 
+/// The answer to `POST /api/retention`: what a retention run removed (or, dry, would remove).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetentionResult {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Every repository a policy applies to, in name order.
+    pub repositories: Vec<RetentionRepo>,
+    /// What the run frees in all (once out of the trash and collected).
+    pub bytes_freed: u64,
+}
+
+/// One repository of a retention run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetentionRepo {
+    /// The repository.
+    pub repository: String,
+    /// The policy that applied.
+    pub policy: String,
+    /// Every tag, with what was decided and the rule that decided it.
+    pub tags: Vec<RetentionTag>,
+    /// Untagged manifests that go (`deleteuntagged`, `deletereferrers`).
+    pub manifests: Vec<RetentionManifest>,
+    /// What the run frees here.
+    pub bytes_freed: u64,
+    /// The trash entry holding what went: restore it to undo the run here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trash_id: Option<String>,
+}
+
+/// A tag's fate in a retention run.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetentionTag {
+    /// The tag.
+    pub tag: String,
+    /// Whether it stays.
+    pub kept: bool,
+    /// Why.
+    pub reason: String,
+}
+
+/// An untagged manifest a retention run removes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RetentionManifest {
+    /// Its digest.
+    pub digest: String,
+    /// Why it goes.
+    pub reason: String,
+}
+
+impl RetentionResult {
+    /// The wire form of a run.
+    pub fn new(dry_run: bool, run: &[berth_registry::RetainedRepo]) -> RetentionResult {
+        let repositories: Vec<RetentionRepo> = run
+            .iter()
+            .map(|r| RetentionRepo {
+                repository: r.repository.to_string(),
+                policy: r.policy.clone(),
+                tags: r
+                    .tags
+                    .iter()
+                    .map(|(t, f)| {
+                        let (kept, reason) = match f {
+                            berth_registry::Fate::Kept(w) => (true, w.clone()),
+                            berth_registry::Fate::Dropped(w) => (false, w.clone()),
+                        };
+                        RetentionTag { tag: t.to_string(), kept, reason }
+                    })
+                    .collect(),
+                manifests: r
+                    .manifests
+                    .iter()
+                    .map(|(d, why)| RetentionManifest { digest: d.to_string(), reason: why.clone() })
+                    .collect(),
+                bytes_freed: r.bytes_freed,
+                trash_id: r.trash_id.as_ref().map(|i| i.to_string()),
+            })
+            .collect();
+        let bytes_freed = repositories.iter().map(|r| r.bytes_freed).sum();
+        RetentionResult { dry_run, repositories, bytes_freed }
+    }
+}
+
 /// The answer to `POST /api/gc`: what a GC run removed (or would remove).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct GcResult {
@@ -530,6 +612,16 @@ mod tests {
             "overwritten",
         );
         round_trip(PurgeResult { purged: vec![entry()] }, "purged");
+        let repo = RetentionRepo {
+            repository: "team/app".into(),
+            policy: "team".into(),
+            tags: vec![RetentionTag { tag: "v1".into(), kept: false, reason: "no keeptags rule keeps it".into() }],
+            manifests: vec![RetentionManifest { digest: D.into(), reason: "untagged for more than 1day".into() }],
+            bytes_freed: 12,
+            trash_id: Some("20261123T150102Z-0a1b2c3d".into()),
+        };
+        round_trip(repo.clone(), "trash_id");
+        round_trip(RetentionResult { dry_run: false, repositories: vec![repo], bytes_freed: 12 }, "repositories");
         let run = berth_registry::GcRun {
             time: "2026-11-30T17:00:00Z".into(),
             who: Some("alice".into()),
