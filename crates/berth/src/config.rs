@@ -52,6 +52,8 @@ pub struct FileConfig {
     pub database: DatabaseSection,
     /// `retention:` (Berth's own, modelled on zot's): which tags go automatically.
     pub retention: RetentionSection,
+    /// `notifications:` (Distribution's keys, plus `outbox`).
+    pub notifications: NotificationsSection,
     /// Keys of the file that Berth does not use, dotted (`notifications`, `http.secret`).
     #[serde(skip)]
     pub ignored: Vec<String>,
@@ -196,6 +198,71 @@ pub struct TrashSection {
     /// `trash.retention`: how long deletes stay restorable, e.g. `7d`, `12h`; `0` turns the
     /// trash off (deletes are final). Default 7 days.
     pub retention: Option<String>,
+}
+
+/// `notifications:`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotificationsSection {
+    /// `endpoints`: where events go.
+    pub endpoints: Vec<EndpointSection>,
+    /// `events.includereferences`
+    pub events: NotifyEventsSection,
+    /// `outbox.maxevents` (Berth's own): events held at most before the oldest are dropped.
+    pub outbox: OutboxSection,
+}
+
+/// `notifications.events`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NotifyEventsSection {
+    /// Manifest events list what the manifest references.
+    pub includereferences: Option<bool>,
+}
+
+/// `notifications.outbox`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxSection {
+    /// Default 100000.
+    pub maxevents: Option<u64>,
+}
+
+/// One of `notifications.endpoints`, with Distribution's keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EndpointSection {
+    pub name: Option<String>,
+    pub disabled: Option<bool>,
+    pub url: Option<String>,
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// A duration (`500ms`) or, as Go reads it, a number of nanoseconds. Default 1s.
+    pub timeout: Option<serde_yaml_ng::Value>,
+    /// Failures in a row before backing off. Default 10.
+    pub threshold: Option<u32>,
+    /// Default 1s.
+    pub backoff: Option<serde_yaml_ng::Value>,
+    pub ignoredmediatypes: Vec<String>,
+    pub ignore: IgnoreSection,
+}
+
+/// `notifications.endpoints[].ignore`
+#[derive(Debug, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IgnoreSection {
+    pub mediatypes: Vec<String>,
+    pub actions: Vec<String>,
+}
+
+/// A Go `time.Duration` as YAML gives it: a string such as `500ms`, or nanoseconds.
+fn go_duration(v: &serde_yaml_ng::Value) -> anyhow::Result<std::time::Duration> {
+    match v {
+        serde_yaml_ng::Value::String(s) => parse_duration(s),
+        serde_yaml_ng::Value::Number(n) => {
+            n.as_u64().map(std::time::Duration::from_nanos).context("not a whole number of nanoseconds")
+        }
+        other => bail!("{other:?} is not a duration"),
+    }
 }
 
 /// `retention:`
@@ -453,7 +520,8 @@ fn classify(path: &str, v: &serde_yaml_ng::Value) -> Disposition {
         | "trash"
         | "gc"
         | "ui"
-        | "retention" => Used,
+        | "retention"
+        | "notifications" => Used,
         // Berth's Location headers are always relative.
         "http.relativeurls" => Used,
         "log"
@@ -751,6 +819,65 @@ impl FileConfig {
         Ok((berth_registry::Retention { policies, dry_run: r.dryrun.unwrap_or(false) }, interval))
     }
 
+    /// The notification endpoints that are not disabled (`None`: none, notifications off).
+    pub fn notifications(&self) -> anyhow::Result<Option<berth_server::notify::Settings>> {
+        let n = &self.notifications;
+        let mut endpoints: Vec<berth_server::notify::Endpoint> = Vec::new();
+        for (i, e) in n.endpoints.iter().enumerate() {
+            let at = format!("notifications.endpoints[{i}]");
+            let name = e.name.clone().unwrap_or_else(|| i.to_string());
+            if e.disabled == Some(true) {
+                tracing::info!(endpoint = %name, "notification endpoint disabled");
+                continue;
+            }
+            let url =
+                e.url.clone().filter(|u| !u.trim().is_empty()).with_context(|| format!("{at}.url is required"))?;
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.parse::<ureq::http::Uri>().is_err() {
+                bail!("{at}.url: {url:?} is not an http:// or https:// URL");
+            }
+            for (h, values) in &e.headers {
+                check_header(h, values).with_context(|| format!("{at}.headers"))?;
+            }
+            let key = berth_server::notify::key_safe(&name);
+            if endpoints.iter().any(|o| o.key == key) {
+                bail!(
+                    "{at}.name: {name:?} is the name of another endpoint (names keep each endpoint's place in the outbox)"
+                );
+            }
+            let dur = |v: &Option<serde_yaml_ng::Value>, k: &str| -> anyhow::Result<std::time::Duration> {
+                let d = match v {
+                    Some(v) => go_duration(v).with_context(|| format!("{at}.{k}"))?,
+                    None => std::time::Duration::ZERO,
+                };
+                // Distribution's defaults for anything not above zero.
+                Ok(if d.is_zero() { std::time::Duration::from_secs(1) } else { d })
+            };
+            endpoints.push(berth_server::notify::Endpoint {
+                name,
+                key,
+                url,
+                headers: e.headers.iter().flat_map(|(k, vs)| vs.iter().map(move |v| (k.clone(), v.clone()))).collect(),
+                timeout: dur(&e.timeout, "timeout")?,
+                threshold: e.threshold.filter(|t| *t > 0).unwrap_or(10),
+                backoff: dur(&e.backoff, "backoff")?,
+                ignored_media_types: e.ignoredmediatypes.iter().chain(&e.ignore.mediatypes).cloned().collect(),
+                ignored_actions: e.ignore.actions.clone(),
+            });
+        }
+        if endpoints.is_empty() {
+            return Ok(None);
+        }
+        let max_events = n.outbox.maxevents.unwrap_or(100_000);
+        if max_events == 0 {
+            bail!("notifications.outbox.maxevents must be at least 1");
+        }
+        Ok(Some(berth_server::notify::Settings {
+            endpoints,
+            include_references: n.events.includereferences.unwrap_or(false),
+            max_events,
+        }))
+    }
+
     /// `trash.retention`, or the default of 7 days.
     pub fn trash_retention(&self) -> anyhow::Result<std::time::Duration> {
         match &self.trash.retention {
@@ -994,8 +1121,63 @@ health:
         let text =
             "notifications:\n  endpoints: []\nhttp:\n  secret: s\n  debug:\n    addr: :5001\nredis:\n  addr: x\n";
         let cfg = FileConfig::parse(text).unwrap();
-        assert_eq!(cfg.ignored, ["notifications", "http.secret", "http.debug", "redis"]);
+        assert_eq!(cfg.ignored, ["http.secret", "http.debug", "redis"]);
         assert!(cfg.refused.is_empty());
+    }
+
+    #[test]
+    fn notifications_take_distributions_endpoint_keys() {
+        use std::time::Duration;
+        let text = r#"
+notifications:
+  events:
+    includereferences: true
+  endpoints:
+    - name: alistener
+      url: https://listener.example.com/event
+      headers:
+        Authorization: [Bearer t]
+      timeout: 500ms
+      threshold: 5
+      backoff: 1000000000
+      ignoredmediatypes: [application/octet-stream]
+      ignore:
+        mediatypes: [application/x]
+        actions: [pull]
+    - name: off
+      disabled: true
+      url: http://x
+    - url: http://127.0.0.1:9/
+"#;
+        let n = FileConfig::parse(text).unwrap().notifications().unwrap().unwrap();
+        assert!(n.include_references);
+        assert_eq!(n.max_events, 100_000);
+        assert_eq!(n.endpoints.len(), 2, "the disabled one is left out");
+        let e = &n.endpoints[0];
+        assert_eq!(e.headers, [("Authorization".to_owned(), "Bearer t".to_owned())]);
+        assert_eq!((e.timeout, e.threshold, e.backoff), (Duration::from_millis(500), 5, Duration::from_secs(1)));
+        assert_eq!(e.ignored_media_types, ["application/octet-stream", "application/x"]);
+        assert_eq!(e.ignored_actions, ["pull"]);
+        let d = &n.endpoints[1];
+        assert_eq!(
+            (d.name.as_str(), d.timeout, d.threshold, d.backoff),
+            ("2", Duration::from_secs(1), 10, Duration::from_secs(1))
+        );
+        assert!(FileConfig::parse("").unwrap().notifications().unwrap().is_none());
+        let err = |t: &str| format!("{:#}", FileConfig::parse(t).and_then(|c| c.notifications()).unwrap_err());
+        assert!(err("notifications:\n  endpoints:\n    - name: a\n").contains("url is required"));
+        assert!(err("notifications:\n  endpoints:\n    - url: ftp://x\n").contains("not an http"));
+        assert!(
+            err("notifications:\n  endpoints:\n    - url: http://x\n      treshold: 3\n").contains("unknown field")
+        );
+        assert!(
+            err("notifications:\n  endpoints:\n    - {name: a, url: 'http://x'}\n    - {name: a, url: 'http://y'}\n")
+                .contains("another endpoint")
+        );
+        assert!(
+            err("notifications:\n  outbox:\n    maxevents: 0\n  endpoints:\n    - url: http://x\n")
+                .contains("maxevents")
+        );
     }
 
     #[test]

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use berth_registry::Registry;
 use berth_server::AppState;
+use berth_server::admin::wire;
+use berth_server::notify::{self, Notifier};
 use berth_storage::StorageConfig;
 
 use crate::cli::ServeArgs;
@@ -42,6 +44,8 @@ pub struct Settings {
     pub retention: berth_registry::Retention,
     /// How often the server runs them (`None`: on demand only, or no policies).
     pub retention_interval: Option<std::time::Duration>,
+    /// `notifications:`; `None`: no enabled endpoint.
+    pub notifications: Option<berth_server::notify::Settings>,
 }
 
 impl Settings {
@@ -75,6 +79,7 @@ impl Settings {
             database: file.database()?,
             retention: file.retention()?.0,
             retention_interval: file.retention()?.1,
+            notifications: file.notifications()?,
             ignored: file.ignored,
         })
     }
@@ -155,6 +160,26 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             trash_retention: settings.trash_retention,
             untagged: settings.gc.untagged,
         };
+        // Events are stored under the root, so a restart delivers what its predecessor had
+        // not. One server holds a root alone and has one outbox; replicas have one each,
+        // named by machine and port (a replica restarted elsewhere leaves its own behind).
+        let notify = match &settings.notifications {
+            Some(n) => {
+                let owner = match &settings.database {
+                    None => "server".to_owned(),
+                    Some(_) => format!("{}:{}", hostname(), local.port()),
+                };
+                let source = format!("{}:{}", hostname(), local.port());
+                let notifier = berth_server::notify::Notifier::start(backend.clone(), n, &owner, &source)
+                    .map_err(anyhow::Error::msg)
+                    .context("starting notifications")?;
+                for e in &n.endpoints {
+                    tracing::info!(endpoint = %e.name, url = %e.url, timeout = ?e.timeout, threshold = e.threshold, backoff = ?e.backoff, "notifications go to this endpoint");
+                }
+                Some(notifier)
+            }
+            None => None,
+        };
         let registry = Arc::new(match &coord {
             Some(c) => c.clone().registry(backend, config),
             None => Registry::new(backend, config),
@@ -169,6 +194,8 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
             ui: settings.ui.then(|| Arc::new(berth_server::ui::Ui::new(tls.is_some()))),
             redirect: settings.redirect && matches!(storage, StorageConfig::S3(_)),
             retention: Arc::new(settings.retention.clone()),
+            notify: notify.clone(),
+            tls: tls.is_some(),
         };
         if let Some(probe) = storage.probe_conditional_writes() {
             match probe {
@@ -177,17 +204,17 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                 Err(e) => tracing::warn!(error = %e, "could not probe the object store for conditional writes"),
             }
         }
-        tokio::spawn(expire_trash(registry.clone(), settings.trash_retention));
+        tokio::spawn(expire_trash(registry.clone(), settings.trash_retention, notify.clone()));
         tokio::spawn(flush_pulls(registry.clone()));
         if let Some(every) = settings.retention_interval {
             if settings.delete_enabled {
-                tokio::spawn(scheduled_retention(registry.clone(), state.retention.clone(), every));
+                tokio::spawn(scheduled_retention(registry.clone(), state.retention.clone(), every, notify.clone()));
             } else {
                 tracing::warn!("retention policies are configured but deletes are disabled (storage.delete.enabled: false); they will not run");
             }
         }
         if let Some(every) = settings.gc_interval {
-            tokio::spawn(scheduled_gc(registry, settings.gc.clone(), every));
+            tokio::spawn(scheduled_gc(registry, settings.gc.clone(), every, notify.clone()));
         }
         if !settings.ignored.is_empty() {
             tracing::warn!(keys = %settings.ignored.join(", "), "config keys Berth does not use (ignored)");
@@ -236,7 +263,7 @@ fn hostname() -> String {
 
 /// Purges expired trash entries, checking a few times per retention period (at least every
 /// minute, at most every second).
-async fn expire_trash(registry: Arc<Registry>, retention: std::time::Duration) {
+async fn expire_trash(registry: Arc<Registry>, retention: std::time::Duration, notify: Option<Arc<Notifier>>) {
     if retention.is_zero() {
         return;
     }
@@ -244,8 +271,17 @@ async fn expire_trash(registry: Arc<Registry>, retention: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let reg = registry.clone();
-        match tokio::task::spawn_blocking(move || reg.trash_expire(std::time::SystemTime::now())).await {
+        let (reg, n) = (registry.clone(), notify.clone());
+        let expire = move || {
+            let expired = reg.trash_expire(std::time::SystemTime::now())?;
+            if let Some(n) = n {
+                n.record_blocking(
+                    expired.iter().map(|e| notify::trash_event("purge", &wire::Entry::new(e, None), true)).collect(),
+                );
+            }
+            Ok::<_, berth_registry::RegistryError>(expired)
+        };
+        match tokio::task::spawn_blocking(expire).await {
             Ok(Ok(expired)) => {
                 for e in expired {
                     tracing::info!(id = %e.id, repository = %e.repository, bytes = e.bytes_freed, "trash entry expired");
@@ -258,7 +294,12 @@ async fn expire_trash(registry: Arc<Registry>, retention: std::time::Duration) {
 }
 
 /// Runs GC every `every`, the first time one interval after start.
-async fn scheduled_gc(registry: Arc<Registry>, opts: berth_registry::GcOptions, every: std::time::Duration) {
+async fn scheduled_gc(
+    registry: Arc<Registry>,
+    opts: berth_registry::GcOptions,
+    every: std::time::Duration,
+    notify: Option<Arc<Notifier>>,
+) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -268,7 +309,14 @@ async fn scheduled_gc(registry: Arc<Registry>, opts: berth_registry::GcOptions, 
         // and a run that finds one finished within half an interval (on any replica: the
         // history is in the bucket) does nothing.
         let o = berth_registry::GcOptions { unless_ran_within: Some(every / 2), ..opts.clone() };
-        let run = move || reg.gc(&o, &|_| {});
+        let n = notify.clone();
+        let run = move || {
+            let r = reg.gc(&o, &|_| {})?;
+            if let Some(n) = n.filter(|_| !r.skipped) {
+                n.record_blocking(notify::gc_event(&wire::GcResult::new(&r)));
+            }
+            Ok::<_, berth_registry::RegistryError>(r)
+        };
         match tokio::task::spawn_blocking(run).await {
             Ok(Ok(r)) if r.skipped => {
                 tracing::info!("scheduled GC skipped: a GC finished recently (on this or another replica)")
@@ -295,13 +343,20 @@ async fn scheduled_retention(
     registry: Arc<Registry>,
     policies: Arc<berth_registry::Retention>,
     every: std::time::Duration,
+    notify: Option<Arc<Notifier>>,
 ) {
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (reg, p) = (registry.clone(), policies.clone());
-        let run = move || reg.retention(&p.policies, None, p.dry_run, std::time::SystemTime::now());
+        let (reg, p, n) = (registry.clone(), policies.clone(), notify.clone());
+        let run = move || {
+            let repos = reg.retention(&p.policies, None, p.dry_run, std::time::SystemTime::now())?;
+            if let Some(n) = n {
+                n.record_blocking(notify::retained(&wire::RetentionResult::new(p.dry_run, &repos)));
+            }
+            Ok::<_, berth_registry::RegistryError>(repos)
+        };
         match tokio::task::spawn_blocking(run).await {
             Ok(Ok(repos)) => {
                 for r in repos {

@@ -20,7 +20,9 @@
 //!   anything: every removal writes a trash entry and an audit line), `retain` (a retention
 //!   run, carried out through `delete`);
 //! - `gc` (the only module that removes blob data), `reindex` (the metadata index filled and
-//!   checked from the store), then `fsck`.
+//!   checked from the store), then `fsck`;
+//! - apart: `outbox`, the durable queue of notifications (opaque records, in order, with a
+//!   cursor per endpoint), which names nothing else in the crate.
 //!
 //! Architecture invariants: this crate has no HTTP dependency and never builds a storage path
 //! itself (it asks `berth_storage::layout`); a cache here may say a manifest's bytes are
@@ -51,6 +53,7 @@ mod retain;
 mod gc;
 mod reindex;
 mod fsck;
+mod outbox;
 
 use std::sync::Arc;
 
@@ -67,6 +70,7 @@ pub use index::{IndexDiff, IndexedBlob, IndexedManifest, IndexedRepo, MetaIndex,
 pub use journal::{AuditAction, AuditRecord, DeleteKind, TrashEntry, TrashId};
 pub use links::{Page, PushTimes};
 pub use manifests::{PutManifest, StoredManifest};
+pub use outbox::{Counters as OutboxCounters, Cursor as OutboxCursor, Outbox};
 pub use pulls::PullTimes;
 pub use referrers::Referrer;
 pub use reindex::ReindexProgress;

@@ -30,6 +30,20 @@ pub struct StoredManifest {
     pub manifest: Option<Manifest>,
 }
 
+impl StoredManifest {
+    /// `bytes`, stored under `digest`, with what Berth can read from them.
+    pub fn parsed(digest: Digest, bytes: Bytes) -> StoredManifest {
+        let (media_type, manifest) = match Manifest::parse_stored(&bytes) {
+            Ok(m) => (m.media_type.clone(), Some(m)),
+            Err(e) => {
+                tracing::warn!(%digest, error = %e, "stored manifest is not one Berth understands; serving it as is");
+                ("application/octet-stream".to_owned(), None)
+            }
+        };
+        StoredManifest { digest, media_type, bytes, manifest }
+    }
+}
+
 /// What a successful manifest push produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutManifest {
@@ -223,14 +237,7 @@ impl Registry {
                 source: std::io::Error::new(std::io::ErrorKind::InvalidData, format!("content hashes to {actual}")),
             }));
         }
-        let (media_type, manifest) = match Manifest::parse_stored(&bytes) {
-            Ok(m) => (m.media_type.clone(), Some(m)),
-            Err(e) => {
-                tracing::warn!(digest = %d, error = %e, "stored manifest is not one Berth understands; serving it as is");
-                ("application/octet-stream".to_owned(), None)
-            }
-        };
-        let stored = Arc::new(StoredManifest { digest: d.clone(), media_type, bytes, manifest });
+        let stored = Arc::new(StoredManifest::parsed(d.clone(), bytes));
         if remember {
             self.manifests.insert(stored.clone());
         }

@@ -15,6 +15,7 @@ pub mod conn;
 pub mod error;
 pub mod headers;
 pub mod metrics;
+pub mod notify;
 pub mod tls;
 pub mod ui;
 pub mod v2;
@@ -55,6 +56,10 @@ pub struct AppState {
     pub redirect: bool,
     /// The retention policies (`retention:`), which `POST /api/retention` runs.
     pub retention: Arc<berth_registry::Retention>,
+    /// Notifications (`notifications:`); `None`: no endpoint is configured.
+    pub notify: Option<Arc<notify::Notifier>>,
+    /// Whether clients reach this server over TLS (for the URLs events carry).
+    pub tls: bool,
 }
 
 impl AppState {
@@ -98,6 +103,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/", any(ui::dispatch))
         .route("/ui/{*path}", any(ui::dispatch))
         .fallback(|| async { error::ApiError::NotFound.into_response() })
+        .layer(middleware::from_fn_with_state(state.clone(), notify::layer))
         .layer(middleware::from_fn_with_state(state.clone(), auth::guard))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
@@ -140,6 +146,9 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
 async fn render_metrics(State(state): State<AppState>) -> Response {
     let mut text = state.metrics.render();
     metrics::render_graph(&mut text, state.registry.graph_stats());
+    if let Some(n) = &state.notify {
+        n.render_metrics(&mut text);
+    }
     ([(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"))], text).into_response()
 }
 

@@ -220,6 +220,22 @@ pub fn pull_times(name: &RepoName) -> Key {
     key(format!("berth/pulls/{name}/_pulls.json"))
 }
 
+/// `berth/notifications/<owner>/segments`: the outbox of one server (`owner`: its machine and
+/// port, made safe as a key segment by the caller; refused otherwise), one file per batch.
+pub fn notification_segments(owner: &str) -> Result<Key, crate::StorageError> {
+    Key::new(format!("berth/notifications/{owner}/segments"))
+}
+
+/// `berth/notifications/<owner>/segments/<name>`: one batch of events.
+pub fn notification_segment(owner: &str, name: &str) -> Result<Key, crate::StorageError> {
+    Key::new(format!("berth/notifications/{owner}/segments/{name}"))
+}
+
+/// `berth/notifications/<owner>/cursors/<endpoint>.json`: the next event an endpoint takes.
+pub fn notification_cursor(owner: &str, endpoint: &str) -> Result<Key, crate::StorageError> {
+    Key::new(format!("berth/notifications/{owner}/cursors/{endpoint}.json"))
+}
+
 /// `berth/trash`: one file per trash entry.
 pub fn trash_dir() -> Key {
     key("berth/trash".to_owned())

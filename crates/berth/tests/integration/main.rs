@@ -32,6 +32,9 @@ mod full_disk;
 mod gc_compat;
 /// GC inside the running server: races, re-push, predictions, schedule.
 mod gc_online;
+/// Notifications: what a listener hears from Berth and from Distribution 2.8, and nothing lost
+/// across a listener outage and a restart.
+mod notifications;
 /// podman pull and push, daemonless.
 mod podman;
 /// The spec's flows over HTTP, run against Berth and Distribution alike.

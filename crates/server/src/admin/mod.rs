@@ -33,11 +33,11 @@ use berth_oci::{Digest, RepoName, Tag};
 use berth_registry::{DeleteRequest, DeleteTarget, RestoreTarget, UntaggedPolicy, parse_duration};
 use serde::Serialize;
 
-use crate::AppState;
 use crate::auth::Caller;
 use crate::body::blocking;
 use crate::error::ApiError;
 use crate::headers::next_link;
+use crate::{AppState, notify};
 use listing::{Listing, Paged};
 use route::Endpoint;
 
@@ -49,6 +49,21 @@ fn flag(q: &Q, name: &str) -> Result<bool, ApiError> {
         Some("true") | Some("1") | Some("") => Ok(true),
         Some(other) => Err(ApiError::BadRequest(format!("{name} must be true or false, not {other:?}"))),
     }
+}
+
+/// The answer to a purge, noting each entry purged.
+fn purged(st: &AppState, r: wire::PurgeResult) -> Response {
+    let notes = match st.notify {
+        Some(_) => r.purged.iter().map(|e| notify::trash_event("purge", e, false)).collect(),
+        None => vec![],
+    };
+    notify::attach(json(StatusCode::OK, &r), notes)
+}
+
+/// The answer to a restore, noting it.
+fn restored(st: &AppState, r: wire::RestoreResult) -> Response {
+    let notes = if st.notify.is_some() { vec![notify::trash_event("restore", &r.restored, false)] } else { vec![] };
+    notify::attach(json(StatusCode::OK, &r), notes)
 }
 
 fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
@@ -124,7 +139,8 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller
             let req = DeleteRequest { target, force: flag(&q, "force")?, who };
             let dry_run = flag(&q, "dry_run")?;
             let result = blocking(move || ops::delete(&reg, &req, dry_run)).await??;
-            Ok(json(if dry_run { StatusCode::OK } else { StatusCode::ACCEPTED }, &result))
+            let notes = if dry_run || st.notify.is_none() { vec![] } else { notify::deleted(&result.entry) };
+            Ok(notify::attach(json(if dry_run { StatusCode::OK } else { StatusCode::ACCEPTED }, &result), notes))
         }
         (Endpoint::Usage, Method::GET) => {
             let name = q.get("repository").map(|n| n.parse::<RepoName>()).transpose()?;
@@ -140,15 +156,15 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller
             Ok(json(StatusCode::OK, &blocking(move || ops::trash_entry(&reg, &id)).await??))
         }
         (Endpoint::Trash, Method::DELETE) => {
-            Ok(json(StatusCode::OK, &blocking(move || ops::purge(&reg, None, who.as_deref())).await??))
+            Ok(purged(&st, blocking(move || ops::purge(&reg, None, who.as_deref())).await??))
         }
         (Endpoint::TrashEntry(id), Method::DELETE) => {
-            Ok(json(StatusCode::OK, &blocking(move || ops::purge(&reg, Some(&id), who.as_deref())).await??))
+            Ok(purged(&st, blocking(move || ops::purge(&reg, Some(&id), who.as_deref())).await??))
         }
         (Endpoint::TrashRestore(id), Method::POST) => {
             let target = RestoreTarget::Id(id);
             let force = flag(&q, "force")?;
-            Ok(json(StatusCode::OK, &blocking(move || ops::restore(&reg, &target, force, who.as_deref())).await??))
+            Ok(restored(&st, blocking(move || ops::restore(&reg, &target, force, who.as_deref())).await??))
         }
         (Endpoint::Restore, Method::POST) => {
             let name: RepoName =
@@ -158,7 +174,7 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller
                 None => RestoreTarget::Repository(name),
             };
             let force = flag(&q, "force")?;
-            Ok(json(StatusCode::OK, &blocking(move || ops::restore(&reg, &target, force, who.as_deref())).await??))
+            Ok(restored(&st, blocking(move || ops::restore(&reg, &target, force, who.as_deref())).await??))
         }
         (Endpoint::Audit, Method::GET) => {
             let aq = ops::AuditQuery::from_query(&q)?;
@@ -181,7 +197,9 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller
                 opts.untagged =
                     u.parse::<UntaggedPolicy>().map_err(|e| ApiError::BadRequest(format!("untagged: {e}")))?;
             }
-            Ok(json(StatusCode::OK, &blocking(move || ops::gc(&reg, &opts, &|_| {})).await??))
+            let result = blocking(move || ops::gc(&reg, &opts, &|_| {})).await??;
+            let notes = if st.notify.is_some() { notify::gc_event(&result) } else { vec![] };
+            Ok(notify::attach(json(StatusCode::OK, &result), notes))
         }
         (Endpoint::Retention, Method::POST) => {
             st.check_deletes_enabled()?;
@@ -190,7 +208,9 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller
             // report only deletes nothing.
             let dry_run = flag(&q, "dry_run")? || st.retention.dry_run;
             let policies = st.retention.clone();
-            Ok(json(StatusCode::OK, &blocking(move || ops::retention(&reg, &policies, only.as_ref(), dry_run)).await??))
+            let result = blocking(move || ops::retention(&reg, &policies, only.as_ref(), dry_run)).await??;
+            let notes = if st.notify.is_some() { notify::retained(&result) } else { vec![] };
+            Ok(notify::attach(json(StatusCode::OK, &result), notes))
         }
         _ => Err(ApiError::MethodNotAllowed),
     }

@@ -18,11 +18,11 @@ use maud::{Markup, html};
 
 use super::html::{self, Nav};
 use super::{Form, View, call, error_page, failed};
-use crate::AppState;
 use crate::admin::ops;
 use crate::admin::wire::{DeleteResult, Entry};
 use crate::auth::action::Action;
 use crate::error::ApiError;
+use crate::{AppState, notify};
 
 /// What was asked for: a repository and tags, or one image, or (neither) the whole repository.
 #[derive(Debug, Clone)]
@@ -240,8 +240,8 @@ fn confirmation(st: &AppState, view: &View, sel: &Selection, steps: &[Step], cha
 
 /// What a posted delete came to.
 enum Done {
-    /// Deleted: the trash ids, and the error that stopped it partway, if any.
-    Deleted(Vec<String>, Option<RegistryError>),
+    /// Deleted: the trash ids, the error that stopped it partway, if any, and what to announce.
+    Deleted(Vec<String>, Option<RegistryError>, Vec<notify::Happened>),
     /// Nothing done: the plan is no longer the one confirmed; here is the new one.
     Changed(Vec<Step>),
 }
@@ -260,21 +260,24 @@ pub async fn perform(st: &AppState, view: &View, form: &Form) -> Response {
         if !super::session::same(&fingerprint(&steps), &shown) {
             return Ok(Done::Changed(steps));
         }
-        let mut ids = Vec::new();
+        let (mut ids, mut notes) = (Vec::new(), Vec::new());
         for s in steps {
             let req = DeleteRequest { target: s.target, force: false, who: who.clone() };
             match ops::delete(&reg, &req, false) {
-                Ok(r) => ids.push(r.entry.id),
+                Ok(r) => {
+                    notes.extend(notify::deleted(&r.entry));
+                    ids.push(r.entry.id);
+                }
                 // What went already is in the trash: say so rather than lose it.
-                Err(e) if !ids.is_empty() => return Ok(Done::Deleted(ids, Some(e))),
+                Err(e) if !ids.is_empty() => return Ok(Done::Deleted(ids, Some(e), notes)),
                 Err(e) => return Err(e),
             }
         }
-        Ok(Done::Deleted(ids, None))
+        Ok(Done::Deleted(ids, None, notes))
     })
     .await;
-    let (ids, stopped) = match done {
-        Ok(Done::Deleted(ids, stopped)) => (ids, stopped),
+    let (ids, stopped, notes) = match done {
+        Ok(Done::Deleted(ids, stopped, notes)) => (ids, stopped, notes),
         Ok(Done::Changed(steps)) => {
             let why = "The repository changed since this page was shown; nothing was deleted. Check what the delete takes now.";
             return confirmation(st, view, &sel, &steps, Some(why));
@@ -287,10 +290,13 @@ pub async fn perform(st: &AppState, view: &View, form: &Form) -> Response {
             p.error { "Part of the delete went through; the rest was refused: " (message) }
             p { "Trash entries made: " (ids.join(", ")) ". " a href="/ui/trash" { "Open the trash" } }
         };
-        return html::respond(status, html::page(view, Nav::Repositories, "Partly deleted", body));
+        return notify::attach(
+            html::respond(status, html::page(view, Nav::Repositories, "Partly deleted", body)),
+            notes,
+        );
     }
     let to = if sel.whole_repository() { "/ui/".to_owned() } else { html::repo_href(sel.repository.as_str()) };
-    html::redirect(&format!("{to}{}", html::query(&[("deleted", ids.join(","))])))
+    notify::attach(html::redirect(&format!("{to}{}", html::query(&[("deleted", ids.join(","))]))), notes)
 }
 
 /// The trash ids of a `deleted`/`restored` parameter.
@@ -366,21 +372,22 @@ pub async fn undo(st: &AppState, view: &View, form: &Form) -> Response {
     let reg = st.registry.clone();
     let who = view.user.clone();
     let restored = call(move || {
-        let mut repos = Vec::new();
+        let (mut repos, mut notes) = (Vec::new(), Vec::new());
         for id in &wanted {
             let r = ops::restore(&reg, &RestoreTarget::Id(id.clone()), false, who.as_deref())?;
+            notes.push(notify::trash_event("restore", &r.restored, false));
             repos.push(r.restored.repository);
         }
-        Ok(repos)
+        Ok((repos, notes))
     })
     .await;
     match restored {
-        Ok(repos) => {
+        Ok((repos, notes)) => {
             let to = match repos.first() {
                 Some(r) => html::repo_href(r),
                 None => "/ui/".to_owned(),
             };
-            html::redirect(&format!("{to}{}", html::query(&[("restored", list)])))
+            notify::attach(html::redirect(&format!("{to}{}", html::query(&[("restored", list)]))), notes)
         }
         Err(e) => failed(view, e),
     }

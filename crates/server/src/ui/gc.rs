@@ -12,9 +12,9 @@ use maud::{Markup, html};
 
 use super::html::{self, Nav};
 use super::{Form, Ui, View, call, error_page, failed};
-use crate::AppState;
 use crate::admin::ops;
 use crate::admin::wire::GcResult;
+use crate::{AppState, notify};
 
 /// The run the UI started, if any, and the last one it finished.
 #[derive(Debug, Default)]
@@ -156,7 +156,7 @@ pub async fn act(st: &AppState, ui: &std::sync::Arc<Ui>, view: &View, form: &For
                     total: None,
                 });
             }
-            let (reg, ui) = (st.registry.clone(), ui.clone());
+            let (reg, ui, notifier) = (st.registry.clone(), ui.clone(), st.notify.clone());
             tokio::task::spawn_blocking(move || {
                 /// Ends the run in the page's state whatever happens to it (a panic included),
                 /// so the page never waits for a run that is gone.
@@ -180,6 +180,10 @@ pub async fn act(st: &AppState, ui: &std::sync::Arc<Ui>, view: &View, form: &For
                     }
                 };
                 let result = ops::gc(&reg, &opts, &progress).map_err(|e| e.to_string());
+                // The page answered long ago: the run announces itself when it ends.
+                if let (Some(n), Ok(r)) = (&notifier, &result) {
+                    n.record_blocking(notify::gc_event(r));
+                }
                 let mut s = ui.gc.0.lock().unwrap_or_else(|e| e.into_inner());
                 s.running = None;
                 s.last = Some(result);

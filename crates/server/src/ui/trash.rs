@@ -11,9 +11,9 @@ use maud::html;
 
 use super::html::{self, Nav};
 use super::{Form, View, call, error_page, failed};
-use crate::AppState;
 use crate::admin::listing::{Listing, Sort};
 use crate::admin::ops;
+use crate::{AppState, notify};
 
 /// Entries per page.
 const PAGE: usize = 100;
@@ -151,12 +151,24 @@ pub async fn act(st: &AppState, view: &View, rest: &str, _form: &Form) -> Respon
     let reg = st.registry.clone();
     let who = view.user.clone();
     let done = match action {
-        "restore" => call(move || ops::restore(&reg, &RestoreTarget::Id(id), false, who.as_deref()).map(|_| ())).await,
-        "purge" => call(move || ops::purge(&reg, Some(&id), who.as_deref()).map(|_| ())).await,
+        "restore" => {
+            call(move || {
+                ops::restore(&reg, &RestoreTarget::Id(id), false, who.as_deref())
+                    .map(|r| vec![notify::trash_event("restore", &r.restored, false)])
+            })
+            .await
+        }
+        "purge" => {
+            call(move || {
+                ops::purge(&reg, Some(&id), who.as_deref())
+                    .map(|r| r.purged.iter().map(|e| notify::trash_event("purge", e, false)).collect())
+            })
+            .await
+        }
         _ => return error_page(view, StatusCode::NOT_FOUND, "There is no such page."),
     };
     match done {
-        Ok(()) => html::redirect(&format!("/ui/trash?done={action}d")),
+        Ok(notes) => notify::attach(html::redirect(&format!("/ui/trash?done={action}d")), notes),
         Err(e) => failed(view, e),
     }
 }

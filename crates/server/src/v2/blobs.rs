@@ -9,10 +9,11 @@ use berth_oci::{Digest, RepoName};
 use berth_registry::{DeleteRequest, DeleteTarget, ObjectReader, RegistryError};
 use bytes::Bytes;
 
+use crate::admin::wire::Entry;
 use crate::body::{blocking, from_reader};
 use crate::error::ApiError;
 use crate::headers::{DOCKER_CONTENT_DIGEST, hv};
-use crate::{AppState, zero_copy};
+use crate::{AppState, notify, zero_copy};
 
 /// A byte range request, resolved against the blob's size.
 #[derive(Debug, PartialEq, Eq)]
@@ -90,9 +91,17 @@ fn blob_headers(digest: &Digest, size: u64, h: &HeaderMap) -> Result<(StatusCode
 pub async fn head(st: AppState, name: RepoName, digest: Digest, h: &HeaderMap) -> Result<Response, ApiError> {
     let reg = st.registry.clone();
     let d = digest.clone();
-    let size = blocking(move || reg.blob_stat(&name, &d)).await??;
+    let n = name.clone();
+    let size = blocking(move || reg.blob_stat(&n, &d)).await??;
     let (status, headers, _, _) = blob_headers(&digest, size, h)?;
-    Ok((status, headers).into_response())
+    // Distribution announces a HEAD as a pull too.
+    Ok(pulled(&st, (status, headers).into_response(), &name, &digest, size))
+}
+
+/// `resp` with the pull of a blob noted, when notifications are on.
+fn pulled(st: &AppState, resp: Response, name: &RepoName, digest: &Digest, size: u64) -> Response {
+    let notes = if st.notify.is_some() { vec![notify::blob("pull", name, digest, size, None)] } else { vec![] };
+    notify::attach(resp, notes)
 }
 
 /// What the blocking part of a GET found.
@@ -128,20 +137,26 @@ pub async fn get(
             if let Ok(v) = HeaderValue::from_str(&digest.to_string()) {
                 hs.insert(DOCKER_CONTENT_DIGEST.clone(), v);
             }
-            return Ok(resp);
+            if st.notify.is_none() {
+                return Ok(resp);
+            }
+            // The event carries the size, which the redirect did not need.
+            let (reg, n, d) = (st.registry.clone(), name.clone(), digest.clone());
+            let size = blocking(move || reg.blob_stat(&n, &d)).await??;
+            return Ok(pulled(&st, resp, &name, &digest, size));
         }
     }
     let reg = st.registry.clone();
-    let d = digest.clone();
+    let (n, d) = (name.clone(), digest.clone());
     let range = h.get(header::RANGE).cloned();
     let (size, opened) = blocking(move || -> Result<_, ApiError> {
-        let size = reg.blob_stat(&name, &d)?;
+        let size = reg.blob_stat(&n, &d)?;
         let mut rh = HeaderMap::new();
         if let Some(r) = range {
             rh.insert(header::RANGE, r);
         }
         let (_, _, start, len) = blob_headers(&d, size, &rh)?;
-        let blob = reg.blob_open(&name, &d, start)?;
+        let blob = reg.blob_open(&n, &d, start)?;
         if len > SMALL_BLOB {
             return Ok((size, Opened::Reader(blob.reader)));
         }
@@ -163,7 +178,7 @@ pub async fn get(
         (Opened::Reader(ObjectReader::File(f)), Some(conn)) => zero_copy::file_body(conn, f, start, len),
         (Opened::Reader(reader), _) => from_reader(Box::new(reader.take(len)), len),
     };
-    Ok((status, headers, body).into_response())
+    Ok(pulled(&st, (status, headers, body).into_response(), &name, &digest, size))
 }
 
 /// DELETE of a blob: unlinks the layer from the repository (into the trash); the data is left
@@ -172,8 +187,10 @@ pub async fn delete(st: AppState, name: RepoName, digest: Digest, who: Option<St
     st.check_deletes_enabled()?;
     let reg = st.registry.clone();
     let target = DeleteTarget::Blob(name, digest);
-    blocking(move || reg.delete(&DeleteRequest { target, force: false, who })).await??;
-    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+    let done = blocking(move || reg.delete(&DeleteRequest { target, force: false, who })).await??;
+    let resp = (StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response();
+    let notes = if st.notify.is_some() { notify::deleted(&Entry::new(&done.entry, None)) } else { vec![] };
+    Ok(notify::attach(resp, notes))
 }
 
 #[cfg(test)]

@@ -9,10 +9,11 @@ use berth_oci::{Reference, RepoName};
 use berth_registry::{DeleteRequest, DeleteTarget, RegistryError, StoredManifest};
 
 use super::negotiate::{self, Choice};
-use crate::AppState;
+use crate::admin::wire::Entry;
 use crate::body::{blocking, read_limited};
 use crate::error::ApiError;
 use crate::headers::{DOCKER_CONTENT_DIGEST, OCI_SUBJECT, hv};
+use crate::{AppState, notify};
 
 /// GET or HEAD of a manifest by tag or digest (HEAD bodies are stripped by the middleware).
 /// A GET (`pull`) is recorded as a pull of the tag and of the manifests served; a HEAD, which
@@ -26,6 +27,7 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let accept = negotiate::accepted(h);
     let reg = st.registry.clone();
+    let (asked, asked_name) = (reference.clone(), name.clone());
     let stored: Arc<StoredManifest> = blocking(move || -> Result<_, RegistryError> {
         let m = reg.manifest_get(&name, &reference)?;
         let tag = match &reference {
@@ -52,7 +54,18 @@ pub async fn get(
     headers.insert(header::CONTENT_LENGTH, hv(&stored.bytes.len().to_string()));
     headers.insert(DOCKER_CONTENT_DIGEST.clone(), hv(&stored.digest.to_string()));
     headers.insert(header::ETAG, hv(&format!("\"{}\"", stored.digest)));
-    Ok((StatusCode::OK, headers, Body::from(stored.bytes.clone())).into_response())
+    let resp = (StatusCode::OK, headers, Body::from(stored.bytes.clone())).into_response();
+    // Distribution announces a HEAD as a pull too.
+    let notes = match (&st.notify, &asked) {
+        (Some(n), Reference::Tag(t)) => {
+            vec![notify::manifest("pull", &asked_name, &stored, Some(t), n.include_references())]
+        }
+        (Some(n), Reference::Digest(_)) => {
+            vec![notify::manifest("pull", &asked_name, &stored, None, n.include_references())]
+        }
+        (None, _) => vec![],
+    };
+    Ok(notify::attach(resp, notes))
 }
 
 /// PUT of a manifest: validated, stored, tagged.
@@ -79,6 +92,11 @@ pub async fn put(
     let content_type = h.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let reg = st.registry.clone();
     let n = name.clone();
+    let tag = match &reference {
+        Reference::Tag(t) => Some(t.clone()),
+        Reference::Digest(_) => None,
+    };
+    let pushed = st.notify.is_some().then(|| bytes.clone());
     let put = blocking(move || reg.manifest_put(&n, &reference, content_type.as_deref(), bytes)).await??;
     let mut headers = HeaderMap::new();
     headers.insert(header::LOCATION, hv(&format!("/v2/{name}/manifests/{}", put.digest)));
@@ -87,7 +105,15 @@ pub async fn put(
     if let Some(s) = &put.subject {
         headers.insert(OCI_SUBJECT.clone(), hv(&s.to_string()));
     }
-    Ok((StatusCode::CREATED, headers).into_response())
+    let resp = (StatusCode::CREATED, headers).into_response();
+    let notes = match (&st.notify, pushed) {
+        (Some(n), Some(bytes)) => {
+            let stored = StoredManifest::parsed(put.digest.clone(), bytes);
+            vec![notify::manifest("push", &name, &stored, tag.as_ref(), n.include_references())]
+        }
+        _ => vec![],
+    };
+    Ok(notify::attach(resp, notes))
 }
 
 /// DELETE of a tag (that tag only, OCI 1.1) or of a digest (the manifest and every tag on it).
@@ -105,6 +131,8 @@ pub async fn delete(
         Reference::Digest(d) => DeleteTarget::Manifest(name, d),
     };
     let reg = st.registry.clone();
-    blocking(move || reg.delete(&DeleteRequest { target, force: false, who })).await??;
-    Ok((StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response())
+    let done = blocking(move || reg.delete(&DeleteRequest { target, force: false, who })).await??;
+    let resp = (StatusCode::ACCEPTED, [(header::CONTENT_LENGTH, "0")]).into_response();
+    let notes = if st.notify.is_some() { notify::deleted(&Entry::new(&done.entry, None)) } else { vec![] };
+    Ok(notify::attach(resp, notes))
 }

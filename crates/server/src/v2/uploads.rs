@@ -8,10 +8,10 @@ use berth_oci::{Digest, RepoName, UploadId};
 use berth_registry::{BlobInfo, RegistryError};
 
 use super::Q;
-use crate::AppState;
 use crate::body::{blocking, with_body};
 use crate::error::ApiError;
 use crate::headers::{DOCKER_CONTENT_DIGEST, DOCKER_UPLOAD_UUID, hv, upload_range};
+use crate::{AppState, notify};
 
 fn location(name: &RepoName, id: &UploadId) -> String {
     format!("/v2/{name}/blobs/uploads/{id}")
@@ -48,9 +48,15 @@ pub async fn start(st: AppState, name: RepoName, q: Q, body: Body) -> Result<Res
         // An unusable `from` is not an error: the spec says to fall back to a plain upload.
         if let Some(from) = q.get("from").and_then(|f| f.parse::<RepoName>().ok()) {
             let reg = st.registry.clone();
-            let (n, d) = (name.clone(), digest.clone());
-            if blocking(move || reg.blob_mount(&n, &from, &d)).await?? {
-                return Ok(created(&name, &digest));
+            let (n, d, f) = (name.clone(), digest.clone(), from.clone());
+            if blocking(move || reg.blob_mount(&n, &f, &d)).await?? {
+                let resp = created(&name, &digest);
+                if st.notify.is_none() {
+                    return Ok(resp);
+                }
+                let (reg, n, d) = (st.registry.clone(), name.clone(), digest.clone());
+                let size = blocking(move || reg.blob_stat(&n, &d)).await??;
+                return Ok(notify::attach(resp, vec![notify::blob("mount", &name, &digest, size, Some(&from))]));
             }
         }
     } else if q.contains_key("digest") {
@@ -60,7 +66,7 @@ pub async fn start(st: AppState, name: RepoName, q: Q, body: Body) -> Result<Res
         let (info, received) = with_body(body, move |chunks| reg.blob_put(&n, &digest, chunks)).await?;
         st.metrics.blob_received(received);
         let info: BlobInfo = info?;
-        return Ok(created(&name, &info.digest));
+        return Ok(pushed(&st, created(&name, &info.digest), &name, &info));
     }
     let reg = st.registry.clone();
     let n = name.clone();
@@ -131,7 +137,14 @@ pub async fn put(
     let (info, received) = with_body(body, move |chunks| reg.upload_complete(&n, &id, &digest, start, chunks)).await?;
     st.metrics.blob_received(received);
     let info = info?;
-    Ok(created(&name, &info.digest))
+    Ok(pushed(&st, created(&name, &info.digest), &name, &info))
+}
+
+/// `resp` with the push of a blob noted, when notifications are on.
+fn pushed(st: &AppState, resp: Response, name: &RepoName, info: &BlobInfo) -> Response {
+    let notes =
+        if st.notify.is_some() { vec![notify::blob("push", name, &info.digest, info.size, None)] } else { vec![] };
+    notify::attach(resp, notes)
 }
 
 /// `DELETE` of an upload: cancels it.
