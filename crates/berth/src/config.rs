@@ -1346,6 +1346,8 @@ retention:
                 let _ = file.database();
                 let _ = file.gc();
                 let _ = file.trash_retention();
+                let _ = file.retention();
+                let _ = file.notifications();
             }
         });
     }

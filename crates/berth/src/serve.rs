@@ -229,6 +229,9 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
         if let Err(e) = tokio::task::spawn_blocking(move || registry.flush_pulls()).await? {
             tracing::warn!(error = %e, "could not store the last pull times");
         }
+        if let Some(n) = notify {
+            tokio::task::spawn_blocking(move || n.flush()).await?;
+        }
         tracing::info!("berth stopped");
         Ok(())
     });

@@ -33,9 +33,11 @@ pub enum DeleteTarget {
     /// Everything in a repository.
     Repository(RepoName),
     /// Several tags and untagged manifests of one repository, in one trash entry (a retention
-    /// run: one restore undoes it). Each tag only, as a tag delete does; each manifest as a
-    /// manifest delete does.
-    Tags(RepoName, Vec<Tag>, Vec<Digest>),
+    /// run: one restore undoes it), as the caller last saw them: each tag only, and only if it
+    /// still points at the digest given; each manifest only if it is still there, still
+    /// untagged and (unless forced) no platform image of a tagged index. What changed since
+    /// the caller looked is left alone, decided under the repository's lock.
+    Tags(RepoName, Vec<(Tag, Digest)>, Vec<Digest>),
 }
 
 impl DeleteTarget {
@@ -102,14 +104,18 @@ impl Registry {
                 DeleteKind::Blob
             }
             DeleteTarget::Tags(_, ts, ms) => {
-                for t in ts {
-                    let d = self
-                        .tag_get(&name, t)?
-                        .ok_or_else(|| self.manifest_unknown(&name, &Reference::Tag(t.clone())))?;
-                    tags.insert(t.clone(), d);
+                let now: BTreeMap<Tag, Digest> = self.tag_links(&name)?.into_iter().collect();
+                for (t, seen) in ts {
+                    if now.get(t) == Some(seen) {
+                        tags.insert(t.clone(), seen.clone());
+                    }
                 }
                 for d in ms {
-                    self.plan_manifest(&name, d, req.force, &mut tags, &mut manifests)?;
+                    let untagged = !now.values().any(|td| td == d);
+                    let safe = req.force || self.refuse_if_child_of_tagged_index(&name, d).is_ok();
+                    if untagged && safe && self.revision_exists(&name, d)? {
+                        manifests.push(d.clone());
+                    }
                 }
                 DeleteKind::Tags
             }

@@ -47,6 +47,8 @@ struct State {
     segments: BTreeMap<u64, u32>,
     next_seq: u64,
     cursors: BTreeMap<String, Cursor>,
+    /// The cursors as last stored.
+    stored: BTreeMap<String, Cursor>,
 }
 
 /// The outbox of one process.
@@ -106,7 +108,7 @@ impl Outbox {
             store,
             owner: owner.to_owned(),
             max_events,
-            state: Mutex::new(State { segments, next_seq, cursors }),
+            state: Mutex::new(State { segments, next_seq, stored: cursors.clone(), cursors }),
             grown: Condvar::new(),
             counters,
         };
@@ -234,10 +236,12 @@ impl Outbox {
         Ok(Some((cursor, events)))
     }
 
-    /// Records that `endpoint` took everything before `next` (stored, so a restart resumes
-    /// there), and removes segments every endpoint has passed.
+    /// Records, in memory, that `endpoint` took everything before `next`, and removes the
+    /// segments every endpoint has passed. [`Outbox::store_cursor`] makes it last: until then a
+    /// restart sends those events again (listeners dedupe by id), which is what lets a busy
+    /// endpoint take many events per durable write instead of one.
     pub fn advance(&self, endpoint: &str, next: Cursor) -> Result<(), StorageError> {
-        let next = {
+        {
             let mut s = self.lock();
             // A whole segment taken: on to the next one.
             let next = match s.segments.get(&next.segment) {
@@ -249,11 +253,29 @@ impl Outbox {
                 Some(c) if *c < next => *c = next,
                 _ => return Ok(()),
             }
-            next
-        };
-        let body = serde_json::to_vec(&next).expect("cursors serialise");
-        self.store.put(&layout::notification_cursor(&self.owner, endpoint)?, &body)?;
+        }
         self.forget_taken()
+    }
+
+    /// Stores where `endpoint` stands, if it moved since last stored: a restart resumes there.
+    pub fn store_cursor(&self, endpoint: &str) -> Result<(), StorageError> {
+        let now = {
+            let s = self.lock();
+            match s.cursors.get(endpoint) {
+                Some(c) if s.stored.get(endpoint) != Some(c) => *c,
+                _ => return Ok(()),
+            }
+        };
+        let body = serde_json::to_vec(&now).expect("cursors serialise");
+        self.store.put(&layout::notification_cursor(&self.owner, endpoint)?, &body)?;
+        self.lock().stored.insert(endpoint.to_owned(), now);
+        Ok(())
+    }
+
+    /// Stores every endpoint's cursor (at a clean stop).
+    pub fn store_cursors(&self) -> Result<(), StorageError> {
+        let endpoints: Vec<String> = self.lock().cursors.keys().cloned().collect();
+        endpoints.iter().try_for_each(|e| self.store_cursor(e))
     }
 
     /// Removes the segments every endpoint has passed.
@@ -309,11 +331,22 @@ mod tests {
         // b takes one, then the process stops.
         let (c, _) = o.next("b", std::time::Duration::ZERO).unwrap().unwrap();
         o.advance("b", Cursor { segment: c.segment, index: 1 }).unwrap();
+        o.store_cursors().unwrap();
         drop(o);
         let o = open(dir.path(), &["a", "b"], 1000);
         assert_eq!(o.pending("b"), 2);
         assert_eq!(take_all(&o, "b"), ["1", "2"], "resumed where it stopped");
         assert!(take_all(&o, "a").is_empty(), "a took them before the stop");
+        // Progress not stored is taken again after a restart (at least once).
+        o.append(&[ev(3)]).unwrap();
+        assert_eq!(take_all(&o, "a"), ["3"]);
+        drop(o);
+        let o = open(dir.path(), &["a", "b"], 1000);
+        assert_eq!(take_all(&o, "a"), ["3"], "a's cursor was not stored: sent again");
+        // b's progress since the first reopen was not stored either, but it only covered
+        // segments every endpoint had passed, which are gone: b goes on with what is new.
+        assert_eq!(take_all(&o, "b"), ["3"]);
+        o.store_cursors().unwrap();
         let left = std::fs::read_dir(dir.path().join("berth/notifications/me/segments")).unwrap().count();
         assert_eq!(left, 0, "segments every endpoint took are removed");
     }

@@ -59,7 +59,9 @@ impl Registry {
                 })
                 .collect();
             let tags = judge_tags(policy, &facts, now);
-            let dropped: Vec<Tag> = tags.iter().filter(|(_, f)| !f.kept()).map(|(t, _)| t.clone()).collect();
+            let digest_of: BTreeMap<&Tag, &Digest> = facts.iter().map(|f| (&f.tag, &f.digest)).collect();
+            let dropped: Vec<(Tag, Digest)> =
+                tags.iter().filter(|(_, f)| !f.kept()).map(|(t, _)| (t.clone(), digest_of[t].clone())).collect();
             let manifests = self.untagged_to_drop(&name, policy, &facts, now)?;
             let mut repo = RetainedRepo {
                 repository: name.clone(),
@@ -81,7 +83,14 @@ impl Registry {
                 } else {
                     let done = self.delete(&req)?;
                     repo.bytes_freed = done.entry.bytes_freed;
-                    repo.trash_id = done.trashed.then_some(done.entry.id);
+                    repo.trash_id = done.trashed.then_some(done.entry.id.clone());
+                    // A tag re-pushed or removed meanwhile was left alone: say what went.
+                    for (t, fate) in repo.tags.iter_mut() {
+                        if !fate.kept() && !done.entry.tags.contains_key(t) {
+                            *fate = Fate::Kept("changed while the run looked at it; left for the next run".into());
+                        }
+                    }
+                    repo.manifests.retain(|(d, _)| done.entry.manifests.contains(d));
                 }
             }
             out.push(repo);

@@ -97,13 +97,13 @@ fn ignored_keys_are_listed_once_and_response_headers_are_honoured() {
     let berth = Berth::start_on(
         &dir.path().join("root"),
         Some(
-            "http:\n  secret: s3cr3t\n  headers:\n    X-Content-Type-Options: [nosniff]\nnotifications:\n  endpoints: []\n",
+            "http:\n  secret: s3cr3t\n  headers:\n    X-Content-Type-Options: [nosniff]\nredis:\n  addr: localhost:6379\n",
         ),
     );
     let log = berth.log();
     let lines: Vec<&str> = log.lines().filter(|l| l.contains("config keys Berth does not use")).collect();
     assert_eq!(lines.len(), 1, "{log}");
-    assert!(lines[0].contains("http.secret, notifications"), "{log}");
+    assert!(lines[0].contains("http.secret, redis"), "{log}");
     let r = Reg::new(&berth.addr, "berth");
     assert_eq!(r.req("GET", "/v2/", &[], b"").h("x-content-type-options"), Some("nosniff"));
     assert_eq!(r.req("GET", "/v2/nope/manifests/v1", &[], b"").h("x-content-type-options"), Some("nosniff"));

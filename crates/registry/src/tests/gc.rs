@@ -490,3 +490,22 @@ fn retention_drops_old_untagged_manifests_and_orphan_referrers_but_never_what_st
     assert!(whole(&f.reg, repo, "both"));
     assert!(going(&policy).is_empty());
 }
+
+#[test]
+fn a_retention_delete_leaves_what_changed_since_the_run_looked() {
+    let f = fixture();
+    let (old, _) = push_image(&f.reg, "race/app", "t", b"old");
+    let (u, _) = push_image(&f.reg, "race/app", "u", b"u");
+    // Meanwhile: t is re-pushed to another image, and the "untagged" manifest gets a tag.
+    push_image(&f.reg, "race/app", "t", b"new");
+    let (tagged, _) = push_image(&f.reg, "race/app", "tmp", b"was untagged");
+    let target = crate::DeleteTarget::Tags(
+        name("race/app"),
+        vec![("t".parse().unwrap(), old), ("u".parse().unwrap(), u)],
+        vec![tagged.clone()],
+    );
+    let done = f.reg.delete(&crate::DeleteRequest { target, force: false, who: None }).unwrap();
+    assert_eq!(done.entry.tags.keys().map(|t| t.to_string()).collect::<Vec<_>>(), ["u"]);
+    assert!(done.entry.manifests.is_empty(), "tmp tags it now");
+    assert!(whole(&f.reg, "race/app", "t") && whole(&f.reg, "race/app", "tmp"));
+}

@@ -84,12 +84,25 @@ fn run(outbox: &Outbox, endpoint: &Endpoint) {
                 }
             }
             let next = Cursor { segment: cursor.segment, index: cursor.index + i as u32 + 1 };
-            // Until the cursor is stored, a restart sends the event again (listeners dedupe by id).
-            while let Err(err) = outbox.advance(&endpoint.key, next) {
-                tracing::error!(endpoint = %endpoint.name, error = %err, "storing the notification cursor failed");
-                std::thread::sleep(endpoint.backoff.max(QUICK_RETRY));
+            if let Err(err) = outbox.advance(&endpoint.key, next) {
+                tracing::error!(endpoint = %endpoint.name, error = %err, "removing delivered notifications failed");
+            }
+            // Stored once per batch (and every STORE_EVERY events of a long one): until then a
+            // crash sends these events again, which listeners dedupe by id.
+            if (i + 1) % STORE_EVERY == 0 || i + 1 == events.len() {
+                store_cursor(outbox, endpoint);
             }
         }
+    }
+}
+
+/// Within one batch, the cursor is stored at least every this many events.
+const STORE_EVERY: usize = 64;
+
+fn store_cursor(outbox: &Outbox, endpoint: &Endpoint) {
+    while let Err(err) = outbox.store_cursor(&endpoint.key) {
+        tracing::error!(endpoint = %endpoint.name, error = %err, "storing the notification cursor failed");
+        std::thread::sleep(endpoint.backoff.max(QUICK_RETRY));
     }
 }
 

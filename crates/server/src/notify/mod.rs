@@ -193,6 +193,14 @@ impl Notifier {
         }
     }
 
+    /// Stores where every endpoint stands (at a clean stop), so a restart sends nothing twice
+    /// but an event in flight.
+    pub fn flush(&self) {
+        if let Err(e) = self.outbox.store_cursors() {
+            tracing::warn!(error = %e, "could not store the notification cursors; a restart sends some events again");
+        }
+    }
+
     /// The notification lines of `/metrics`.
     pub fn render_metrics(&self, out: &mut String) {
         use std::fmt::Write;
