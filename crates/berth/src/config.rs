@@ -274,7 +274,8 @@ pub struct RetentionSection {
     pub interval: Option<String>,
     /// `retention.dryrun`: report and log what would go, delete nothing.
     pub dryrun: Option<bool>,
-    /// `retention.policies`: the first whose `repositories` match a repository applies to it.
+    /// `retention.policies`: the one with the most specific pattern matching a repository
+    /// applies to it (the first among equally specific ones).
     pub policies: Vec<PolicySection>,
 }
 

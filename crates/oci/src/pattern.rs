@@ -61,6 +61,14 @@ impl RepoPattern {
     pub fn as_str(&self) -> &str {
         &self.text
     }
+
+    /// How specific the pattern is: literal characters, then fewer wildcards; larger is more
+    /// specific. Where several patterns match a name, the most specific one decides (access
+    /// rules, retention policies).
+    pub fn specificity(&self) -> (usize, std::cmp::Reverse<usize>) {
+        let wild = self.text.matches('*').count();
+        (self.text.len() - wild, std::cmp::Reverse(wild))
+    }
 }
 
 /// Whether `parts` match `components`, in O(parts × components): a table of which suffixes of

@@ -2,8 +2,9 @@
 //! of the tags' facts (where each points, when it was pushed and last pulled).
 //!
 //! The rules follow zot's retention, with lower-case keys: a policy applies to the
-//! repositories its patterns match (the first matching policy in the list; a repository no
-//! policy matches is never touched); within it, a tag is kept if **any** `keeptags` rule keeps
+//! repositories its patterns match (where several match, the one with the most specific
+//! pattern, as in access rules, and the first in the list among equally specific ones; a
+//! repository no policy matches is never touched); within it, a tag is kept if **any** `keeptags` rule keeps
 //! it, and a policy without `keeptags` keeps every tag. A rule's `patterns` narrow which tags it
 //! looks at; its other keys must all hold: among the `mostrecentlypushedcount` most recently
 //! pushed (of the tags it looks at), among the `mostrecentlypulledcount` most recently pulled,
@@ -88,9 +89,19 @@ impl Fate {
     }
 }
 
-/// The policy that applies to `repo` (the first whose patterns match it), with its position.
+/// The policy that applies to `repo`, with its position: the one with the most specific
+/// pattern matching it (as in access rules), the first in the list among equally specific ones.
 pub fn policy_for<'a>(policies: &'a [RetentionPolicy], repo: &RepoName) -> Option<(usize, &'a RetentionPolicy)> {
-    policies.iter().enumerate().find(|(_, p)| p.repositories.iter().any(|pat| pat.matches(repo)))
+    let mut best: Option<(usize, &RetentionPolicy, _)> = None;
+    for (i, p) in policies.iter().enumerate() {
+        let Some(s) = p.repositories.iter().filter(|pat| pat.matches(repo)).map(|pat| pat.specificity()).max() else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(_, _, b)| s > *b) {
+            best = Some((i, p, s));
+        }
+    }
+    best.map(|(i, p, _)| (i, p))
 }
 
 fn hours(d: Duration) -> String {
@@ -288,5 +299,12 @@ mod tests {
         assert_eq!(policy_for(&policies, &"team/app".parse().unwrap()).map(|(i, _)| i), Some(0));
         assert_eq!(policy_for(&policies, &"other/app".parse().unwrap()).map(|(_, p)| p.name.as_str()), Some("default"));
         assert!(policy_for(&policies[..1], &"other/app".parse().unwrap()).is_none(), "unmatched: never touched");
+        // The most specific pattern decides, wherever it is in the list; then the first.
+        let reversed = [policies[1].clone(), policies[0].clone()];
+        assert_eq!(policy_for(&reversed, &"team/app".parse().unwrap()).map(|(i, _)| i), Some(1), "team/** beats **");
+        let mut twin = policies[0].clone();
+        twin.name = "twin".into();
+        let tied = [policies[0].clone(), twin];
+        assert_eq!(policy_for(&tied, &"team/app".parse().unwrap()).map(|(i, _)| i), Some(0), "a tie: the first");
     }
 }

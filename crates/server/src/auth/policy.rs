@@ -45,11 +45,8 @@ struct Rule {
 }
 
 impl Rule {
-    /// Literal characters, then fewer wildcards: larger is more specific.
     fn specificity(&self) -> (usize, std::cmp::Reverse<usize>) {
-        let p = self.pattern.as_str();
-        let wild = p.matches('*').count();
-        (p.len() - wild, std::cmp::Reverse(wild))
+        self.pattern.specificity()
     }
 }
 
