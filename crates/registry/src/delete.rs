@@ -131,6 +131,12 @@ impl Registry {
         };
         let removed: Vec<Tag> = tags.keys().cloned().collect();
         let bytes_freed = self.freed(&name, &removed, &manifests, &layers)?;
+        let pushed = if removed.is_empty() {
+            BTreeMap::new()
+        } else {
+            let times = self.push_times(&name)?;
+            removed.iter().filter_map(|t| times.get(t).map(|at| (t.clone(), *at))).collect()
+        };
         Ok(TrashEntry {
             id: TrashId::new(now),
             time: now,
@@ -141,6 +147,7 @@ impl Registry {
             manifests,
             layers,
             bytes_freed,
+            pushed,
         })
     }
 

@@ -90,6 +90,9 @@ pub struct TrashEntry {
     pub layers: Vec<Digest>,
     /// Bytes the delete frees once the entry expires and GC runs, as computed at delete time.
     pub bytes_freed: u64,
+    /// When each removed tag had last been pushed: a restore gives it back, so retention does
+    /// not take restored tags for new ones.
+    pub pushed: BTreeMap<Tag, SystemTime>,
 }
 
 impl TrashEntry {
@@ -124,6 +127,8 @@ struct EntryV1 {
     layers: Vec<String>,
     #[serde(default)]
     bytes_freed: u64,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pushed: BTreeMap<String, String>,
 }
 
 fn kind_str(k: DeleteKind) -> &'static str {
@@ -164,6 +169,11 @@ pub fn encode_entry(e: &TrashEntry) -> Vec<u8> {
         manifests: e.manifests.iter().map(ToString::to_string).collect(),
         layers: e.layers.iter().map(ToString::to_string).collect(),
         bytes_freed: e.bytes_freed,
+        pushed: e
+            .pushed
+            .iter()
+            .map(|(t, at)| (t.to_string(), humantime::format_rfc3339_nanos(*at).to_string()))
+            .collect(),
     };
     let mut out = serde_json::to_vec_pretty(&v).expect("plain data serialises");
     out.push(b'\n');
@@ -192,6 +202,14 @@ pub fn decode_entry(bytes: &[u8]) -> Result<TrashEntry, String> {
         manifests: v.manifests.iter().map(|d| digest(d)).collect::<Result<_, _>>()?,
         layers: v.layers.iter().map(|d| digest(d)).collect::<Result<_, _>>()?,
         bytes_freed: v.bytes_freed,
+        pushed: v
+            .pushed
+            .iter()
+            .map(|(t, at)| {
+                let at = humantime::parse_rfc3339(at).map_err(|e| format!("bad push time {at:?}: {e}"))?;
+                Ok((t.parse::<Tag>().map_err(|e| e.to_string())?, at))
+            })
+            .collect::<Result<_, String>>()?,
     })
 }
 
@@ -368,6 +386,12 @@ mod tests {
             manifests: vec![d.clone()],
             layers: vec![],
             bytes_freed: 1234,
+            pushed: [(
+                "v1".parse().unwrap(),
+                SystemTime::UNIX_EPOCH + std::time::Duration::new(1_796_120_772, 746_106_900),
+            )]
+            .into_iter()
+            .collect(),
         };
         let bytes = encode_entry(&e);
         assert_eq!(decode_entry(&bytes).unwrap(), e);
@@ -408,6 +432,7 @@ mod tests {
             manifests: vec![],
             layers: vec![],
             bytes_freed: 0,
+            pushed: BTreeMap::new(),
         };
         let record = AuditRecord::of(AuditAction::Expire, &e, false, None, SystemTime::UNIX_EPOCH);
         let line = encode_audit(&record);

@@ -44,6 +44,14 @@ impl Page {
 /// When each tag of a repository was pushed.
 pub type PushTimes = BTreeMap<Tag, SystemTime>;
 
+/// A restored tag's push time: `pushed` holds while its link is still the one the restore
+/// wrote (modified at `link`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RestoredPush {
+    pub pushed: SystemTime,
+    pub link: SystemTime,
+}
+
 /// What is known of a repository's tags, kept until a tag of the repository changes: push
 /// times per repository, read once (a stat per tag), since listings sorted by push time, or
 /// showing a repository's last push, would otherwise stat every tag of every repository on every
@@ -267,6 +275,59 @@ impl Registry {
         Ok(())
     }
 
+    /// What restores recorded of `name`'s tags: for each restored tag, the push time it keeps
+    /// while its link is the one the restore wrote.
+    pub(crate) fn restored_push_times(&self, name: &RepoName) -> Result<BTreeMap<Tag, RestoredPush>> {
+        let Some(bytes) = self.store().get_opt(&layout::restored_push_times(name)).map_err(storage)? else {
+            return Ok(BTreeMap::new());
+        };
+        let raw: BTreeMap<String, (String, String)> = serde_json::from_slice(&bytes).unwrap_or_default();
+        let time = |s: &str| humantime::parse_rfc3339(s).ok();
+        Ok(raw
+            .iter()
+            .filter_map(|(t, (pushed, link))| {
+                Some((t.parse().ok()?, RestoredPush { pushed: time(pushed)?, link: time(link)? }))
+            })
+            .collect())
+    }
+
+    /// Records that `restored` tags of `name` (tag → when it had last been pushed) were just
+    /// linked again, so they keep that push time until pushed anew. Under the repository lock.
+    pub(crate) fn record_restored_push_times(
+        &self,
+        name: &RepoName,
+        restored: &BTreeMap<Tag, SystemTime>,
+    ) -> Result<()> {
+        let mut all = self.restored_push_times(name)?;
+        // Entries whose tag was pushed (or removed) since are stale.
+        let mut keep = BTreeMap::new();
+        for (tag, r) in all.iter() {
+            if self.store().stat_opt(&layout::tag_current_link(name, tag)).map_err(storage)?.map(|m| m.modified)
+                == Some(r.link)
+            {
+                keep.insert(tag.clone(), *r);
+            }
+        }
+        all = keep;
+        for (tag, pushed) in restored {
+            if let Some(meta) = self.store().stat_opt(&layout::tag_current_link(name, tag)).map_err(storage)? {
+                all.insert(tag.clone(), RestoredPush { pushed: *pushed, link: meta.modified });
+            }
+        }
+        let nanos = |t: SystemTime| humantime::format_rfc3339_nanos(t).to_string();
+        let raw: BTreeMap<String, (String, String)> =
+            all.iter().map(|(t, r)| (t.to_string(), (nanos(r.pushed), nanos(r.link)))).collect();
+        let key = layout::restored_push_times(name);
+        if raw.is_empty() {
+            self.store().delete(&key).map_err(storage)?;
+        } else {
+            self.store().put(&key, &serde_json::to_vec(&raw).expect("plain data serialises")).map_err(storage)?;
+        }
+        // A read since the links were written remembered their times without this.
+        self.push_times.forget(name);
+        Ok(())
+    }
+
     /// When a tag was last pointed somewhere (the modification time of its current link).
     pub fn tag_pushed(&self, name: &RepoName, tag: &Tag) -> Result<Option<SystemTime>> {
         Ok(self.push_times(name)?.get(tag).copied())
@@ -288,6 +349,12 @@ impl Registry {
         for tag in self.tags(name)? {
             if let Some(meta) = self.store().stat_opt(&layout::tag_current_link(name, &tag)).map_err(storage)? {
                 times.insert(tag, meta.modified);
+            }
+        }
+        // A restored tag keeps the push time it had: its link's time is the restore's.
+        for (tag, r) in self.restored_push_times(name)? {
+            if times.get(&tag) == Some(&r.link) {
+                times.insert(tag, r.pushed);
             }
         }
         let times = Arc::new(times);

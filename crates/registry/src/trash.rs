@@ -196,6 +196,9 @@ impl Registry {
             for (tag, d) in &entry.tags {
                 self.tag_set(name, tag, d)?;
             }
+            if !entry.pushed.is_empty() {
+                self.record_restored_push_times(name, &entry.pushed)?;
+            }
             self.store().delete(&layout::trash_entry(entry.id.as_str())).map_err(storage)?;
             self.audit_by(AuditAction::Restore, &entry, who, force && !conflicts.is_empty(), None)
         })?;

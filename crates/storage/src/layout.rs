@@ -236,6 +236,12 @@ pub fn notification_cursor(owner: &str, endpoint: &str) -> Result<Key, crate::St
     Key::new(format!("berth/notifications/{owner}/cursors/{endpoint}.json"))
 }
 
+/// `berth/restored/<name>/_pushed.json`: for tags a restore brought back, when each had last
+/// been pushed and the time of the link the restore wrote (a later push rewrites the link).
+pub fn restored_push_times(name: &RepoName) -> Key {
+    key(format!("berth/restored/{name}/_pushed.json"))
+}
+
 /// `berth/trash`: one file per trash entry.
 pub fn trash_dir() -> Key {
     key("berth/trash".to_owned())

@@ -25,6 +25,7 @@ retention:
     - repositories: ["pat/**"]
       keeptags:
         - patterns: ['^release-']
+        - mostrecentlypushedcount: 1
 "#;
 
 /// Sets when `repo:tag` was pushed (its tag link's time) to `at`, on a stopped server's root.
@@ -134,9 +135,13 @@ fn retention_keeps_what_its_rules_keep_dry_run_matches_the_run_gc_frees_it_and_r
     let run = cli_ok(&["retention", "--json", "--url", &url, "pat/**"]).json();
     let pat = &run["repositories"][0];
     assert_eq!((pat["repository"].as_str(), pat["policy"].as_str()), (Some("pat/app"), Some("1")));
-    assert_eq!(tags(&r, "pat/app"), ["release-1"]);
+    assert_eq!(tags(&r, "pat/app"), ["pr-2", "release-1"], "pr-2 is the newest");
     cli_ok(&["restore", pat["trash_id"].as_str().unwrap(), "--url", &url]);
     assert_eq!(tags(&r, "pat/app"), ["pr-1", "pr-2", "release-1"]);
-    crate::clients::pull(&berth.addr, "pat/app:pr-2", &out, "pr2");
+    crate::clients::pull(&berth.addr, "pat/app:pr-1", &out, "pr1");
+    // Restored, pr-1 keeps its push time: the next run decides as this one did, instead of
+    // taking pr-1 for the newest tag and dropping pr-2.
+    let again = cli_ok(&["retention", "--dry-run", "--json", "--url", &url, "pat/**"]).json();
+    assert_eq!(fates(&again, "pat/app"), fates(&run, "pat/app"));
     assert_eq!(tags(&r, "other/app"), ["old"]);
 }

@@ -343,6 +343,7 @@ fn the_audit_log_pages_backwards_across_chunks() {
             manifests: vec![],
             layers: vec![],
             bytes_freed: i,
+            pushed: Default::default(),
         };
         starts.push(log.len() as u64);
         let r = crate::AuditRecord::of(crate::AuditAction::Delete, &entry, false, Some(true), SystemTime::UNIX_EPOCH);

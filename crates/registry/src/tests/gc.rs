@@ -509,3 +509,35 @@ fn a_retention_delete_leaves_what_changed_since_the_run_looked() {
     assert!(done.entry.manifests.is_empty(), "tmp tags it now");
     assert!(whole(&f.reg, "race/app", "t") && whole(&f.reg, "race/app", "tmp"));
 }
+
+#[test]
+fn a_restored_tag_keeps_its_push_time_until_pushed_again() {
+    let f = fixture();
+    push_image(&f.reg, "times/app", "old", b"old");
+    push_image(&f.reg, "times/app", "new", b"new");
+    let tn = |t: &str| -> berth_oci::Tag { t.parse().unwrap() };
+    let link = |t: &str| layout::tag_current_link(&name("times/app"), &tn(t));
+    age(&f, &link("old"), Duration::from_secs(10 * 3600));
+    age(&f, &link("new"), Duration::from_secs(3600));
+    // Written behind the registry's back: start from a fresh handle.
+    let reg = super::open(f.dir.path());
+    let pushed = |r: &crate::Registry, t: &str| r.tag_pushed(&name("times/app"), &tn(t)).unwrap().unwrap();
+    let before = pushed(&reg, "old");
+    let target = crate::DeleteTarget::Tags(
+        name("times/app"),
+        vec![(
+            tn("old"),
+            reg.tag_links(&name("times/app")).unwrap().into_iter().find(|(t, _)| t.as_str() == "old").unwrap().1,
+        )],
+        vec![],
+    );
+    let done = reg.delete(&crate::DeleteRequest { target, force: false, who: None }).unwrap();
+    reg.restore(&RestoreTarget::Id(done.entry.id), false, None).unwrap();
+    assert_eq!(pushed(&reg, "old"), before, "restored, old is still the older tag");
+    assert!(pushed(&reg, "old") < pushed(&reg, "new"));
+    let fresh = super::open(f.dir.path());
+    assert_eq!(pushed(&fresh, "old"), before, "and it is stored, not only remembered");
+    // Pushed again, it is new.
+    push_image(&reg, "times/app", "old", b"old again");
+    assert!(pushed(&reg, "old") > pushed(&reg, "new"));
+}
