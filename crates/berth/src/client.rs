@@ -5,6 +5,7 @@
 //! ever has to hold a whole listing.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, anyhow, bail};
 use berth_oci::{RepoName, RepoPattern};
@@ -27,8 +28,10 @@ pub enum Admin {
     Local {
         reg: Box<Registry>,
         who: Option<String>,
-        gc: berth_registry::GcOptions,
+        gc: Box<berth_registry::GcOptions>,
         retention: Box<berth_registry::Retention>,
+        /// The server's outbox, when the config has notifications and this command writes.
+        notify: Option<Arc<berth_server::notify::Notifier>>,
         _lock: Option<RootLock>,
         _replicas: Option<berth_storage::ReplicasLease>,
     },
@@ -123,6 +126,18 @@ impl Admin {
             }
         };
         let backend = storage.open().with_context(|| format!("opening {}", storage.describe()))?;
+        // A lone server's outbox (replicas each keep their own, named by where they listen).
+        let notify = match (file.notifications()?, access, &database) {
+            (Some(n), Access::Write, None) => {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+                let source = host.trim().to_owned();
+                Some(
+                    berth_server::notify::Notifier::offline(backend.clone(), &n, "server", &source)
+                        .map_err(anyhow::Error::msg)?,
+                )
+            }
+            _ => None,
+        };
         let gc = file.gc()?.0;
         let config = berth_registry::Config {
             trash_retention: file.trash_retention()?,
@@ -143,8 +158,9 @@ impl Admin {
         Ok(Admin::Local {
             reg: Box::new(reg),
             who,
-            gc,
+            gc: Box::new(gc),
             retention: Box::new(retention),
+            notify,
             _lock: lock,
             _replicas: replicas,
         })
@@ -249,8 +265,12 @@ impl Admin {
                 q.extend([("force", force.to_string()), ("dry_run", dry_run.to_string())]);
                 self.one("DELETE", &format!("/api/repositories/{name}{}", query(&q)))
             }
-            Admin::Local { reg, who, .. } => {
-                Ok(ops::delete(reg, &DeleteRequest { target, force, who: who.clone() }, dry_run)?)
+            Admin::Local { reg, who, notify, .. } => {
+                let r = ops::delete(reg, &DeleteRequest { target, force, who: who.clone() }, dry_run)?;
+                if let Some(n) = notify.as_ref().filter(|_| !dry_run) {
+                    n.record_blocking(berth_server::notify::deleted(&r.entry));
+                }
+                Ok(r)
             }
         }
     }
@@ -269,7 +289,15 @@ impl Admin {
                 Some(id) => self.one("DELETE", &format!("/api/trash/{id}")),
                 None => self.one("DELETE", "/api/trash"),
             },
-            Admin::Local { reg, who, .. } => Ok(ops::purge(reg, id, who.as_deref())?),
+            Admin::Local { reg, who, notify, .. } => {
+                let r = ops::purge(reg, id, who.as_deref())?;
+                if let Some(n) = notify {
+                    n.record_blocking(
+                        r.purged.iter().map(|e| berth_server::notify::trash_event("purge", e, false)).collect(),
+                    );
+                }
+                Ok(r)
+            }
         }
     }
 
@@ -292,8 +320,8 @@ impl Admin {
                 q.extend(untagged.map(|u| ("untagged", u.to_owned())));
                 self.one("POST", &format!("/api/gc{}", query(&q)))
             }
-            Admin::Local { reg, gc, who, .. } => {
-                let mut opts = gc.clone();
+            Admin::Local { reg, gc, who, notify, .. } => {
+                let mut opts = gc.as_ref().clone();
                 opts.dry_run = dry_run;
                 opts.listing = list_storage;
                 opts.who = who.clone();
@@ -303,7 +331,11 @@ impl Admin {
                 if let Some(u) = untagged {
                     opts.untagged = u.parse().map_err(anyhow::Error::msg).context("--untagged")?;
                 }
-                Ok(ops::gc(reg, &opts, progress)?)
+                let r = ops::gc(reg, &opts, progress)?;
+                if let Some(n) = notify {
+                    n.record_blocking(berth_server::notify::gc_event(&r));
+                }
+                Ok(r)
             }
         }
     }
@@ -321,7 +353,7 @@ impl Admin {
     /// The configured GC options (direct mode), for fsck's upload age.
     pub fn gc_defaults(&self) -> berth_registry::GcOptions {
         match self {
-            Admin::Local { gc, .. } => gc.clone(),
+            Admin::Local { gc, .. } => gc.as_ref().clone(),
             Admin::Http(_) => berth_registry::GcOptions::default(),
         }
     }
@@ -335,11 +367,15 @@ impl Admin {
                 q.extend(only.map(|p| ("repository", p.to_string())));
                 self.one("POST", &format!("/api/retention{}", query(&q)))
             }
-            Admin::Local { reg, retention, .. } => {
+            Admin::Local { reg, retention, notify, .. } => {
                 if retention.policies.is_empty() {
                     bail!("no retention policies: give --config with a retention: section");
                 }
-                Ok(ops::retention(reg, retention, only, dry_run || retention.dry_run)?)
+                let r = ops::retention(reg, retention, only, dry_run || retention.dry_run)?;
+                if let Some(n) = notify {
+                    n.record_blocking(berth_server::notify::retained(&r));
+                }
+                Ok(r)
             }
         }
     }
@@ -358,7 +394,13 @@ impl Admin {
                 q.push(("force", force.to_string()));
                 self.one("POST", &format!("{path}{}", query(&q)))
             }
-            Admin::Local { reg, who, .. } => Ok(ops::restore(reg, target, force, who.as_deref())?),
+            Admin::Local { reg, who, notify, .. } => {
+                let r = ops::restore(reg, target, force, who.as_deref())?;
+                if let Some(n) = notify {
+                    n.record_blocking(vec![berth_server::notify::trash_event("restore", &r.restored, false)]);
+                }
+                Ok(r)
+            }
         }
     }
 }

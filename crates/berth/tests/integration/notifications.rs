@@ -286,17 +286,20 @@ fn events_wait_out_a_listener_outage_and_a_restart_and_arrive_once_in_order() {
     wait_until("a failed delivery", || metric(&berth, "berth_notifications_failures_total") > 0);
     assert_eq!(metric(&berth, "berth_notifications_pending"), 10, "3 pushes of 3 events and a tag delete");
     assert!(berth.stop().success());
+    // A command on the stopped root stores its events in the server's outbox.
+    let cfg = root.with_extension("berth-test.yml").display().to_string();
+    crate::harness::cli_ok(&["rm", "a/x:v2", "--yes", "--root", &root.display().to_string(), "--config", &cfg]);
 
     let berth = Berth::start_on(&root, Some(&config));
     let r = Reg::new(&berth.addr, "berth");
-    assert_eq!(metric(&berth, "berth_notifications_pending"), 10, "the outbox survived the restart");
+    assert_eq!(metric(&berth, "berth_notifications_pending"), 11, "the outbox survived the restart");
     r.push_image("b/y", "v2", 4);
     let listener = Listener::start(port);
     wait_until("the outbox to drain", || metric(&berth, "berth_notifications_pending") == 0);
     let events = listener.settle(0);
     let ids: BTreeSet<&str> = events.iter().map(|e| e["id"].as_str().unwrap()).collect();
     assert_eq!(ids.len(), events.len(), "each event exactly once");
-    assert_eq!(events.len(), 13);
+    assert_eq!(events.len(), 14);
     // In order per repository: pushes (blob, blob, manifest) in push order, the delete last.
     let mut per_repo: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for e in &events {
@@ -308,7 +311,10 @@ fn events_wait_out_a_listener_outage_and_a_restart_and_arrive_once_in_order() {
         per_repo.entry(t["repository"].as_str().unwrap().to_owned()).or_default().push(what);
     }
     let blobs_then = |tag: &str| vec!["push blob".to_owned(), "push blob".into(), format!("push {tag}")];
-    assert_eq!(per_repo["a/x"], [blobs_then("v1"), blobs_then("v2"), vec!["delete v1".to_owned()]].concat());
+    assert_eq!(
+        per_repo["a/x"],
+        [blobs_then("v1"), blobs_then("v2"), vec!["delete v1".to_owned(), "delete v2".to_owned()]].concat()
+    );
     assert_eq!(per_repo["b/y"], [blobs_then("v1"), blobs_then("v2")].concat());
     assert_eq!(metric(&berth, "berth_notifications_dropped_total"), 0);
     listener.stop();

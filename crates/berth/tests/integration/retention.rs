@@ -144,4 +144,10 @@ fn retention_keeps_what_its_rules_keep_dry_run_matches_the_run_gc_frees_it_and_r
     let again = cli_ok(&["retention", "--dry-run", "--json", "--url", &url, "pat/**"]).json();
     assert_eq!(fates(&again, "pat/app"), fates(&run, "pat/app"));
     assert_eq!(tags(&r, "other/app"), ["old"]);
+
+    // A server without policies says so rather than report an empty run.
+    let plain = Berth::start();
+    let resp = Reg::new(&plain.addr, "plain").req("POST", "/api/retention", &[], b"");
+    assert_eq!(resp.status, 405, "{}", String::from_utf8_lossy(&resp.body));
+    assert!(String::from_utf8_lossy(&resp.body).contains("no retention policies"));
 }

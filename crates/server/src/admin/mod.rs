@@ -203,6 +203,13 @@ async fn handle(st: AppState, method: Method, ep: Endpoint, q: Q, caller: Caller
         }
         (Endpoint::Retention, Method::POST) => {
             st.check_deletes_enabled()?;
+            if st.retention.policies.is_empty() {
+                // An empty report would read as "nothing to remove".
+                return Err(berth_registry::RegistryError::Unsupported {
+                    what: "no retention policies are configured on this server (retention.policies)".into(),
+                }
+                .into());
+            }
             let only = q.get("repository").map(|p| p.parse::<berth_oci::RepoPattern>()).transpose()?;
             // The configured dry run cannot be overridden by a request: a registry set to
             // report only deletes nothing.

@@ -110,12 +110,33 @@ impl Notifier {
         owner: &str,
         source_addr: &str,
     ) -> Result<Arc<Notifier>, String> {
+        Notifier::open(store, settings, owner, source_addr, true)
+    }
+
+    /// Like [`Notifier::start`] without delivery: a command on a stopped root stores its events
+    /// in the server's outbox, and the server delivers them when it starts.
+    pub fn offline(
+        store: Arc<dyn Backend>,
+        settings: &Settings,
+        owner: &str,
+        source_addr: &str,
+    ) -> Result<Arc<Notifier>, String> {
+        Notifier::open(store, settings, owner, source_addr, false)
+    }
+
+    fn open(
+        store: Arc<dyn Backend>,
+        settings: &Settings,
+        owner: &str,
+        source_addr: &str,
+        deliver: bool,
+    ) -> Result<Arc<Notifier>, String> {
         let keys: Vec<String> = settings.endpoints.iter().map(|e| e.key.clone()).collect();
         let outbox = Arc::new(
             Outbox::open(store, &key_safe(owner), &keys, settings.max_events)
                 .map_err(|e| format!("opening the notification outbox: {e}"))?,
         );
-        for k in &keys {
+        for k in keys.iter().filter(|_| deliver) {
             let pending = outbox.pending(k);
             if pending > 0 {
                 tracing::info!(endpoint = %k, events = pending, "notifications from before the restart wait for delivery");
@@ -127,7 +148,7 @@ impl Notifier {
             .name("notify-outbox".into())
             .spawn(move || write_batches(&writer, rx))
             .map_err(|e| e.to_string())?;
-        for e in &settings.endpoints {
+        for e in settings.endpoints.iter().filter(|_| deliver) {
             deliver::start(outbox.clone(), e.clone()).map_err(|e| e.to_string())?;
         }
         Ok(Arc::new(Notifier {
