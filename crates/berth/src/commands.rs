@@ -332,12 +332,26 @@ pub fn retention(a: RetentionArgs) -> anyhow::Result<()> {
     let only = a.repository.as_deref().map(|p| p.parse::<berth_oci::RepoPattern>()).transpose()?;
     let admin = Admin::open(&a.r#where, if a.dry_run { Access::Read } else { Access::Write })?;
     let r = admin.retention(only.as_ref(), a.dry_run)?;
+    let failed = r.repositories.iter().filter(|r| r.error.is_some()).count();
     if a.json {
-        return print_json(&r);
+        print_json(&r)?;
+    } else {
+        print_retention(&r);
     }
+    if failed > 0 {
+        bail!("retention failed in {failed} repositories; the others went through");
+    }
+    Ok(())
+}
+
+fn print_retention(r: &wire::RetentionResult) {
     let verb = if r.dry_run { "would go" } else { "went" };
     let (mut tags, mut manifests) = (0, 0);
     for repo in &r.repositories {
+        if let Some(e) = &repo.error {
+            println!("{} (policy {}): failed: {e}", repo.repository, repo.policy);
+            continue;
+        }
         let dropped = repo.tags.iter().filter(|t| !t.kept).count();
         tags += dropped;
         manifests += repo.manifests.len();
@@ -364,7 +378,6 @@ pub fn retention(a: RetentionArgs) -> anyhow::Result<()> {
         r.repositories.len(),
         size(r.bytes_freed)
     );
-    Ok(())
 }
 
 /// `berth fsck`

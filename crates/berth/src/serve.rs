@@ -174,7 +174,7 @@ pub fn run(settings: Settings) -> anyhow::Result<()> {
                     .map_err(anyhow::Error::msg)
                     .context("starting notifications")?;
                 for e in &n.endpoints {
-                    tracing::info!(endpoint = %e.name, url = %e.url, timeout = ?e.timeout, threshold = e.threshold, backoff = ?e.backoff, "notifications go to this endpoint");
+                    tracing::info!(endpoint = %e.name, url = %berth_server::notify::redacted(&e.url), timeout = ?e.timeout, threshold = e.threshold, backoff = ?e.backoff, "notifications go to this endpoint");
                 }
                 Some(notifier)
             }
@@ -363,6 +363,10 @@ async fn scheduled_retention(
         match tokio::task::spawn_blocking(run).await {
             Ok(Ok(repos)) => {
                 for r in repos {
+                    // The registry logged a repository's failure; the others went on.
+                    if r.error.is_some() {
+                        continue;
+                    }
                     let dropped: Vec<String> =
                         r.tags.iter().filter(|(_, f)| !f.kept()).map(|(t, _)| t.to_string()).collect();
                     if dropped.is_empty() && r.manifests.is_empty() {

@@ -34,10 +34,11 @@ pub enum DeleteTarget {
     Repository(RepoName),
     /// Several tags and untagged manifests of one repository, in one trash entry (a retention
     /// run: one restore undoes it), as the caller last saw them: each tag only, and only if it
-    /// still points at the digest given; each manifest only if it is still there, still
-    /// untagged and (unless forced) no platform image of a tagged index. What changed since
-    /// the caller looked is left alone, decided under the repository's lock.
-    Tags(RepoName, Vec<(Tag, Digest)>, Vec<Digest>),
+    /// still points where it did and was not pushed since; each manifest only if its revision
+    /// link was not written since, it is still untagged and (unless forced) no platform image
+    /// of a tagged index. What changed since the caller looked is left alone, decided under
+    /// the repository's lock.
+    Tags(RepoName, Vec<SeenTag>, Vec<SeenManifest>),
 }
 
 impl DeleteTarget {
@@ -51,6 +52,26 @@ impl DeleteTarget {
             | DeleteTarget::Tags(n, _, _) => n,
         }
     }
+}
+
+/// A tag as a caller saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenTag {
+    /// The tag.
+    pub tag: Tag,
+    /// Where it pointed.
+    pub digest: Digest,
+    /// When it was pushed (as `Registry::push_times` says).
+    pub pushed: SystemTime,
+}
+
+/// An untagged manifest as a caller saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenManifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// When its revision link was written (a push, or the loss of its last tag).
+    pub written: SystemTime,
 }
 
 /// A delete to carry out.
@@ -105,15 +126,19 @@ impl Registry {
             }
             DeleteTarget::Tags(_, ts, ms) => {
                 let now: BTreeMap<Tag, Digest> = self.tag_links(&name)?.into_iter().collect();
-                for (t, seen) in ts {
-                    if now.get(t) == Some(seen) {
-                        tags.insert(t.clone(), seen.clone());
+                let pushed = self.push_times(&name)?;
+                for s in ts {
+                    if now.get(&s.tag) == Some(&s.digest) && pushed.get(&s.tag) == Some(&s.pushed) {
+                        tags.insert(s.tag.clone(), s.digest.clone());
                     }
                 }
-                for d in ms {
+                let digests: Vec<Digest> = ms.iter().map(|m| m.digest.clone()).collect();
+                let written = self.revision_times(&name, &digests)?;
+                for m in ms {
+                    let d = &m.digest;
                     let untagged = !now.values().any(|td| td == d);
                     let safe = req.force || self.refuse_if_child_of_tagged_index(&name, d).is_ok();
-                    if untagged && safe && self.revision_exists(&name, d)? {
+                    if untagged && safe && written.get(d) == Some(&m.written) {
                         manifests.push(d.clone());
                     }
                 }
@@ -175,6 +200,10 @@ impl Registry {
     pub fn delete(&self, req: &DeleteRequest) -> Result<Deleted> {
         let _guard = self.repo_lock(req.target.repository())?;
         let entry = self.delete_plan(req)?;
+        // Several names, all changed since the caller looked: nothing to do, nothing to record.
+        if entry.kind == DeleteKind::Tags && entry.tags.is_empty() && entry.manifests.is_empty() {
+            return Ok(Deleted { entry, trashed: false });
+        }
         let trashed = self.trash_record(&entry, req.force)?;
         self.announcing(&entry.repository, || {
             let unlinked = self.unlink(&entry);

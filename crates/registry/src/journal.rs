@@ -152,6 +152,13 @@ fn kind_of(s: &str) -> Result<DeleteKind, String> {
     })
 }
 
+/// `t` in RFC 3339 with nanoseconds, clamped to what the format holds (1970 to 9999): a file
+/// time outside it (a clock set wrong) must not stop a delete.
+pub(crate) fn nanos_str(t: SystemTime) -> String {
+    let max = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(253_402_300_799);
+    humantime::format_rfc3339_nanos(t.clamp(SystemTime::UNIX_EPOCH, max)).to_string()
+}
+
 fn time_str(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -169,11 +176,7 @@ pub fn encode_entry(e: &TrashEntry) -> Vec<u8> {
         manifests: e.manifests.iter().map(ToString::to_string).collect(),
         layers: e.layers.iter().map(ToString::to_string).collect(),
         bytes_freed: e.bytes_freed,
-        pushed: e
-            .pushed
-            .iter()
-            .map(|(t, at)| (t.to_string(), humantime::format_rfc3339_nanos(*at).to_string()))
-            .collect(),
+        pushed: e.pushed.iter().map(|(t, at)| (t.to_string(), nanos_str(*at))).collect(),
     };
     let mut out = serde_json::to_vec_pretty(&v).expect("plain data serialises");
     out.push(b'\n');

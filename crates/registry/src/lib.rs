@@ -61,7 +61,7 @@ pub use berth_storage::{Backend, ObjectReader, StorageError};
 pub use blobs::BlobReader;
 pub use config::{Config, UntaggedPolicy, parse_duration};
 pub use coord::{Coordination, Held, Local, Release};
-pub use delete::{DeleteRequest, DeleteTarget, Deleted};
+pub use delete::{DeleteRequest, DeleteTarget, Deleted, SeenManifest, SeenTag};
 pub use error::{RegistryError, Result};
 pub use fsck::{Finding, FsckOptions, FsckReport};
 pub use gc::{GcOptions, GcProgress, GcReport, GcRun};

@@ -314,7 +314,7 @@ impl Registry {
                 all.insert(tag.clone(), RestoredPush { pushed: *pushed, link: meta.modified });
             }
         }
-        let nanos = |t: SystemTime| humantime::format_rfc3339_nanos(t).to_string();
+        let nanos = crate::journal::nanos_str;
         let raw: BTreeMap<String, (String, String)> =
             all.iter().map(|(t, r)| (t.to_string(), (nanos(r.pushed), nanos(r.link)))).collect();
         let key = layout::restored_push_times(name);

@@ -90,17 +90,31 @@ impl Outbox {
                 None => tracing::warn!(key = %segments_dir.as_str(), name, "not an outbox segment; left alone"),
             }
         }
-        let next_seq = segments.keys().next_back().map_or(0, |s| s + 1);
-        let first = segments.keys().next().copied().unwrap_or(next_seq);
-        let mut cursors = BTreeMap::new();
-        for e in endpoints {
-            let stored = match store.get(&layout::notification_cursor(owner, e)?) {
+        // Every cursor stored, of endpoints configured or not: numbers they passed are never
+        // used again, even when every segment was taken and removed (else new events would get
+        // numbers behind the cursors and never be sent).
+        let mut stored = BTreeMap::new();
+        for file in store.list_all(&layout::notification_cursors(owner)?)? {
+            let Some(e) = file.strip_suffix(".json") else { continue };
+            let c = match store.get(&layout::notification_cursor(owner, e)?) {
                 Ok(bytes) => serde_json::from_slice::<Cursor>(&bytes).ok(),
                 Err(StorageError::NotFound { .. }) => None,
                 Err(err) => return Err(err),
             };
+            if let Some(c) = c {
+                stored.insert(e.to_owned(), c);
+            }
+        }
+        let passed = stored.values().map(|c| if c.index > 0 { c.segment + 1 } else { c.segment }).max().unwrap_or(0);
+        let next_seq = segments.keys().next_back().map_or(0, |s| s + 1).max(passed);
+        let first = segments.keys().next().copied().unwrap_or(next_seq);
+        let mut cursors = BTreeMap::new();
+        for e in endpoints {
             // A new endpoint starts with what is held; one whose events were dropped, after them.
-            let c = stored.filter(|c| c.segment >= first).unwrap_or(Cursor { segment: first, index: 0 });
+            let c = match stored.get(e) {
+                Some(c) if c.segment >= first => *c,
+                _ => Cursor { segment: first, index: 0 },
+            };
             cursors.insert(e.clone(), c);
         }
         let counters = endpoints.iter().map(|e| (e.clone(), Counters::default())).collect();
@@ -108,7 +122,12 @@ impl Outbox {
             store,
             owner: owner.to_owned(),
             max_events,
-            state: Mutex::new(State { segments, next_seq, stored: cursors.clone(), cursors }),
+            state: Mutex::new(State {
+                segments,
+                next_seq,
+                stored: stored.into_iter().filter(|(e, _)| endpoints.contains(e)).collect(),
+                cursors,
+            }),
             grown: Condvar::new(),
             counters,
         };
@@ -177,24 +196,29 @@ impl Outbox {
                 tracing::error!(error = %e, "could not drop an outbox segment past the bound");
                 return;
             }
-            let mut s = self.lock();
-            s.segments.remove(&seq);
-            for (endpoint, c) in s.cursors.iter_mut() {
-                if c.segment > seq {
-                    continue;
-                }
-                let lost = count.saturating_sub(c.index) as u64;
-                *c = Cursor { segment: seq + 1, index: 0 };
-                if let Some(k) = self.counters.get(endpoint) {
-                    k.dropped.fetch_add(lost, Ordering::Relaxed);
-                }
-                tracing::warn!(
-                    endpoint = %endpoint,
-                    events = lost,
-                    bound = self.max_events,
-                    "notification outbox full: dropped the oldest events this endpoint had not taken"
-                );
+            self.lose_segment(
+                seq,
+                count,
+                "notification outbox full: dropped the oldest events this endpoint had not taken",
+            );
+        }
+    }
+
+    /// Forgets segment `seq` (gone from the store), moving every cursor in it past it and
+    /// counting, for each endpoint, what it had not taken.
+    fn lose_segment(&self, seq: u64, count: u32, why: &str) {
+        let mut s = self.lock();
+        s.segments.remove(&seq);
+        for (endpoint, c) in s.cursors.iter_mut() {
+            if c.segment > seq {
+                continue;
             }
+            let lost = count.saturating_sub(c.index) as u64;
+            *c = Cursor { segment: seq + 1, index: 0 };
+            if let Some(k) = self.counters.get(endpoint) {
+                k.dropped.fetch_add(lost, Ordering::Relaxed);
+            }
+            tracing::warn!(endpoint = %endpoint, events = lost, segment = seq, bound = self.max_events, "{why}");
         }
     }
 
@@ -223,8 +247,18 @@ impl Outbox {
         let bytes =
             match self.store.get(&layout::notification_segment(&self.owner, &segment_name(cursor.segment, count))?) {
                 Ok(b) => b,
-                // Dropped past the bound meanwhile: the cursor has moved on.
-                Err(StorageError::NotFound { .. }) => return Ok(Some((cursor, Vec::new()))),
+                Err(StorageError::NotFound { .. }) => {
+                    // Dropped past the bound meanwhile (the cursor has moved on), or removed
+                    // behind Berth's back: either way it cannot be sent; say so once.
+                    if self.lock().segments.contains_key(&cursor.segment) {
+                        self.lose_segment(
+                            cursor.segment,
+                            count,
+                            "a notification outbox segment is missing from the store; its events are lost",
+                        );
+                    }
+                    return Ok(Some((cursor, Vec::new())));
+                }
                 Err(e) => return Err(e),
             };
         let events = bytes
@@ -349,6 +383,38 @@ mod tests {
         o.store_cursors().unwrap();
         let left = std::fs::read_dir(dir.path().join("berth/notifications/me/segments")).unwrap().count();
         assert_eq!(left, 0, "segments every endpoint took are removed");
+    }
+
+    #[test]
+    fn after_everything_was_taken_a_restart_numbers_new_events_after_the_cursors() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = open(dir.path(), &["a"], 1000);
+        o.append(&[ev(0)]).unwrap();
+        o.append(&[ev(1)]).unwrap();
+        assert_eq!(take_all(&o, "a"), ["0", "1"]);
+        o.store_cursors().unwrap();
+        drop(o);
+        // Every segment is gone; a command on the stopped root, then the server, add events.
+        let o = open(dir.path(), &["a"], 1000);
+        o.append(&[ev(2)]).unwrap();
+        drop(o);
+        let o = open(dir.path(), &["a"], 1000);
+        assert_eq!(o.pending("a"), 1);
+        o.append(&[ev(3)]).unwrap();
+        assert_eq!(take_all(&o, "a"), ["2", "3"]);
+    }
+
+    #[test]
+    fn a_segment_removed_behind_its_back_is_counted_and_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let o = open(dir.path(), &["a"], 1000);
+        o.append(&[ev(0)]).unwrap();
+        o.append(&[ev(1)]).unwrap();
+        let segs = dir.path().join("berth/notifications/me/segments");
+        let first = std::fs::read_dir(&segs).unwrap().map(|e| e.unwrap().path()).min().unwrap();
+        std::fs::remove_file(first).unwrap();
+        assert_eq!(take_all(&o, "a"), ["1"]);
+        assert_eq!(o.counters("a").unwrap().dropped.load(Ordering::Relaxed), 1);
     }
 
     #[test]

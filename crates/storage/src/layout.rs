@@ -231,6 +231,11 @@ pub fn notification_segment(owner: &str, name: &str) -> Result<Key, crate::Stora
     Key::new(format!("berth/notifications/{owner}/segments/{name}"))
 }
 
+/// `berth/notifications/<owner>/cursors`: one file per endpoint.
+pub fn notification_cursors(owner: &str) -> Result<Key, crate::StorageError> {
+    Key::new(format!("berth/notifications/{owner}/cursors"))
+}
+
 /// `berth/notifications/<owner>/cursors/<endpoint>.json`: the next event an endpoint takes.
 pub fn notification_cursor(owner: &str, endpoint: &str) -> Result<Key, crate::StorageError> {
     Key::new(format!("berth/notifications/{owner}/cursors/{endpoint}.json"))

@@ -448,9 +448,18 @@ fn retention_drops_old_untagged_manifests_and_orphan_referrers_but_never_what_st
         r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","artifactType":"application/x.sig","config":{{"mediaType":"application/vnd.oci.empty.v1+json","digest":"{empty}","size":2}},"layers":[{{"mediaType":"application/x.sig","digest":"{sig}","size":9}}],"subject":{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{signed}","size":1}}}}"#
     );
     let sig_m = Digest::sha256_of(referrer.as_bytes());
-    f.reg.manifest_put(&name(repo), &Reference::Digest(sig_m.clone()), None, Bytes::from(referrer)).unwrap();
+    f.reg.manifest_put(&name(repo), &Reference::Digest(sig_m.clone()), None, Bytes::from(referrer.clone())).unwrap();
+    // A signature of a platform image the tagged index keeps: it stays with its subject.
+    let on_amd = referrer.replace(&signed.to_string(), &amd.to_string());
+    let amd_sig = Digest::sha256_of(on_amd.as_bytes());
+    f.reg.manifest_put(&name(repo), &Reference::Digest(amd_sig.clone()), None, Bytes::from(on_amd)).unwrap();
+    // And a young one on `signed`, which stays even once `signed` is gone: a referrer may be
+    // pushed before its subject.
+    let young_sig_body = referrer.replace("application/x.sig\",\"config", "application/x.sig2\",\"config");
+    let young_sig = Digest::sha256_of(young_sig_body.as_bytes());
+    f.reg.manifest_put(&name(repo), &Reference::Digest(young_sig.clone()), None, Bytes::from(young_sig_body)).unwrap();
     delete_tags_for_good(&f.reg, repo, &["amd", "arm", "tmp", "young"]);
-    for d in [&amd, &arm, &orphan, &sig_m] {
+    for d in [&amd, &arm, &orphan, &sig_m, &amd_sig] {
         age(&f, &layout::revision_link(&name(repo), d), Duration::from_secs(7200));
     }
     let mut policy = crate::RetentionPolicy {
@@ -491,23 +500,48 @@ fn retention_drops_old_untagged_manifests_and_orphan_referrers_but_never_what_st
     assert!(going(&policy).is_empty());
 }
 
+/// How a retention run would name `repo:t` now.
+fn seen_tag(reg: &crate::Registry, repo: &str, t: &str) -> crate::SeenTag {
+    let tag: berth_oci::Tag = t.parse().unwrap();
+    let digest = reg.tag_links(&name(repo)).unwrap().into_iter().find(|(x, _)| x == &tag).unwrap().1;
+    let pushed = reg.tag_pushed(&name(repo), &tag).unwrap().unwrap();
+    crate::SeenTag { tag, digest, pushed }
+}
+
 #[test]
 fn a_retention_delete_leaves_what_changed_since_the_run_looked() {
     let f = fixture();
-    let (old, _) = push_image(&f.reg, "race/app", "t", b"old");
-    let (u, _) = push_image(&f.reg, "race/app", "u", b"u");
-    // Meanwhile: t is re-pushed to another image, and the "untagged" manifest gets a tag.
-    push_image(&f.reg, "race/app", "t", b"new");
-    let (tagged, _) = push_image(&f.reg, "race/app", "tmp", b"was untagged");
-    let target = crate::DeleteTarget::Tags(
-        name("race/app"),
-        vec![("t".parse().unwrap(), old), ("u".parse().unwrap(), u)],
-        vec![tagged.clone()],
-    );
+    let repo = "race/app";
+    push_image(&f.reg, repo, "t", b"old");
+    push_image(&f.reg, repo, "u", b"u");
+    push_image(&f.reg, repo, "same", b"same");
+    let (untagged, _) = push_image(&f.reg, repo, "tmp", b"untagged");
+    delete_tags_for_good(&f.reg, repo, &["tmp"]);
+    let (stale, _) = push_image(&f.reg, repo, "tmp2", b"stale");
+    delete_tags_for_good(&f.reg, repo, &["tmp2"]);
+    let seen = [seen_tag(&f.reg, repo, "t"), seen_tag(&f.reg, repo, "u"), seen_tag(&f.reg, repo, "same")];
+    let written = f.reg.revision_times(&name(repo), &[untagged.clone(), stale.clone()]).unwrap();
+    let manifests: Vec<crate::SeenManifest> = [&untagged, &stale]
+        .into_iter()
+        .map(|d| crate::SeenManifest { digest: d.clone(), written: written[d] })
+        .collect();
+    // Meanwhile: t is re-pushed to another image, `same` to the same one (it is new again),
+    // the untagged manifest gets a tag, and the other is pushed again by digest.
+    std::thread::sleep(Duration::from_millis(20));
+    push_image(&f.reg, repo, "t", b"new");
+    push_image(&f.reg, repo, "same", b"same");
+    push_image(&f.reg, repo, "again", b"untagged");
+    let bytes = f.reg.manifest_get(&name(repo), &Reference::Digest(stale.clone())).unwrap().bytes.clone();
+    f.reg.manifest_put(&name(repo), &Reference::Digest(stale.clone()), None, bytes).unwrap();
+    let target = crate::DeleteTarget::Tags(name(repo), seen.to_vec(), manifests);
     let done = f.reg.delete(&crate::DeleteRequest { target, force: false, who: None }).unwrap();
     assert_eq!(done.entry.tags.keys().map(|t| t.to_string()).collect::<Vec<_>>(), ["u"]);
-    assert!(done.entry.manifests.is_empty(), "tmp tags it now");
-    assert!(whole(&f.reg, "race/app", "t") && whole(&f.reg, "race/app", "tmp"));
+    assert!(done.entry.manifests.is_empty(), "one is tagged now, the other was pushed again");
+    assert!(whole(&f.reg, repo, "t") && whole(&f.reg, repo, "same") && whole(&f.reg, repo, "again"));
+    // Nothing changed: nothing is done and nothing recorded.
+    let target = crate::DeleteTarget::Tags(name(repo), vec![seen[0].clone()], vec![]);
+    let done = f.reg.delete(&crate::DeleteRequest { target, force: false, who: None }).unwrap();
+    assert!(!done.trashed && f.reg.trash_get(&done.entry.id).is_err(), "no empty trash entry");
 }
 
 #[test]
@@ -523,14 +557,7 @@ fn a_restored_tag_keeps_its_push_time_until_pushed_again() {
     let reg = super::open(f.dir.path());
     let pushed = |r: &crate::Registry, t: &str| r.tag_pushed(&name("times/app"), &tn(t)).unwrap().unwrap();
     let before = pushed(&reg, "old");
-    let target = crate::DeleteTarget::Tags(
-        name("times/app"),
-        vec![(
-            tn("old"),
-            reg.tag_links(&name("times/app")).unwrap().into_iter().find(|(t, _)| t.as_str() == "old").unwrap().1,
-        )],
-        vec![],
-    );
+    let target = crate::DeleteTarget::Tags(name("times/app"), vec![seen_tag(&reg, "times/app", "old")], vec![]);
     let done = reg.delete(&crate::DeleteRequest { target, force: false, who: None }).unwrap();
     reg.restore(&RestoreTarget::Id(done.entry.id), false, None).unwrap();
     assert_eq!(pushed(&reg, "old"), before, "restored, old is still the older tag");

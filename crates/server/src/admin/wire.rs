@@ -368,6 +368,9 @@ pub struct RetentionRepo {
     /// The trash entry holding what went: restore it to undo the run here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trash_id: Option<String>,
+    /// Why the run failed here (the others went on).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 /// A tag's fate in a retention run.
@@ -416,6 +419,7 @@ impl RetentionResult {
                     .collect(),
                 bytes_freed: r.bytes_freed,
                 trash_id: r.trash_id.as_ref().map(|i| i.to_string()),
+                error: r.error.clone(),
             })
             .collect();
         let bytes_freed = repositories.iter().map(|r| r.bytes_freed).sum();
@@ -619,6 +623,7 @@ mod tests {
             manifests: vec![RetentionManifest { digest: D.into(), reason: "untagged for more than 1day".into() }],
             bytes_freed: 12,
             trash_id: Some("20261123T150102Z-0a1b2c3d".into()),
+            error: None,
         };
         round_trip(repo.clone(), "trash_id");
         round_trip(RetentionResult { dry_run: false, repositories: vec![repo], bytes_freed: 12 }, "repositories");

@@ -26,9 +26,7 @@ pub fn start(outbox: Arc<Outbox>, endpoint: Endpoint) -> std::io::Result<()> {
 
 /// Whether the endpoint wants `e` (`ignoredmediatypes`, `ignore.mediatypes`, `ignore.actions`).
 pub(crate) fn wanted(endpoint: &Endpoint, e: &Event) -> bool {
-    let media = e.target.media_type.as_deref().unwrap_or("");
-    let ignored_media = !media.is_empty() && endpoint.ignored_media_types.iter().any(|m| m == media);
-    !ignored_media && !endpoint.ignored_actions.iter().any(|a| a == &e.action)
+    endpoint.wants(&e.action, e.target.media_type.as_deref())
 }
 
 fn run(outbox: &Outbox, endpoint: &Endpoint) {
@@ -76,7 +74,7 @@ fn run(outbox: &Outbox, endpoint: &Endpoint) {
                             counters.failures.fetch_add(1, Ordering::Relaxed);
                             let wait = if failures >= endpoint.threshold { endpoint.backoff } else { QUICK_RETRY };
                             if failures == endpoint.threshold || failures.is_multiple_of(100) {
-                                tracing::warn!(endpoint = %endpoint.name, url = %endpoint.url, failures, error = %why, "notification endpoint failing; retrying every {wait:?}, events wait in the outbox");
+                                tracing::warn!(endpoint = %endpoint.name, url = %super::redacted(&endpoint.url), failures, error = %why, "notification endpoint failing; retrying every {wait:?}, events wait in the outbox");
                             }
                             std::thread::sleep(wait);
                         }
@@ -151,5 +149,14 @@ mod tests {
         assert!(!wanted(&endpoint, &event("push", Some("application/octet-stream"))));
         assert!(!wanted(&endpoint, &event("pull", Some("application/vnd.oci.image.manifest.v1+json"))));
         assert!(wanted(&endpoint, &event("delete", None)), "a delete has no media type and is sent");
+    }
+
+    #[test]
+    fn logged_urls_lose_what_may_be_a_credential() {
+        assert_eq!(
+            super::super::redacted("https://u:p@hook.example.com:8443/x/y?token=s#f"),
+            "https://hook.example.com:8443/x/y"
+        );
+        assert_eq!(super::super::redacted("http://h"), "http://h");
     }
 }

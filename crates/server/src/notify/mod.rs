@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::HeaderMap;
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use berth_registry::{Backend, Outbox};
 use serde_json::json;
 
@@ -50,6 +50,16 @@ pub struct Endpoint {
     pub ignored_media_types: Vec<String>,
     /// `ignore.actions`
     pub ignored_actions: Vec<String>,
+}
+
+impl Endpoint {
+    /// Whether it takes an event of `action` on a target of `media_type` (`ignore.actions`,
+    /// `ignoredmediatypes`, `ignore.mediatypes`).
+    pub fn wants(&self, action: &str, media_type: Option<&str>) -> bool {
+        let ignored_media =
+            media_type.is_some_and(|m| !m.is_empty() && self.ignored_media_types.iter().any(|i| i == m));
+        !ignored_media && !self.ignored_actions.iter().any(|a| a == action)
+    }
 }
 
 /// `notifications:` as the server runs it.
@@ -90,8 +100,20 @@ pub struct Notifier {
 
 impl std::fmt::Debug for Notifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Notifier").field("source", &self.source).field("endpoints", &self.endpoints).finish()
+        // Names only: URLs and headers may hold credentials.
+        let names: Vec<&str> = self.endpoints.iter().map(|e| e.name.as_str()).collect();
+        f.debug_struct("Notifier").field("source", &self.source).field("endpoints", &names).finish()
     }
+}
+
+/// `url` without what may be a credential (user info, query), for logs.
+pub fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+    let host = host.rsplit_once('@').map_or(host, |(_, h)| h);
+    let path = if path.is_empty() { String::new() } else { format!("/{path}") };
+    format!("{scheme}://{host}{path}")
 }
 
 /// A storage key segment from any text: what is not `[A-Za-z0-9._-]` becomes `_`.
@@ -161,6 +183,12 @@ impl Notifier {
         }))
     }
 
+    /// Whether any endpoint takes events like `h` (else it is not stored at all: an endpoint
+    /// that ignores pulls costs pulls nothing).
+    pub fn wanted(&self, h: &Happened) -> bool {
+        self.endpoints.iter().any(|e| e.wants(h.action, h.target.media_type.as_deref()))
+    }
+
     /// Whether manifest events list their references.
     pub fn include_references(&self) -> bool {
         self.include_references
@@ -201,8 +229,11 @@ impl Notifier {
 
     /// [`Notifier::record`] from a blocking thread, for runs no request caused.
     pub fn record_blocking(&self, happened: Vec<Happened>) {
-        let events: Vec<Event> =
-            happened.into_iter().map(|h| self.event(h, &RequestRecord::default(), None, "")).collect();
+        let events: Vec<Event> = happened
+            .into_iter()
+            .filter(|h| self.wanted(h))
+            .map(|h| self.event(h, &RequestRecord::default(), None, ""))
+            .collect();
         if events.is_empty() {
             return;
         }
@@ -316,17 +347,32 @@ fn base_url(h: &HeaderMap, tls: bool) -> String {
 }
 
 /// Around every route: what the handler noted becomes events, stored before the answer goes.
+/// The request runs in a task of its own, so a client that hangs up mid-request cannot cancel
+/// the recording of a change that happens anyway.
 pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let Some(notifier) = st.notify.clone() else { return next.run(req).await };
     let record = request_record(&req);
     let base = base_url(req.headers(), st.tls);
     let user = req.extensions().get::<crate::auth::Caller>().and_then(|c| c.user.clone());
-    let mut resp = next.run(req).await;
-    if let Some(Notes(notes)) = resp.extensions_mut().remove::<Notes>() {
-        let events = notes.into_iter().map(|h| notifier.event(h, &record, user.as_deref(), &base)).collect();
-        notifier.record(events).await;
+    let task = tokio::spawn(async move {
+        let mut resp = next.run(req).await;
+        if let Some(Notes(notes)) = resp.extensions_mut().remove::<Notes>() {
+            let events = notes
+                .into_iter()
+                .filter(|h| notifier.wanted(h))
+                .map(|h| notifier.event(h, &record, user.as_deref(), &base))
+                .collect();
+            notifier.record(events).await;
+        }
+        resp
+    });
+    match task.await {
+        Ok(resp) => resp,
+        Err(e) => {
+            tracing::error!(error = %e, "a request failed");
+            crate::error::ApiError::Internal("the request failed").into_response()
+        }
     }
-    resp
 }
 
 // What happened, in Distribution's terms, for each kind of change.

@@ -163,7 +163,7 @@ fn describe(step: &Step) -> Markup {
                 (html::count(e.tags.len(), "tag", "tags")) ", " (html::count(e.manifests.len(), "image", "images"))
             }
             DeleteTarget::Blob(_, d) => { "Layer link " (html::short_digest(d)) }
-            DeleteTarget::Tags(_, ts, _) => { "Tags " strong { (ts.iter().map(|(t, _)| t.as_str()).collect::<Vec<_>>().join(", ")) } }
+            DeleteTarget::Tags(_, ts, _) => { "Tags " strong { (ts.iter().map(|s| s.tag.as_str()).collect::<Vec<_>>().join(", ")) } }
         }
         ". Frees " strong.freed { (html::size(e.bytes_freed)) } "."
     }

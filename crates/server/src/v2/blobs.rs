@@ -140,10 +140,16 @@ pub async fn get(
             if st.notify.is_none() {
                 return Ok(resp);
             }
-            // The event carries the size, which the redirect did not need.
+            // The event carries the size, which the redirect did not need; failing to read it
+            // must not fail a redirect that is fine.
             let (reg, n, d) = (st.registry.clone(), name.clone(), digest.clone());
-            let size = blocking(move || reg.blob_stat(&n, &d)).await??;
-            return Ok(pulled(&st, resp, &name, &digest, size));
+            return Ok(match blocking(move || reg.blob_stat(&n, &d)).await {
+                Ok(Ok(size)) => pulled(&st, resp, &name, &digest, size),
+                _ => {
+                    tracing::warn!(repository = %name, %digest, "no pull event: the blob's size could not be read");
+                    resp
+                }
+            });
         }
     }
     let reg = st.registry.clone();

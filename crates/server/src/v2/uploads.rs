@@ -54,9 +54,17 @@ pub async fn start(st: AppState, name: RepoName, q: Q, body: Body) -> Result<Res
                 if st.notify.is_none() {
                     return Ok(resp);
                 }
+                // The mount is done: failing to read the size for its event must not fail it.
                 let (reg, n, d) = (st.registry.clone(), name.clone(), digest.clone());
-                let size = blocking(move || reg.blob_stat(&n, &d)).await??;
-                return Ok(notify::attach(resp, vec![notify::blob("mount", &name, &digest, size, Some(&from))]));
+                return Ok(match blocking(move || reg.blob_stat(&n, &d)).await {
+                    Ok(Ok(size)) => {
+                        notify::attach(resp, vec![notify::blob("mount", &name, &digest, size, Some(&from))])
+                    }
+                    _ => {
+                        tracing::warn!(repository = %name, %digest, "no mount event: the blob's size could not be read");
+                        resp
+                    }
+                });
             }
         }
     } else if q.contains_key("digest") {
