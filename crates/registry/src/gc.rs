@@ -603,6 +603,13 @@ impl Registry {
             for name in &report.repositories {
                 self.store().prune_empty(&layout::repo_dir(name)).map_err(storage)?;
                 self.store().prune_empty(&layout::referrers_dir(name)).map_err(storage)?;
+                // What Berth knew of its tags (pull times, restored push times) goes with it.
+                for fact in [layout::pull_times(name), layout::restored_push_times(name)] {
+                    self.store().delete(&fact).map_err(storage)?;
+                    if let Some(dir) = fact.parent() {
+                        self.store().prune_empty(&dir).map_err(storage)?;
+                    }
+                }
                 self.prune_repo_parents(name)?;
             }
         }

@@ -76,9 +76,14 @@ fn i2_gc_keeps_every_tagged_image_and_trash_content_and_frees_what_the_delete_pr
     assert!(whole(&f.reg, "gc/drop", "v1"), "restored whole after a GC");
     assert!(whole(&f.reg, "gc/keep", "v1"));
 
+    f.reg.record_pull(&name("gc/drop"), Some(&"v1".parse().unwrap()), &gone);
+    f.reg.flush_pulls().unwrap();
+    let pulls = f.dir.path().join(layout::pull_times(&name("gc/drop")).as_str());
+    assert!(pulls.exists());
     let del = delete_tag(&f.reg, "gc/drop", "v1");
     f.reg.trash_purge(Some(&del.entry.id), None).unwrap();
     let r = gc(&f.reg, &now_opts());
+    assert!(!pulls.exists() && !pulls.parent().unwrap().exists(), "its pull times went with the repository");
     assert_eq!(r.bytes_freed, predicted, "{r:?}");
     assert_eq!(r.manifests, vec![(name("gc/drop"), gone.clone())]);
     assert_eq!(r.repositories, vec![name("gc/drop")]);
