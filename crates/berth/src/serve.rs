@@ -296,6 +296,14 @@ async fn expire_trash(registry: Arc<Registry>, retention: std::time::Duration, n
     }
 }
 
+/// Ticks every `every`, the first time one interval from now; a run that overruns delays the
+/// next rather than bunching them.
+fn schedule(every: std::time::Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
 /// Runs GC every `every`, the first time one interval after start.
 async fn scheduled_gc(
     registry: Arc<Registry>,
@@ -303,8 +311,7 @@ async fn scheduled_gc(
     every: std::time::Duration,
     notify: Option<Arc<Notifier>>,
 ) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = schedule(every);
     loop {
         tick.tick().await;
         let reg = registry.clone();
@@ -348,8 +355,7 @@ async fn scheduled_retention(
     every: std::time::Duration,
     notify: Option<Arc<Notifier>>,
 ) {
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = schedule(every);
     loop {
         tick.tick().await;
         let (reg, p, n) = (registry.clone(), policies.clone(), notify.clone());

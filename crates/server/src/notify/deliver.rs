@@ -24,11 +24,6 @@ pub fn start(outbox: Arc<Outbox>, endpoint: Endpoint) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Whether the endpoint wants `e` (`ignoredmediatypes`, `ignore.mediatypes`, `ignore.actions`).
-pub(crate) fn wanted(endpoint: &Endpoint, e: &Event) -> bool {
-    endpoint.wants(&e.action, e.target.media_type.as_deref())
-}
-
 fn run(outbox: &Outbox, endpoint: &Endpoint) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -61,7 +56,7 @@ fn run(outbox: &Outbox, endpoint: &Endpoint) {
                     None
                 }
             };
-            if let Some(e) = event.as_ref().filter(|e| wanted(endpoint, e)) {
+            if let Some(e) = event.as_ref().filter(|e| endpoint.wants(&e.action, e.target.media_type.as_deref())) {
                 loop {
                     match send(&agent, endpoint, e) {
                         Ok(()) => {
@@ -145,10 +140,11 @@ mod tests {
             source: Default::default(),
             berth: None,
         };
-        assert!(wanted(&endpoint, &event("push", Some("application/vnd.oci.image.manifest.v1+json"))));
-        assert!(!wanted(&endpoint, &event("push", Some("application/octet-stream"))));
-        assert!(!wanted(&endpoint, &event("pull", Some("application/vnd.oci.image.manifest.v1+json"))));
-        assert!(wanted(&endpoint, &event("delete", None)), "a delete has no media type and is sent");
+        let wants = |e: &Event| endpoint.wants(&e.action, e.target.media_type.as_deref());
+        assert!(wants(&event("push", Some("application/vnd.oci.image.manifest.v1+json"))));
+        assert!(!wants(&event("push", Some("application/octet-stream"))));
+        assert!(!wants(&event("pull", Some("application/vnd.oci.image.manifest.v1+json"))));
+        assert!(wants(&event("delete", None)), "a delete has no media type and is sent");
     }
 
     #[test]

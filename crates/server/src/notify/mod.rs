@@ -215,31 +215,43 @@ impl Notifier {
 
     /// Stores `events` durably; returns once they are stored (or storing failed, which is
     /// logged and counted: the change they announce has happened either way).
-    pub async fn record(&self, events: Vec<Event>) {
-        if events.is_empty() {
-            return;
-        }
-        let n = events.len() as u64;
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let stored = self.jobs.send((events, tx)).is_ok() && rx.await.unwrap_or(false);
-        if !stored {
-            self.lost.fetch_add(n, Ordering::Relaxed);
+    pub async fn record(&self, happened: Vec<Happened>, request: &RequestRecord, user: Option<&str>, base: &str) {
+        if let Some((n, stored)) = self.submit(happened, request, user, base) {
+            self.settle(n, stored.await.unwrap_or(false));
         }
     }
 
     /// [`Notifier::record`] from a blocking thread, for runs no request caused.
     pub fn record_blocking(&self, happened: Vec<Happened>) {
-        let events: Vec<Event> = happened
-            .into_iter()
-            .filter(|h| self.wanted(h))
-            .map(|h| self.event(h, &RequestRecord::default(), None, ""))
-            .collect();
+        if let Some((n, stored)) = self.submit(happened, &RequestRecord::default(), None, "") {
+            self.settle(n, stored.blocking_recv().unwrap_or(false));
+        }
+    }
+
+    /// Hands the events some endpoint takes to the writer; how many, and the answer to wait for.
+    fn submit(
+        &self,
+        happened: Vec<Happened>,
+        request: &RequestRecord,
+        user: Option<&str>,
+        base: &str,
+    ) -> Option<(u64, tokio::sync::oneshot::Receiver<bool>)> {
+        let events: Vec<Event> =
+            happened.into_iter().filter(|h| self.wanted(h)).map(|h| self.event(h, request, user, base)).collect();
         if events.is_empty() {
-            return;
+            return None;
         }
         let n = events.len() as u64;
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let stored = self.jobs.send((events, tx)).is_ok() && rx.blocking_recv().unwrap_or(false);
+        if self.jobs.send((events, tx)).is_err() {
+            self.settle(n, false);
+            return None;
+        }
+        Some((n, rx))
+    }
+
+    /// Counts `n` events lost unless they were stored.
+    fn settle(&self, n: u64, stored: bool) {
         if !stored {
             self.lost.fetch_add(n, Ordering::Relaxed);
         }
@@ -357,12 +369,7 @@ pub async fn layer(State(st): State<AppState>, req: Request, next: Next) -> Resp
     let task = tokio::spawn(async move {
         let mut resp = next.run(req).await;
         if let Some(Notes(notes)) = resp.extensions_mut().remove::<Notes>() {
-            let events = notes
-                .into_iter()
-                .filter(|h| notifier.wanted(h))
-                .map(|h| notifier.event(h, &record, user.as_deref(), &base))
-                .collect();
-            notifier.record(events).await;
+            notifier.record(notes, &record, user.as_deref(), &base).await;
         }
         resp
     });

@@ -27,7 +27,14 @@ pub async fn get(
 ) -> Result<Response, ApiError> {
     let accept = negotiate::accepted(h);
     let reg = st.registry.clone();
-    let (asked, asked_name) = (reference.clone(), name.clone());
+    // What the pull event needs of the request, only when there will be one.
+    let noted = st.notify.as_ref().map(|n| {
+        let tag = match &reference {
+            Reference::Tag(t) => Some(t.clone()),
+            Reference::Digest(_) => None,
+        };
+        (name.clone(), tag, n.include_references())
+    });
     let stored: Arc<StoredManifest> = blocking(move || -> Result<_, RegistryError> {
         let m = reg.manifest_get(&name, &reference)?;
         let tag = match &reference {
@@ -56,16 +63,8 @@ pub async fn get(
     headers.insert(header::ETAG, hv(&format!("\"{}\"", stored.digest)));
     let resp = (StatusCode::OK, headers, Body::from(stored.bytes.clone())).into_response();
     // Distribution announces a HEAD as a pull too.
-    let notes = match (&st.notify, &asked) {
-        (Some(n), Reference::Tag(t)) => {
-            vec![notify::manifest("pull", &asked_name, &stored, Some(t), n.include_references())]
-        }
-        (Some(n), Reference::Digest(_)) => {
-            vec![notify::manifest("pull", &asked_name, &stored, None, n.include_references())]
-        }
-        (None, _) => vec![],
-    };
-    Ok(notify::attach(resp, notes))
+    let notes = noted.map(|(n, tag, refs)| vec![notify::manifest("pull", &n, &stored, tag.as_ref(), refs)]);
+    Ok(notify::attach(resp, notes.unwrap_or_default()))
 }
 
 /// PUT of a manifest: validated, stored, tagged.
